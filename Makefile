@@ -1,0 +1,52 @@
+# Everything runs in a virtualenv this Makefile builds: a fresh machine needs
+# only Python 3.11+ and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test test-fast test-services lint format typecheck clean
+
+help:
+	@echo "make demo    run example_project against the built-in Gateway emulator"
+	@echo "make test    lint, type-check and run the whole test suite"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e . --group test --group lint
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# The default run: SQLite and local-memory cache, no services needed.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest
+
+# The same suite on PostgreSQL and Redis (127.0.0.1 by default); skipped with
+# a reason when they are not running, unless GATEWAY_REALTIME_REQUIRE_SERVICES=1.
+test-services: $(STAMP)
+	@$(BIN)/python -m tests.services_available; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "test-services: skipped, PostgreSQL/Redis not running (reason above)"; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; \
+	else GATEWAY_REALTIME_TEST_SERVICES=1 $(BIN)/python -m pytest -p no:cacheprovider; fi
+
+test: lint typecheck test-fast test-services
+
+demo: $(STAMP)
+	$(BIN)/python -m example_project.demo --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.core import checks
+from django.utils.translation import gettext_lazy as _
+
+
+class GatewayRealtimeConfig(AppConfig):
+    name = "gateway_realtime"
+    verbose_name = _("AI Gateway realtime")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from gateway_realtime.checks import check_settings
+
+        checks.register(check_settings, checks.Tags.security)

@@ -1,0 +1,73 @@
+"""Session authentication that accepts the AI SDK's plain same-origin ``fetch``.
+
+The AI SDK's realtime setup call sends the session cookie and a JSON body but
+no CSRF token. Instead of exempting the view from CSRF protection, this class
+replaces the token check with a same-origin check that is at least as strong:
+
+- a request with a valid CSRF token passes, as before;
+- otherwise the body must be ``application/json`` (which a cross-site page
+  cannot send without a CORS preflight), and
+- ``Sec-Fetch-Site``, when sent, must be ``same-origin``, and
+- ``Origin``, when sent, must be this site's origin or appear exactly in
+  ``CSRF_TRUSTED_ORIGINS``, and
+- at least one of those two headers must be present (every browser that can
+  run the realtime API sends both on a POST).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+from rest_framework import exceptions
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+class CrossSiteRequestRejected(exceptions.PermissionDenied):
+    default_detail = "Cross-site request rejected: this endpoint accepts same-origin requests only."
+    default_code = "cross_site_request"
+
+
+def request_origin(request: HttpRequest) -> str:
+    """This site's origin as the browser sees it (``scheme://host[:port]``)."""
+    return f"{request.scheme}://{request.get_host()}".lower()
+
+
+def is_trusted_origin(request: HttpRequest, origin: str) -> bool:
+    origin = origin.strip().lower()
+    if origin == request_origin(request):
+        return True
+    # Exact entries only: wildcard subdomain entries are not same-origin.
+    trusted = {o.lower() for o in getattr(settings, "CSRF_TRUSTED_ORIGINS", []) if "*" not in o}
+    return origin in trusted
+
+
+def check_same_origin(request: HttpRequest) -> None:
+    """Raise unless ``request`` is a same-origin JSON request (see module docstring)."""
+    if request.content_type != JSON_MEDIA_TYPE:
+        raise exceptions.UnsupportedMediaType(
+            request.content_type or "(none)",
+            detail="Send the request body as application/json.",
+        )
+    fetch_site = request.META.get("HTTP_SEC_FETCH_SITE")
+    origin = request.META.get("HTTP_ORIGIN")
+    if fetch_site is None and origin is None:
+        raise CrossSiteRequestRejected(
+            "Cross-site request rejected: neither Origin nor Sec-Fetch-Site was sent."
+        )
+    if fetch_site is not None and fetch_site.strip().lower() != "same-origin":
+        raise CrossSiteRequestRejected()
+    if origin is not None and not is_trusted_origin(request, origin):
+        raise CrossSiteRequestRejected()
+
+
+class SameOriginSessionAuthentication(SessionAuthentication):
+    """``SessionAuthentication`` with the same-origin check in place of a required CSRF token."""
+
+    def enforce_csrf(self, request: Request) -> None:
+        try:
+            super().enforce_csrf(request)
+        except exceptions.PermissionDenied:
+            check_same_origin(request._request)

@@ -1,0 +1,224 @@
+"""System checks for the ``GATEWAY_REALTIME_*`` settings (ids ``gateway_realtime.*``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings
+from gateway_realtime.kinds import Kind
+
+KIND_NAMES = {k.value for k in Kind}
+
+
+def _is_number(value: Any, minimum: float = 0) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > minimum
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+
+    key = getattr(settings, PREFIX + "API_KEY", None)
+    if key is not None and not (isinstance(key, str) or callable(key)):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_API_KEY must be a string or a callable.",
+                hint="Set it to the key, or to a function that returns it.",
+                id="gateway_realtime.E001",
+            )
+        )
+    path = app_settings.API_KEY_FUNCTION
+    if path:
+        try:
+            import_string(path)
+        except ImportError:
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_API_KEY_FUNCTION {path!r} cannot be imported.",
+                    hint="Give the dotted path of a function that returns the API key.",
+                    id="gateway_realtime.E002",
+                )
+            )
+    if (
+        not key
+        and not path
+        and not os.environ.get("AI_GATEWAY_API_KEY")
+        and not os.environ.get("VERCEL_OIDC_TOKEN")
+        and not app_settings.TRUST_VERCEL_OIDC_HEADER
+    ):
+        errors.append(
+            Warning(
+                "No AI Gateway credential is configured: every mint will fail.",
+                hint="Set GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY environment "
+                "variable (or VERCEL_OIDC_TOKEN, from `vercel env pull`).",
+                id="gateway_realtime.W001",
+            )
+        )
+
+    base_url = app_settings.BASE_URL
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_BASE_URL {base_url!r} is not an http(s) URL.",
+                hint=f"The default is {DEFAULTS['BASE_URL']!r}.",
+                id="gateway_realtime.E003",
+            )
+        )
+    elif parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        errors.append(
+            Warning(
+                "GATEWAY_REALTIME_BASE_URL uses plain http to a remote host: the credential "
+                "and minted secrets would cross the network unencrypted.",
+                hint="Use https:// (plain http is meant for the local emulator).",
+                id="gateway_realtime.W002",
+            )
+        )
+
+    team = getattr(settings, PREFIX + "TEAM", None)
+    if team is not None and not isinstance(team, str):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_TEAM must be a string (team id or slug) or None.",
+                hint="For example 'my-team'.",
+                id="gateway_realtime.E004",
+            )
+        )
+
+    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT"):
+        value = getattr(settings, PREFIX + name, DEFAULTS[name])
+        if not _is_number(value):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_{name} must be a positive number of seconds.",
+                    hint=f"The default is {DEFAULTS[name]}.",
+                    id="gateway_realtime.E005",
+                )
+            )
+
+    extra = getattr(settings, PREFIX + "EXTRA_HEADERS", {})
+    if not isinstance(extra, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and "\n" not in v and "\r" not in v
+        for k, v in extra.items()
+    ):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_EXTRA_HEADERS must map header names to single-line strings.",
+                hint='For example {"x-request-source": "my-site"}.',
+                id="gateway_realtime.E006",
+            )
+        )
+
+    errors.extend(_check_models())
+    errors.extend(_check_lifetimes())
+
+    atomic_alias = app_settings.AUDIT_DATABASE
+    if atomic_alias not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_AUDIT_DATABASE {atomic_alias!r} is not in DATABASES.",
+                hint="Name a database alias; the default is 'default'.",
+                id="gateway_realtime.E009",
+            )
+        )
+
+    hook = app_settings.TOOLS_FUNCTION
+    if isinstance(hook, str):
+        try:
+            import_string(hook)
+        except ImportError:
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_TOOLS_FUNCTION {hook!r} cannot be imported.",
+                    hint="Give the dotted path of a function returning a list of tools or None.",
+                    id="gateway_realtime.E010",
+                )
+            )
+    try:
+        import_string(app_settings.CLIENT_CLASS)
+    except ImportError:
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_CLIENT_CLASS {app_settings.CLIENT_CLASS!r} cannot be imported.",
+                hint=f"The default is {DEFAULTS['CLIENT_CLASS']!r}.",
+                id="gateway_realtime.E011",
+            )
+        )
+    return errors
+
+
+def _check_models() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    models = getattr(settings, PREFIX + "MODELS", {})
+    allowed = getattr(settings, PREFIX + "ALLOWED_MODELS", {})
+    for name, value in (("MODELS", models), ("ALLOWED_MODELS", allowed)):
+        if not isinstance(value, Mapping) or not set(value) <= KIND_NAMES:
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_{name} must be a dict keyed by kind "
+                    "('realtime', 'transcription', 'speech').",
+                    hint='For example {"realtime": "openai/gpt-realtime-2"}.',
+                    id="gateway_realtime.E007",
+                )
+            )
+            return errors
+    for kind, model in models.items():
+        if not isinstance(model, str) or not model or not model.isprintable() or " " in model:
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_MODELS[{kind!r}] must be a model id like 'provider/model'.",
+                    hint="For example 'openai/gpt-realtime-2'.",
+                    id="gateway_realtime.E007",
+                )
+            )
+    for kind, values in allowed.items():
+        if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_ALLOWED_MODELS[{kind!r}] must be a list of model ids.",
+                    hint='For example ["openai/gpt-realtime-2"].',
+                    id="gateway_realtime.E007",
+                )
+            )
+    if not models:
+        errors.append(
+            Warning(
+                "GATEWAY_REALTIME_MODELS names no default model: the endpoints cannot mint.",
+                hint='Set e.g. GATEWAY_REALTIME_MODELS = {"realtime": "openai/gpt-realtime-2"}.',
+                id="gateway_realtime.W003",
+            )
+        )
+    return errors
+
+
+def _check_lifetimes() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    maximum = getattr(settings, PREFIX + "MAX_LIFETIME", DEFAULTS["MAX_LIFETIME"])
+    default = getattr(settings, PREFIX + "DEFAULT_LIFETIME", DEFAULTS["DEFAULT_LIFETIME"])
+    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 1:
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_MAX_LIFETIME must be a positive whole number of seconds.",
+                hint=f"The default is {DEFAULTS['MAX_LIFETIME']}.",
+                id="gateway_realtime.E008",
+            )
+        )
+        return errors
+    if default is not None and (
+        isinstance(default, bool) or not isinstance(default, int) or not 1 <= default <= maximum
+    ):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_DEFAULT_LIFETIME must be None or whole seconds between 1 "
+                "and GATEWAY_REALTIME_MAX_LIFETIME.",
+                hint="None lets the Gateway choose the lifetime.",
+                id="gateway_realtime.E008",
+            )
+        )
+    return errors

@@ -1,0 +1,397 @@
+"""The HTTP client that mints client secrets on the Gateway.
+
+One ``GatewayClient`` per process holds one ``requests.Session`` whose
+keep-alive pool is shared by every thread, so a busy site pays the TCP and TLS
+handshake once per pooled connection, not once per mint. All network I/O goes
+through ``GatewayClient.send``; subclasses can override the ``build_*`` and
+``parse_*`` hooks.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import os
+import re
+import threading
+import time
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import quote_plus, urlsplit
+
+import requests
+from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_variables
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from gateway_realtime import __version__
+from gateway_realtime.conf import app_settings
+from gateway_realtime.credentials import Credential
+from gateway_realtime.exceptions import (
+    ERROR_TYPES,
+    GatewayConnectionError,
+    GatewayError,
+    GatewayInternalServerError,
+    GatewayRateLimitError,
+    GatewayResponseError,
+    GatewayTimeoutError,
+)
+from gateway_realtime.kinds import Kind, MintedSecret
+
+MINT_PATH = "/v1/realtime/client-secrets"
+PROTOCOL_VERSION = "0.0.1"
+USER_AGENT = f"django-gateway-realtime/{__version__}"
+
+# RFC 7230 token characters: what a Sec-WebSocket-Protocol value may contain.
+_SUBPROTOCOL_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+MAX_TOKEN_LENGTH = 2048
+
+
+def gateway_origin(base_url: str) -> str:
+    """Scheme, host and port of the base URL: the mint route ignores its path."""
+    parts = urlsplit(base_url.rstrip("/"))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def form_encode(value: str) -> str:
+    """Encode like the browser's ``URLSearchParams`` (the official client uses it)."""
+    # quote_plus keeps "~" and escapes "*"; URLSearchParams does the opposite.
+    return quote_plus(value, safe="*").replace("~", "%7E")
+
+
+def build_ws_url(base_url: str, kind: Kind, model: str) -> str:
+    """The WebSocket URL a browser opens for ``kind`` and ``model`` (contract section 3)."""
+    base = base_url.rstrip("/")
+    if base.startswith("http"):
+        base = "ws" + base[len("http") :]
+    return f"{base}{kind.ws_path}?ai-model-id={form_encode(model)}"
+
+
+def is_usable_token(token: object) -> bool:
+    """A token the browser can send as ``ai-gateway-auth.<token>`` subprotocol."""
+    return (
+        isinstance(token, str)
+        and 0 < len(token) <= MAX_TOKEN_LENGTH
+        and _SUBPROTOCOL_TOKEN.match(token) is not None
+    )
+
+
+def _retry_after(value: str | None) -> int | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, math.ceil(when.timestamp() - time.time()))
+
+
+class GatewayClient:
+    """Mints client secrets with ``POST {origin}/v1/realtime/client-secrets``.
+
+    Thread-safe: one instance per process is shared by all threads (see
+    ``get_client``). Settings are read when the session is built and on every
+    call, never at import.
+    """
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    # Session ---------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self.build_session()
+        return self._session
+
+    def build_session(self) -> requests.Session:
+        """A session with a keep-alive pool, connect-only retries and no cookies."""
+        session = requests.Session()
+        # Only our own headers: no requests defaults to drift from the contract.
+        session.headers.clear()
+        session.cookies.set_policy(_RejectAllCookies())
+        session.trust_env = False  # no .netrc credentials, no env proxies by surprise
+        retries = Retry(
+            total=app_settings.CONNECT_RETRIES,
+            connect=app_settings.CONNECT_RETRIES,
+            # A request that may have reached the Gateway is never sent twice:
+            # a second mint would burn quota and leave an unaudited secret.
+            read=0,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            raise_on_redirect=False,
+            raise_on_status=False,
+            backoff_factor=0.05,
+        )
+        adapter = HTTPAdapter(
+            pool_connections=4,
+            pool_maxsize=app_settings.POOL_MAXSIZE,
+            max_retries=retries,
+            pool_block=False,
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    # Hooks -----------------------------------------------------------------
+
+    @sensitive_variables("credential", "headers")
+    def build_headers(self, credential: Credential) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {credential.value}",
+            "ai-gateway-protocol-version": PROTOCOL_VERSION,
+            "ai-gateway-auth-method": credential.method,
+        }
+        team = app_settings.TEAM
+        if team:
+            headers["x-vercel-ai-gateway-team"] = team
+        headers["Content-Type"] = "application/json"
+        headers["User-Agent"] = USER_AGENT
+        for name, value in app_settings.EXTRA_HEADERS.items():
+            if name.lower() not in {"authorization", "content-type", "content-length", "host"}:
+                headers[name] = value
+        return headers
+
+    def build_body(self, kind: Kind, model: str, expires_in: int | None) -> bytes:
+        """The JSON body, byte for byte like ``JSON.stringify`` in the official client."""
+        body: dict[str, Any] = {"model": model}
+        if kind.route_kind is not None:
+            body["routeKind"] = kind.route_kind
+        if expires_in is not None:
+            body["expiresIn"] = int(expires_in)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    # The call --------------------------------------------------------------
+
+    @sensitive_variables("credential", "headers")
+    def mint(
+        self,
+        *,
+        kind: Kind,
+        model: str,
+        credential: Credential,
+        expires_in: int | None = None,
+    ) -> MintedSecret:
+        """Mint one client secret; raise a ``GatewayError`` subclass on any failure."""
+        base_url = app_settings.BASE_URL
+        url = gateway_origin(base_url) + MINT_PATH
+        headers = self.build_headers(credential)
+        body = self.build_body(kind, model, expires_in)
+        status, response_headers, content = self.send(url, headers, body)
+        if 200 <= status < 300:
+            token, expires_at = self.parse_success(content, status, credential)
+            return MintedSecret(
+                token=token,
+                expires_at=expires_at,
+                url=build_ws_url(base_url, kind, model),
+                kind=kind,
+                model=model,
+            )
+        raise self.parse_error(status, response_headers, content, credential)
+
+    @sensitive_variables("headers")
+    def send(
+        self, url: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST once and read at most ``MAX_RESPONSE_BYTES`` within the deadlines.
+
+        Returns ``(status, headers, body)``. Transport failures become
+        ``GatewayTimeoutError`` or ``GatewayConnectionError``; the original
+        exception is not chained because its frames hold the request headers.
+        """
+        limit = app_settings.MAX_RESPONSE_BYTES
+        deadline = time.monotonic() + app_settings.TOTAL_TIMEOUT
+        origin = gateway_origin(url)
+        failure: GatewayError | None = None
+        try:
+            response = self.session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=(app_settings.CONNECT_TIMEOUT, app_settings.READ_TIMEOUT),
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                status = response.status_code
+                if 300 <= status < 400:
+                    raise GatewayResponseError(
+                        "The Gateway answered with a redirect, which is never followed.",
+                        status_code=status,
+                    )
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise GatewayResponseError(
+                        f"The Gateway's answer is larger than {limit} bytes.", status_code=status
+                    )
+                content = self._read_capped(response, limit, deadline, status)
+                return status, dict(response.headers), content
+            finally:
+                response.close()
+        except GatewayError:
+            raise
+        except requests.exceptions.Timeout as err:
+            failure = GatewayTimeoutError(
+                f"Timed out talking to the Gateway at {origin} ({type(err).__name__})."
+            )
+        except requests.exceptions.RequestException as err:
+            failure = GatewayConnectionError(
+                f"Could not reach the Gateway at {origin} ({type(err).__name__})."
+            )
+        raise failure
+
+    def _read_capped(
+        self, response: requests.Response, limit: int, deadline: float, status: int
+    ) -> bytes:
+        raw = response.raw
+        read = getattr(raw, "read1", None) or raw.read
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise GatewayTimeoutError(
+                    "The Gateway's answer did not arrive within "
+                    f"GATEWAY_REALTIME_TOTAL_TIMEOUT ({app_settings.TOTAL_TIMEOUT:g} s).",
+                    status_code=status,
+                )
+            chunk = read(8192)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise GatewayResponseError(
+                    f"The Gateway's answer is larger than {limit} bytes.", status_code=status
+                )
+            chunks.append(chunk)
+
+    # Parsing ---------------------------------------------------------------
+
+    @sensitive_variables("credential")
+    def parse_success(
+        self, content: bytes, status: int, credential: Credential
+    ) -> tuple[str, int | float | None]:
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            raise GatewayResponseError(
+                "The Gateway's answer is not JSON.", status_code=status
+            ) from None
+        if not isinstance(data, dict):
+            raise GatewayResponseError("The Gateway's answer is not an object.", status_code=status)
+        token = data.get("token")
+        if not is_usable_token(token) or token == credential.value:
+            raise GatewayResponseError(
+                "The Gateway's answer has no usable token.", status_code=status
+            )
+        expires_at = data.get("expiresAt")
+        if expires_at is not None and (
+            isinstance(expires_at, bool)
+            or not isinstance(expires_at, int | float)
+            or not math.isfinite(expires_at)
+            or expires_at <= 0
+        ):
+            raise GatewayResponseError(
+                "The Gateway's answer has an invalid expiresAt.", status_code=status
+            )
+        assert isinstance(token, str)
+        return token, expires_at
+
+    @sensitive_variables("credential")
+    def parse_error(
+        self,
+        status: int,
+        headers: dict[str, str],
+        content: bytes,
+        credential: Credential,
+    ) -> GatewayError:
+        """Turn a non-2xx answer into the matching ``GatewayError`` subclass."""
+        try:
+            data = json.loads(content)
+        except (ValueError, RecursionError):
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+            return GatewayResponseError(
+                "Invalid error response format from the Gateway.", status_code=status
+            )
+        error_type = error.get("type")
+        message = _scrub(error["message"], credential)[:500] or "(no message)"
+        generation_id = data.get("generationId") if isinstance(data, dict) else None
+        code = error.get("code")
+        kwargs: dict[str, Any] = {
+            "status_code": status,
+            "param": error.get("param"),
+            "code": code if isinstance(code, str | int) and not isinstance(code, bool) else None,
+            "generation_id": generation_id if isinstance(generation_id, str) else None,
+        }
+        cls = ERROR_TYPES.get(error_type) if isinstance(error_type, str) else None
+        if cls is None:
+            return GatewayInternalServerError(message, error_type="internal_server_error", **kwargs)
+        if cls is GatewayRateLimitError:
+            lowered = {k.lower(): v for k, v in headers.items()}
+            return GatewayRateLimitError(
+                message, retry_after=_retry_after(lowered.get("retry-after")), **kwargs
+            )
+        return cls(message, **kwargs)
+
+
+@sensitive_variables("credential")
+def _scrub(text: str, credential: Credential) -> str:
+    """Remove the credential from text the Gateway sent back, should it echo it."""
+    if credential.value and credential.value in text:
+        text = text.replace(credential.value, "[redacted]")
+    return text
+
+
+class _RejectAllCookies(DefaultCookiePolicy):
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+_clients: dict[tuple[str, int], GatewayClient] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client() -> GatewayClient:
+    """The process's client of ``GATEWAY_REALTIME_CLIENT_CLASS``.
+
+    Keyed by process id as well, so a worker forked from a parent that already
+    minted (gunicorn ``--preload``) builds its own pool instead of sharing
+    sockets with its siblings.
+    """
+    path = app_settings.CLIENT_CLASS
+    key = (path, os.getpid())
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                cls = import_string(path)
+                client = cls()
+                _clients[key] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Close and forget every cached client (tests; after changing pool settings)."""
+    with _clients_lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()

@@ -1,0 +1,156 @@
+"""Settings, read from ``django.conf.settings`` on every access.
+
+Nothing is cached or written back onto ``settings``, so ``override_settings``
+works in tests and a changed setting needs no reload. Every name is prefixed
+``GATEWAY_REALTIME_``; the README lists each one with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+from gateway_realtime.kinds import Kind
+
+PREFIX = "GATEWAY_REALTIME_"
+
+DEFAULT_BASE_URL = "https://ai-gateway.vercel.sh/v4/ai"
+
+#: Every setting with its default. The README's settings table is checked
+#: against this mapping by the test suite.
+DEFAULTS: dict[str, Any] = {
+    "API_KEY": None,
+    "API_KEY_FUNCTION": None,
+    "BASE_URL": DEFAULT_BASE_URL,
+    "TEAM": None,
+    "TRUST_VERCEL_OIDC_HEADER": None,
+    "CONNECT_TIMEOUT": 3.05,
+    "READ_TIMEOUT": 10.0,
+    "TOTAL_TIMEOUT": 15.0,
+    "CONNECT_RETRIES": 2,
+    "MAX_RESPONSE_BYTES": 65536,
+    "POOL_MAXSIZE": 16,
+    "EXTRA_HEADERS": {},
+    "MODELS": {},
+    "ALLOWED_MODELS": {},
+    "DEFAULT_LIFETIME": None,
+    "MAX_LIFETIME": 600,
+    "TOOLS_FUNCTION": None,
+    "CLIENT_CLASS": "gateway_realtime.client.GatewayClient",
+    "AUDIT_DATABASE": "default",
+    "MAX_REQUEST_BYTES": 16384,
+}
+
+
+def _get(name: str) -> Any:
+    return getattr(settings, PREFIX + name, DEFAULTS[name])
+
+
+class AppSettings:
+    """Typed accessors for the ``GATEWAY_REALTIME_*`` settings."""
+
+    @property
+    def API_KEY(self) -> str | Callable[[], str] | None:
+        return _get("API_KEY")  # type: ignore[no-any-return]
+
+    @property
+    def API_KEY_FUNCTION(self) -> str | None:
+        return _get("API_KEY_FUNCTION")  # type: ignore[no-any-return]
+
+    @property
+    def BASE_URL(self) -> str:
+        # The official provider strips one trailing slash before anything else.
+        value = _get("BASE_URL") or DEFAULT_BASE_URL
+        return str(value).rstrip("/")
+
+    @property
+    def TEAM(self) -> str | None:
+        return _get("TEAM") or None
+
+    @property
+    def TRUST_VERCEL_OIDC_HEADER(self) -> bool:
+        value = _get("TRUST_VERCEL_OIDC_HEADER")
+        if value is None:
+            # Vercel sets VERCEL=1 in its runtime; only there does its proxy
+            # guarantee that x-vercel-oidc-token came from Vercel, not a client.
+            return os.environ.get("VERCEL") == "1"
+        return bool(value)
+
+    @property
+    def CONNECT_TIMEOUT(self) -> float:
+        return float(_get("CONNECT_TIMEOUT"))
+
+    @property
+    def READ_TIMEOUT(self) -> float:
+        return float(_get("READ_TIMEOUT"))
+
+    @property
+    def TOTAL_TIMEOUT(self) -> float:
+        return float(_get("TOTAL_TIMEOUT"))
+
+    @property
+    def CONNECT_RETRIES(self) -> int:
+        return int(_get("CONNECT_RETRIES"))
+
+    @property
+    def MAX_RESPONSE_BYTES(self) -> int:
+        return int(_get("MAX_RESPONSE_BYTES"))
+
+    @property
+    def POOL_MAXSIZE(self) -> int:
+        return int(_get("POOL_MAXSIZE"))
+
+    @property
+    def EXTRA_HEADERS(self) -> Mapping[str, str]:
+        return _get("EXTRA_HEADERS") or {}
+
+    @property
+    def MODELS(self) -> Mapping[str, str]:
+        return _get("MODELS") or {}
+
+    @property
+    def ALLOWED_MODELS(self) -> Mapping[str, Sequence[str]]:
+        return _get("ALLOWED_MODELS") or {}
+
+    @property
+    def DEFAULT_LIFETIME(self) -> int | None:
+        return _get("DEFAULT_LIFETIME")  # type: ignore[no-any-return]
+
+    @property
+    def MAX_LIFETIME(self) -> int:
+        return int(_get("MAX_LIFETIME"))
+
+    @property
+    def TOOLS_FUNCTION(self) -> str | Callable[..., Any] | None:
+        return _get("TOOLS_FUNCTION")  # type: ignore[no-any-return]
+
+    @property
+    def CLIENT_CLASS(self) -> str:
+        return str(_get("CLIENT_CLASS"))
+
+    @property
+    def AUDIT_DATABASE(self) -> str:
+        return str(_get("AUDIT_DATABASE"))
+
+    @property
+    def MAX_REQUEST_BYTES(self) -> int:
+        return int(_get("MAX_REQUEST_BYTES"))
+
+    # Derived values -------------------------------------------------------
+
+    def default_model(self, kind: Kind) -> str | None:
+        return self.MODELS.get(kind.value) or None
+
+    def allowed_models(self, kind: Kind) -> list[str]:
+        """Models a client may ask for: the kind's default plus its allow-list."""
+        models = [m for m in [self.default_model(kind)] if m]
+        for model in self.ALLOWED_MODELS.get(kind.value, ()):
+            if model not in models:
+                models.append(model)
+        return models
+
+
+app_settings = AppSettings()

@@ -1,0 +1,148 @@
+"""Errors raised while minting client secrets.
+
+``GatewayError`` is the root of everything the Gateway (or the way to it) can
+do wrong; there is one subclass per error ``type`` of the wire contract, plus
+time-outs, connection failures and answers that break the contract.
+
+Messages never contain the site's credential or a minted token: they are shown
+in logs, error reports and the audit trail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class GatewayError(Exception):
+    """Root of every failure to get a client secret from the Gateway."""
+
+    #: The Gateway's error ``type`` this class stands for (or our own name).
+    error_type = "gateway_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        param: Any = None,
+        code: str | int | None = None,
+        generation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        if error_type is not None:
+            self.error_type = error_type
+        self.param = param
+        self.code = code
+        self.generation_id = generation_id
+
+    def __str__(self) -> str:
+        if self.status_code is not None:
+            return f"{self.message} (HTTP {self.status_code}, {self.error_type})"
+        return f"{self.message} ({self.error_type})"
+
+
+class GatewayAuthenticationError(GatewayError):
+    """The site's own credential is missing, or the Gateway rejected it."""
+
+    error_type = "authentication_error"
+
+
+class GatewayInvalidRequestError(GatewayError):
+    error_type = "invalid_request_error"
+
+
+class GatewayRateLimitError(GatewayError):
+    """The Gateway is rate limiting this site; ``retry_after`` in seconds if sent."""
+
+    error_type = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class GatewayModelNotFoundError(GatewayError):
+    error_type = "model_not_found"
+
+    @property
+    def model_id(self) -> str | None:
+        if isinstance(self.param, dict):
+            value = self.param.get("modelId")
+            return value if isinstance(value, str) else None
+        return None
+
+
+class GatewayNotFoundError(GatewayError):
+    error_type = "not_found"
+
+
+class GatewayForbiddenError(GatewayError):
+    """A Gateway policy rejected the request; ``rule_id`` names the rule."""
+
+    error_type = "forbidden"
+
+    @property
+    def rule_id(self) -> str | None:
+        if isinstance(self.param, dict):
+            value = self.param.get("ruleId")
+            return value if isinstance(value, str) else None
+        return None
+
+
+class GatewayInternalServerError(GatewayError):
+    """The Gateway failed, or answered with an error type we do not know."""
+
+    error_type = "internal_server_error"
+
+
+class GatewayResponseError(GatewayError):
+    """The Gateway's answer does not follow the contract (body, size, redirect)."""
+
+    error_type = "response_error"
+
+
+class GatewayTimeoutError(GatewayError):
+    """Connecting, the headers or the whole body took longer than allowed."""
+
+    error_type = "timeout"
+
+
+class GatewayConnectionError(GatewayError):
+    """The Gateway could not be reached (refused, DNS, TLS, reset)."""
+
+    error_type = "connection_error"
+
+
+#: The wire contract's error ``type`` values and the class for each.
+ERROR_TYPES: dict[str, type[GatewayError]] = {
+    "authentication_error": GatewayAuthenticationError,
+    "invalid_request_error": GatewayInvalidRequestError,
+    "rate_limit_exceeded": GatewayRateLimitError,
+    "model_not_found": GatewayModelNotFoundError,
+    "not_found": GatewayNotFoundError,
+    "forbidden": GatewayForbiddenError,
+}
+
+
+# Deliberately NOT a GatewayError: a misconfigured site is a bug to fix in
+# settings, not a Gateway outage to retry or to show as "try again later".
+# Deriving from ImproperlyConfigured lets Django report it as what it is.
+class GatewayConfigurationError(ImproperlyConfigured):
+    """A ``GATEWAY_REALTIME_*`` setting is missing or wrong."""
+
+    error_type = "configuration_error"
+
+
+class MintRequestError(ValueError):
+    """The caller asked for something this site does not allow (bad model, lifetime)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request"):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code

@@ -1,0 +1,99 @@
+"""The audit trail: one row per attempt to mint a client secret."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from gateway_realtime.kinds import KIND_CHOICES
+
+
+def token_fingerprint(token: str) -> str:
+    """SHA-256 of a token, hex. Tokens are long and random, so no key is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_hint(token: str) -> str:
+    """A short, non-secret reminder of a token for incident lookup: ``vcst_ab…wxyz``."""
+    if len(token) <= 16:
+        return token[:4] + "…"
+    return f"{token[:7]}…{token[-4:]}"
+
+
+class Source(models.TextChoices):
+    ENDPOINT = "endpoint", _("Endpoint")
+    TEMPLATE = "template", _("Template tag")
+    COMMAND = "command", _("Management command")
+    OTHER = "other", _("Other code")
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    ISSUED = "issued", _("Issued")
+    FAILED = "failed", _("Failed")
+
+
+class ClientSecretIssuance(models.Model):
+    """One attempt to mint a client secret, written before the Gateway is called.
+
+    Holds who asked, for what, and what came of it; never the token (only its
+    SHA-256 fingerprint and a short hint) and never the site's credential.
+    """
+
+    created_at = models.DateTimeField(_("requested at"), auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
+
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    model = models.CharField(_("model"), max_length=200)
+    source = models.CharField(
+        _("source"), max_length=16, choices=Source.choices, default=Source.ENDPOINT
+    )
+    requested_lifetime = models.PositiveIntegerField(
+        _("requested lifetime (s)"), null=True, blank=True
+    )
+    effective_lifetime = models.IntegerField(_("effective lifetime (s)"), null=True, blank=True)
+    auth_method = models.CharField(_("auth method"), max_length=16, blank=True)
+
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=Outcome.choices, default=Outcome.PENDING
+    )
+    error_type = models.CharField(_("error type"), max_length=64, blank=True)
+    error_message = models.CharField(_("error message"), max_length=500, blank=True)
+    upstream_status = models.PositiveSmallIntegerField(_("Gateway status"), null=True, blank=True)
+    generation_id = models.CharField(_("Gateway generation id"), max_length=128, blank=True)
+    latency_ms = models.PositiveIntegerField(_("latency (ms)"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    token_fingerprint = models.CharField(
+        _("token fingerprint (SHA-256)"), max_length=64, blank=True, db_index=True
+    )
+    token_hint = models.CharField(_("token hint"), max_length=16, blank=True)
+
+    class Meta:
+        verbose_name = _("client secret issuance")
+        verbose_name_plural = _("client secret issuances")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Per-user history and quotas: "this user's mints since T".
+            models.Index(fields=["user", "created_at"], name="gwrt_user_created_idx"),
+            # The admin's outcome filter over a date range.
+            models.Index(fields=["outcome", "created_at"], name="gwrt_outcome_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
+        return f"{self.kind} {self.model} for {who}: {self.outcome}"

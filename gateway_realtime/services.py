@@ -1,0 +1,293 @@
+"""The one path through which every client secret is minted.
+
+The endpoint, the template tag and anything a site writes itself call
+``mint_client_secret``; it validates the request against the site's settings,
+writes the audit row before the Gateway is called, completes it afterwards
+and sends the signals.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from gateway_realtime.client import get_client
+from gateway_realtime.conf import app_settings
+from gateway_realtime.credentials import resolve_credential
+from gateway_realtime.exceptions import GatewayConfigurationError, GatewayError, MintRequestError
+from gateway_realtime.kinds import Kind
+from gateway_realtime.models import (
+    ClientSecretIssuance,
+    Outcome,
+    Source,
+    token_fingerprint,
+    token_hint,
+)
+from gateway_realtime.signals import client_secret_failed, client_secret_issued
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.http import HttpRequest
+
+logger = logging.getLogger("gateway_realtime")
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    """A freshly minted client secret, ready to hand to one browser."""
+
+    token: str = field(repr=False)
+    url: str
+    expires_at: int | float | None
+    kind: Kind
+    model: str
+    issuance: ClientSecretIssuance
+
+    @property
+    def protocols(self) -> list[str]:
+        """The ``Sec-WebSocket-Protocol`` values a browser offers (contract section 4)."""
+        return websocket_protocols(self.kind, self.token, app_settings.TEAM)
+
+    def as_setup_response(self, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The body the AI SDK's realtime setup fetch expects (contract section 5)."""
+        body: dict[str, Any] = {"token": self.token, "url": self.url}
+        if self.expires_at is not None:
+            body["expiresAt"] = self.expires_at
+        if tools:
+            body["tools"] = tools
+        return body
+
+
+def websocket_protocols(kind: Kind, token: str, team: str | None) -> list[str]:
+
+    protocols = [kind.subprotocol, f"ai-gateway-auth.{token}"]
+    if team:
+        encoded = base64.urlsafe_b64encode(team.encode()).rstrip(b"=").decode()
+        protocols.append(f"ai-gateway-team.{encoded}")
+    return protocols
+
+
+def resolve_model(kind: Kind, model: str | None) -> str:
+    """The model to mint for: the kind's default, or an allowed one the caller named."""
+    allowed = app_settings.allowed_models(kind)
+    if model is None or model == "":
+        default = app_settings.default_model(kind)
+        if not default:
+            raise GatewayConfigurationError(
+                f"No model is configured for {kind.value}: set "
+                f'GATEWAY_REALTIME_MODELS["{kind.value}"].'
+            )
+        return default
+    if model not in allowed:
+        raise MintRequestError(
+            "This model is not available here.", param="model", code="model_not_allowed"
+        )
+    return model
+
+
+def resolve_lifetime(expires_in: int | None) -> int | None:
+    """Seconds to ask the Gateway for, or ``None`` to leave it to the Gateway."""
+    maximum = app_settings.MAX_LIFETIME
+    if expires_in is None:
+        expires_in = app_settings.DEFAULT_LIFETIME
+        if expires_in is None:
+            return None
+        return min(int(expires_in), maximum)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise MintRequestError(
+            "expiresAfterSeconds must be a whole number of seconds.",
+            param="expiresAfterSeconds",
+        )
+    if not 1 <= expires_in <= maximum:
+        raise MintRequestError(
+            f"expiresAfterSeconds must be between 1 and {maximum}.",
+            param="expiresAfterSeconds",
+        )
+    return expires_in
+
+
+def resolve_tools(
+    *, request: HttpRequest | None, user: Any, kind: Kind, model: str
+) -> list[dict[str, Any]] | None:
+    """Tools for the setup response from ``GATEWAY_REALTIME_TOOLS_FUNCTION``, validated."""
+    hook = app_settings.TOOLS_FUNCTION
+    if not hook:
+        return None
+    func = import_string(hook) if isinstance(hook, str) else hook
+    tools = func(request=request, user=user, kind=kind.value, model=model)
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(_is_tool(t) for t in tools):
+        raise GatewayConfigurationError(
+            "GATEWAY_REALTIME_TOOLS_FUNCTION must return None or a list of "
+            '{"type": "function", "name": str, "description"?: str, "parameters": dict}.'
+        )
+    return tools
+
+
+def _is_tool(tool: object) -> bool:
+    return (
+        isinstance(tool, dict)
+        and tool.get("type") == "function"
+        and isinstance(tool.get("name"), str)
+        and bool(tool["name"])
+        and isinstance(tool.get("description", ""), str)
+        and isinstance(tool.get("parameters"), dict)
+        and set(tool) <= {"type", "name", "description", "parameters"}
+    )
+
+
+def _client_ip(request: HttpRequest | None) -> str | None:
+    # REMOTE_ADDR only: X-Forwarded-For is whatever the client wants it to be.
+    # Behind a proxy, set REMOTE_ADDR in a middleware you trust.
+    if request is None:
+        return None
+    value = request.META.get("REMOTE_ADDR") or None
+    if value is None:
+        return None
+
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def mint_client_secret(
+    *,
+    user: AbstractBaseUser | AnonymousUser | None,
+    kind: Kind | str,
+    model: str | None = None,
+    expires_in: int | None = None,
+    request: HttpRequest | None = None,
+    source: Source | str = Source.OTHER,
+) -> IssuedSecret:
+    """Mint one client secret for ``user`` and record it in the audit trail.
+
+    ``model`` must be the kind's default (``None``) or one of its allowed
+    models; ``expires_in`` at most ``GATEWAY_REALTIME_MAX_LIFETIME``.
+
+    Raises ``MintRequestError`` for a request the site does not allow (nothing
+    is written or sent), ``GatewayConfigurationError`` for a settings problem,
+    and a ``GatewayError`` subclass when the Gateway fails; in the last two
+    cases the audit row records the failure. The audit row is written before
+    the Gateway is called, so no token is ever issued without one.
+    """
+    kind = Kind(kind)
+    model = resolve_model(kind, model)
+    lifetime = resolve_lifetime(expires_in)
+    authenticated = user is not None and getattr(user, "is_authenticated", False)
+
+    issuance = ClientSecretIssuance(
+        user=user if authenticated else None,  # type: ignore[misc]
+        username=user.get_username()[:150] if authenticated and user is not None else "",
+        ip_address=_client_ip(request),
+        user_agent=(request.META.get("HTTP_USER_AGENT", "") if request else "")[:512],
+        kind=kind.value,
+        model=model,
+        source=Source(source),
+        requested_lifetime=lifetime,
+    )
+    _save(issuance)
+
+    started = time.monotonic()
+    try:
+        credential = resolve_credential(request)
+        issuance.auth_method = credential.method
+        secret = get_client().mint(
+            kind=kind, model=model, credential=credential, expires_in=lifetime
+        )
+    except (GatewayError, GatewayConfigurationError) as error:
+        _record_failure(issuance, error, started)
+        client_secret_failed.send(
+            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
+        )
+        raise
+
+    now = timezone.now()
+    issuance.outcome = Outcome.ISSUED
+    issuance.completed_at = now
+    issuance.latency_ms = _elapsed_ms(started)
+    issuance.token_fingerprint = token_fingerprint(secret.token)
+    issuance.token_hint = token_hint(secret.token)
+    if secret.expires_at is not None:
+        issuance.expires_at = dt.datetime.fromtimestamp(secret.expires_at, tz=dt.UTC)
+        issuance.effective_lifetime = round(secret.expires_at - now.timestamp())
+    _save(issuance)
+    logger.info(
+        "Minted a %s client secret for %s",
+        kind.value,
+        model,
+        extra=_log_fields(issuance),
+    )
+    client_secret_issued.send(
+        sender=ClientSecretIssuance, issuance=issuance, user=user, request=request
+    )
+    return IssuedSecret(
+        token=secret.token,
+        url=secret.url,
+        expires_at=secret.expires_at,
+        kind=kind,
+        model=model,
+        issuance=issuance,
+    )
+
+
+def _elapsed_ms(started: float) -> int:
+    return max(0, round((time.monotonic() - started) * 1000))
+
+
+def _save(issuance: ClientSecretIssuance) -> None:
+    # The endpoint runs outside ATOMIC_REQUESTS, so each save commits at once.
+    # Sites that mint inside their own transaction can point
+    # GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same database.
+    alias = app_settings.AUDIT_DATABASE
+    with transaction.atomic(using=alias):
+        issuance.save(using=alias)
+
+
+def _record_failure(
+    issuance: ClientSecretIssuance, error: GatewayError | GatewayConfigurationError, started: float
+) -> None:
+    issuance.outcome = Outcome.FAILED
+    issuance.completed_at = timezone.now()
+    issuance.latency_ms = _elapsed_ms(started)
+    issuance.error_type = getattr(error, "error_type", type(error).__name__)[:64]
+    issuance.error_message = (getattr(error, "message", None) or str(error))[:500]
+    if isinstance(error, GatewayError):
+        issuance.upstream_status = error.status_code
+        issuance.generation_id = (error.generation_id or "")[:128]
+    _save(issuance)
+    logger.warning(
+        "Could not mint a %s client secret for %s: %s",
+        issuance.kind,
+        issuance.model,
+        issuance.error_type,
+        extra=_log_fields(issuance),
+    )
+
+
+def _log_fields(issuance: ClientSecretIssuance) -> dict[str, Any]:
+    """Structured fields for log records; never the token or the credential."""
+    return {
+        "gateway_realtime": {
+            "issuance_id": issuance.pk,
+            "user_id": issuance.user_id,
+            "kind": issuance.kind,
+            "model": issuance.model,
+            "source": issuance.source,
+            "outcome": issuance.outcome,
+            "error_type": issuance.error_type or None,
+            "upstream_status": issuance.upstream_status,
+            "latency_ms": issuance.latency_ms,
+            "token_hint": issuance.token_hint or None,
+        }
+    }
