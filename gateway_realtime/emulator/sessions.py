@@ -1,0 +1,707 @@
+"""Scripted conversations the emulator speaks on an accepted WebSocket.
+
+Three small scripts, one per route kind, each speaking the wire format the
+official clients expect (see the package docstring for the event list):
+
+- realtime: normalized AI SDK realtime events, the ``RealtimeModelV4``
+  client and server event unions, one JSON object per text frame;
+- transcription: the transcription-stream envelope v1 (``transcription-stream.*``
+  client frames, binary audio, ``TranscriptionModelV4StreamPart`` replies);
+- speech: the speech-stream envelope v1 (``speech-stream.*`` client frames,
+  ``SpeechModelV4StreamPart`` replies with base64 audio).
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import json
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .websocket import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    ConnectionClosed,
+    Message,
+    WebSocket,
+)
+
+__all__ = ["WsSession", "run_session"]
+
+JsonObject = dict[str, Any]
+
+_SOURCE = "ai-gateway-emulator"
+_DEFAULT_RATE = 24000
+# Mean absolute PCM16 amplitude above which a chunk counts as speech; quiet
+# room noise from a real microphone stays well under it.
+_SPEECH_LEVEL = 500.0
+_TRANSCRIPT_WORDS = (
+    "this",
+    "is",
+    "an",
+    "emulated",
+    "transcript",
+    "from",
+    "the",
+    "AI",
+    "Gateway",
+    "emulator",
+)
+
+
+@dataclass
+class WsSession:
+    """What happened on one WebSocket the emulator accepted."""
+
+    kind: str
+    model: str
+    token: str
+    team: str | None
+    subprotocols: list[str]
+    started_at: float
+    ended_at: float | None = None
+    close_code: int | None = None
+    received: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        # Dict-style access too, for callers that treat records as dicts.
+        return getattr(self, key)
+
+
+def _words(text: str) -> list[str]:
+    # Keep the spaces with the words so that joining the deltas gives the text.
+    return re.findall(r"\S+\s*", text) or [text]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _silence(rate: int, seconds: float) -> bytes:
+    samples = max(1, int(rate * seconds))
+    return b"\x00\x00" * samples
+
+
+def _pcm_level(chunk: bytes) -> float:
+    """Mean absolute amplitude of little-endian PCM16 (0 for odd or empty)."""
+    if not chunk or len(chunk) % 2:
+        return 0.0
+    samples = array.array("h")
+    samples.frombytes(chunk)
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return sum(map(abs, samples)) / len(samples)
+
+
+def _rate_of(audio_format: object) -> int:
+    if isinstance(audio_format, dict):
+        rate = audio_format.get("rate")
+        if isinstance(rate, int | float) and not isinstance(rate, bool) and 8000 <= rate <= 96000:
+            return int(rate)
+    return _DEFAULT_RATE
+
+
+class _Script:
+    """Shared plumbing: sending JSON, recording, fault models."""
+
+    def __init__(self, ws: WebSocket, record: WsSession, delay: float) -> None:
+        self.ws = ws
+        self.record = record
+        self.delay = delay
+        self.counter = 0
+
+    def new_id(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}_emu_{self.counter}"
+
+    async def send(self, event: JsonObject) -> None:
+        self.record.sent.append(str(event.get("type")))
+        await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+
+    async def pause(self) -> None:
+        # Lets a demo show streaming; zero (the default) in tests.
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
+
+    async def fault(self) -> bool:
+        """Apply a WebSocket fault model; True when the session is over."""
+        model = self.record.model
+        if model == "emulator/ws-drop":
+            await self.ws.abort()
+            return True
+        if model == "emulator/ws-error":
+            await self.send(self.error_event("Emulated upstream failure", "internal_server_error"))
+            await self.ws.close(CLOSE_INTERNAL_ERROR, "emulated failure")
+            return True
+        return False
+
+    def error_event(self, message: str, code: str) -> JsonObject:
+        raise NotImplementedError
+
+    async def receive(self) -> Message:
+        message = await self.ws.recv()
+        return message
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+
+class _RealtimeScript(_Script):
+    """Normalized AI SDK realtime events (``@ai-sdk/provider`` RealtimeModelV4).
+
+    The ``ai`` browser session sends ``session-update`` on open and turns
+    ``connected`` on ``session-created``/``session-updated``; text and audio
+    replies are reduced from ``text-delta``/``audio-transcript-delta`` keyed
+    by ``itemId``.
+    """
+
+    def __init__(self, ws: WebSocket, record: WsSession, delay: float) -> None:
+        super().__init__(ws, record, delay)
+        self.session_id = f"sess_emu_{secrets.token_hex(8)}"
+        self.started = time.monotonic()
+        self.config: JsonObject = {}
+        self.pending_input: list[str] = []
+        self.pending_tool: tuple[str, str] | None = None
+        self.audio = bytearray()
+        self.speech_item: str | None = None
+        self.silent_seconds = 0.0
+
+    def error_event(self, message: str, code: str, client_event_id: object = None) -> JsonObject:
+        event: JsonObject = {"type": "error", "message": message, "code": code}
+        if isinstance(client_event_id, str):
+            event["clientEventId"] = client_event_id
+        event["raw"] = {"source": _SOURCE, "type": "error"}
+        return event
+
+    def raw(self, name: str, **extra: Any) -> JsonObject:
+        return {"source": _SOURCE, "type": name, **extra}
+
+    async def run(self) -> None:
+        await self.send(
+            {"type": "session-created", "sessionId": self.session_id, "raw": self.raw("session")}
+        )
+        if await self.fault():
+            return
+        while True:
+            message = await self.receive()
+            if not message.is_text:
+                self.record.received.append("binary")
+                await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
+                continue
+            try:
+                event = json.loads(message.data)
+            except ValueError:
+                self.record.received.append("invalid-json")
+                await self.send(self.error_event("Invalid JSON", "invalid_json"))
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                self.record.received.append("invalid-event")
+                await self.send(self.error_event("Event must have a string type", "invalid_event"))
+                continue
+            self.record.received.append(event["type"])
+            if await self.handle(event):
+                return
+
+    async def handle(self, event: JsonObject) -> bool:
+        kind = event["type"]
+        handler: Callable[[JsonObject], Any] | None = {
+            "session-update": self.on_session_update,
+            "session-start": self.on_session_start,
+            "session-close": self.on_session_close,
+            "conversation-item-create": self.on_item_create,
+            "response-create": self.on_response_create,
+            "response-cancel": self.on_ignored,
+            "input-audio-append": self.on_audio_append,
+            "input-audio-commit": self.on_audio_commit,
+            "input-audio-clear": self.on_audio_clear,
+            "conversation-item-truncate": self.on_ignored,
+            "input-audio-mute": self.on_acknowledged,
+            "input-audio-unmute": self.on_acknowledged,
+            "context-append": self.on_acknowledged,
+        }.get(kind)
+        if handler is None:
+            await self.send(
+                self.error_event(
+                    f"Unknown event type {kind!r}", "unknown_event", event.get("eventId")
+                )
+            )
+            return False
+        return bool(await handler(event))
+
+    async def on_ignored(self, event: JsonObject) -> None:
+        return None
+
+    async def on_acknowledged(self, event: JsonObject) -> None:
+        ack: JsonObject = {"type": "command-acknowledged", "command": event["type"]}
+        if isinstance(event.get("eventId"), str):
+            ack["clientEventId"] = event["eventId"]
+        ack["raw"] = self.raw("ack")
+        await self.send(ack)
+
+    async def on_session_update(self, event: JsonObject) -> None:
+        config = event.get("config")
+        if not isinstance(config, dict):
+            await self.send(
+                self.error_event("config must be an object", "invalid_config", event.get("eventId"))
+            )
+            return
+        self.config.update(config)
+        await self.send({"type": "session-updated", "raw": self.raw("session", config=self.config)})
+
+    async def on_session_start(self, event: JsonObject) -> None:
+        config = event.get("config")
+        if isinstance(config, dict):
+            self.config.update(config)
+        await self.send(
+            {
+                "type": "session-started",
+                "sessionId": self.session_id,
+                "delegationMode": "client",
+                "raw": self.raw("session"),
+            }
+        )
+
+    async def on_session_close(self, event: JsonObject) -> bool:
+        seconds = round(time.monotonic() - self.started, 3)
+        await self.send(
+            {
+                "type": "session-closed",
+                "sessionId": self.session_id,
+                "usage": {"seconds": seconds},
+                "reason": "client-requested",
+                "raw": self.raw("session"),
+            }
+        )
+        await self.ws.close(CLOSE_NORMAL)
+        return True
+
+    async def on_item_create(self, event: JsonObject) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            await self.send(self.error_event("item must be an object", "invalid_item"))
+            return
+        item_type = item.get("type")
+        if item_type == "text-message" and isinstance(item.get("text"), str):
+            self.pending_input.append(item["text"])
+        elif item_type == "audio-message" and isinstance(item.get("audio"), str):
+            self.pending_input.append(self.describe_audio(len(self._b64(item["audio"]))))
+        elif item_type == "function-call-output" and isinstance(item.get("output"), str):
+            self.pending_tool = (str(item.get("name") or "tool"), item["output"])
+        else:
+            await self.send(self.error_event("Unsupported conversation item", "invalid_item"))
+            return
+        item_id = self.new_id("item")
+        await self.send(
+            {
+                "type": "conversation-item-added",
+                "itemId": item_id,
+                "item": item,
+                "raw": self.raw("conversation.item"),
+            }
+        )
+
+    @staticmethod
+    def _b64(data: str) -> bytes:
+        try:
+            return base64.b64decode(data, validate=False)
+        except ValueError:
+            return b""
+
+    def describe_audio(self, size: int) -> str:
+        rate = _rate_of(self.config.get("inputAudioFormat"))
+        return f"(emulated transcript of {size / (2 * rate):.1f} s of audio)"
+
+    def vad_enabled(self) -> bool:
+        detection = self.config.get("turnDetection", {})
+        if detection is None:
+            return False
+        if isinstance(detection, dict) and detection.get("type") == "disabled":
+            return False
+        audio_format = self.config.get("inputAudioFormat")
+        return not isinstance(audio_format, dict) or audio_format.get("type") in (None, "audio/pcm")
+
+    async def on_audio_append(self, event: JsonObject) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            await self.send(self.error_event("audio must be a base64 string", "invalid_audio"))
+            return
+        chunk = self._b64(audio)
+        self.audio.extend(chunk)
+        if not self.vad_enabled() or not chunk:
+            return
+        # A tiny energy VAD: loud chunks start a turn, then enough trailing
+        # silence ends it and the emulator answers, as a server VAD would.
+        rate = _rate_of(self.config.get("inputAudioFormat"))
+        seconds = len(chunk) / (2 * rate)
+        if _pcm_level(chunk) >= _SPEECH_LEVEL:
+            self.silent_seconds = 0.0
+            if self.speech_item is None:
+                self.speech_item = self.new_id("item")
+                await self.send(
+                    {"type": "speech-started", "itemId": self.speech_item, "raw": self.raw("vad")}
+                )
+            return
+        if self.speech_item is None:
+            # Silence before anyone spoke is not kept as input.
+            self.audio.clear()
+            return
+        self.silent_seconds += seconds
+        detection = self.config.get("turnDetection")
+        silence_ms = 500.0
+        if isinstance(detection, dict) and isinstance(detection.get("silenceDurationMs"), int):
+            silence_ms = float(detection["silenceDurationMs"])
+        if self.silent_seconds * 1000 >= silence_ms:
+            item_id = self.speech_item
+            self.speech_item = None
+            self.silent_seconds = 0.0
+            await self.send({"type": "speech-stopped", "itemId": item_id, "raw": self.raw("vad")})
+            await self.commit(item_id)
+            await self.respond({})
+
+    async def on_audio_commit(self, event: JsonObject) -> None:
+        if not self.audio:
+            await self.send(
+                self.error_event("The input audio buffer is empty", "input_audio_buffer_empty")
+            )
+            return
+        item_id = self.speech_item or self.new_id("item")
+        self.speech_item = None
+        self.silent_seconds = 0.0
+        await self.commit(item_id)
+
+    async def on_audio_clear(self, event: JsonObject) -> None:
+        self.audio.clear()
+        self.speech_item = None
+        self.silent_seconds = 0.0
+
+    async def commit(self, item_id: str) -> None:
+        transcript = self.describe_audio(len(self.audio))
+        self.audio.clear()
+        self.pending_input.append(transcript)
+        await self.send({"type": "audio-committed", "itemId": item_id, "raw": self.raw("audio")})
+        await self.send(
+            {
+                "type": "input-transcription-completed",
+                "itemId": item_id,
+                "transcript": transcript,
+                "raw": self.raw("transcription"),
+            }
+        )
+
+    async def on_response_create(self, event: JsonObject) -> None:
+        options = event.get("options")
+        await self.respond(options if isinstance(options, dict) else {})
+
+    def find_tool(self, text: str) -> JsonObject | None:
+        tools = self.config.get("tools")
+        if not isinstance(tools, list):
+            return None
+        lowered = text.lower()
+        for tool in tools:
+            if not isinstance(tool, dict):
+                continue
+            found: JsonObject = tool
+            name = found.get("name")
+            if isinstance(name, str) and name and name.lower() in lowered:
+                return found
+        return None
+
+    @staticmethod
+    def tool_arguments(tool: JsonObject) -> str:
+        # Fill the required parameters with placeholder values of their type.
+        params = tool.get("parameters")
+        args: JsonObject = {}
+        if isinstance(params, dict) and isinstance(params.get("properties"), dict):
+            required = params.get("required")
+            names = required if isinstance(required, list) else list(params["properties"])
+            for name in names:
+                spec = params["properties"].get(name)
+                kind = spec.get("type") if isinstance(spec, dict) else None
+                placeholders: dict[object, object] = {
+                    "number": 1,
+                    "integer": 1,
+                    "boolean": True,
+                    "array": [],
+                    "object": {},
+                }
+                args[str(name)] = placeholders.get(kind, "emulator")
+        return json.dumps(args, separators=(",", ":"))
+
+    async def respond(self, options: JsonObject) -> None:
+        response_id = self.new_id("resp")
+        item_id = self.new_id("item")
+        user_text = " ".join(self.pending_input)
+        self.pending_input.clear()
+        tool_result = self.pending_tool
+        self.pending_tool = None
+        await self.send(
+            {"type": "response-created", "responseId": response_id, "raw": self.raw("response")}
+        )
+        ids = {"responseId": response_id, "itemId": item_id}
+        await self.send({"type": "output-item-added", **ids, "raw": self.raw("item")})
+        tool = None if tool_result else self.find_tool(user_text)
+        if tool is not None:
+            await self.call_tool(ids, tool)
+            return
+        if tool_result is not None:
+            reply = f"The {tool_result[0]} tool returned {tool_result[1]}."
+        elif user_text:
+            reply = f"Emulated reply from {self.record.model}: you said {user_text[:200]!r}."
+        else:
+            reply = f"Hello from the AI Gateway emulator ({self.record.model})."
+        modalities = options.get("modalities", self.config.get("outputModalities"))
+        audio = isinstance(modalities, list) and "audio" in modalities
+        await self.send({"type": "content-part-added", **ids, "raw": self.raw("part")})
+        rate = _rate_of(self.config.get("outputAudioFormat"))
+        for word in _words(reply):
+            await self.pause()
+            if audio:
+                chunk = base64.b64encode(_silence(rate, 0.02)).decode("ascii")
+                await self.send(
+                    {"type": "audio-delta", **ids, "delta": chunk, "raw": self.raw("audio")}
+                )
+                await self.send(
+                    {
+                        "type": "audio-transcript-delta",
+                        **ids,
+                        "delta": word,
+                        "raw": self.raw("text"),
+                    }
+                )
+            else:
+                await self.send(
+                    {"type": "text-delta", **ids, "delta": word, "raw": self.raw("text")}
+                )
+        if audio:
+            await self.send({"type": "audio-done", **ids, "raw": self.raw("audio")})
+            await self.send(
+                {
+                    "type": "audio-transcript-done",
+                    **ids,
+                    "transcript": reply,
+                    "raw": self.raw("text"),
+                }
+            )
+        else:
+            await self.send({"type": "text-done", **ids, "text": reply, "raw": self.raw("text")})
+        await self.send({"type": "content-part-done", **ids, "raw": self.raw("part")})
+        await self.finish_response(ids, len(user_text), len(reply))
+
+    async def call_tool(self, ids: dict[str, str], tool: JsonObject) -> None:
+        call_id = self.new_id("call")
+        arguments = self.tool_arguments(tool)
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            await self.pause()
+            await self.send(
+                {
+                    "type": "function-call-arguments-delta",
+                    **ids,
+                    "callId": call_id,
+                    "delta": piece,
+                    "raw": self.raw("function_call"),
+                }
+            )
+        await self.send(
+            {
+                "type": "function-call-arguments-done",
+                **ids,
+                "callId": call_id,
+                "name": tool["name"],
+                "arguments": arguments,
+                "raw": self.raw("function_call"),
+            }
+        )
+        await self.finish_response(ids, 0, len(arguments))
+
+    async def finish_response(self, ids: dict[str, str], chars_in: int, chars_out: int) -> None:
+        await self.send({"type": "output-item-done", **ids, "raw": self.raw("item")})
+        # Roughly four characters a token, so that usage is plausible.
+        usage = {"inputTokens": chars_in // 4 + 1, "outputTokens": chars_out // 4 + 1}
+        await self.send(
+            {
+                "type": "response-done",
+                "responseId": ids["responseId"],
+                "status": "completed",
+                "usage": usage,
+                "raw": self.raw("response"),
+            }
+        )
+
+
+class _StreamScript(_Script):
+    """Common part of the transcription and speech stream envelopes."""
+
+    prefix = ""
+
+    def error_event(self, message: str, code: str) -> JsonObject:
+        # Envelope rule 4: servers may send `{type, message}` error payloads.
+        return {"type": "error", "error": {"type": code, "message": message}}
+
+    async def refuse(self, message: str) -> None:
+        # Envelope rule 5: an error part is terminal, then a non-1000 close.
+        await self.send(self.error_event(message, "invalid_request_error"))
+        await self.ws.close(CLOSE_POLICY_VIOLATION, "invalid frame")
+
+    async def begin(self) -> JsonObject | None:
+        """Read and check the start frame; answer stream-start/metadata."""
+        message = await self.receive()
+        frame = self.parse(message)
+        if frame is None or frame.get("type") != f"{self.prefix}.start":
+            await self.refuse(f"The first frame must be a {self.prefix}.start text frame")
+            return None
+        await self.send({"type": "stream-start", "warnings": []})
+        await self.send(
+            {"type": "response-metadata", "timestamp": _now_iso(), "modelId": self.record.model}
+        )
+        return frame
+
+    def parse(self, message: Message) -> JsonObject | None:
+        if not message.is_text:
+            self.record.received.append("binary")
+            return None
+        try:
+            frame = json.loads(message.data)
+        except ValueError:
+            self.record.received.append("invalid-json")
+            return None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            self.record.received.append("invalid-frame")
+            return None
+        self.record.received.append(frame["type"])
+        return frame
+
+
+class _TranscriptionScript(_StreamScript):
+    """Transcription-stream envelope v1: one transcript word per audio frame."""
+
+    prefix = "transcription-stream"
+
+    async def run(self) -> None:
+        start = await self.begin()
+        if start is None or await self.fault():
+            return
+        audio_format = start.get("inputAudioFormat")
+        if not isinstance(audio_format, dict) or not isinstance(audio_format.get("type"), str):
+            await self.refuse("start frame must have an inputAudioFormat object with a string type")
+            return
+        pcm = audio_format.get("type") == "audio/pcm"
+        rate = _rate_of(audio_format)
+        received = 0
+        words: list[str] = []
+        while True:
+            message = await self.receive()
+            if not message.is_text:
+                assert isinstance(message.data, bytes)
+                self.record.received.append("binary")
+                received += len(message.data)
+                word = _TRANSCRIPT_WORDS[len(words) % len(_TRANSCRIPT_WORDS)]
+                delta = word if not words else " " + word
+                words.append(word)
+                await self.pause()
+                await self.send({"type": "transcript-delta", "id": "segment_0", "delta": delta})
+                continue
+            frame = self.parse(message)
+            if frame is None:
+                await self.refuse("Text frames must be JSON objects with a string type")
+                return
+            if frame["type"] != f"{self.prefix}.audio-done":
+                continue  # Envelope rule 6: unknown frames are ignored.
+            text = " ".join(words)
+            seconds = round(received / (2 * rate), 3) if pcm else 0.0
+            segments = [{"text": text, "startSecond": 0.0, "endSecond": seconds}] if text else []
+            await self.send(
+                {
+                    "type": "transcript-final",
+                    "id": "segment_0",
+                    "text": text,
+                    "startSecond": 0.0,
+                    "endSecond": seconds,
+                }
+            )
+            finish: JsonObject = {
+                "type": "finish",
+                "text": text,
+                "segments": segments,
+                "language": "en",
+                "usage": {"audioBytes": received},
+            }
+            if pcm:
+                finish["durationInSeconds"] = seconds
+            await self.send(finish)
+            await self.ws.close(CLOSE_NORMAL)
+            return
+
+
+class _SpeechScript(_StreamScript):
+    """Speech-stream envelope v1: a little silence per input text delta."""
+
+    prefix = "speech-stream"
+
+    async def run(self) -> None:
+        start = await self.begin()
+        if start is None or await self.fault():
+            return
+        output_format = start.get("outputFormat")
+        audio_format: JsonObject = {"type": "audio/pcm", "rate": _DEFAULT_RATE}
+        if isinstance(output_format, dict) and isinstance(output_format.get("type"), str):
+            audio_format = {"type": output_format["type"], "rate": _rate_of(output_format)}
+        characters = 0
+        while True:
+            frame = self.parse(await self.receive())
+            if frame is None:
+                await self.refuse("Frames must be JSON text objects with a string type")
+                return
+            if frame["type"] == f"{self.prefix}.text-delta":
+                delta = frame.get("delta")
+                if not isinstance(delta, str):
+                    await self.refuse("text-delta frame must have a string delta")
+                    return
+                if not delta:
+                    continue  # Empty deltas carry only metadata (rule 2).
+                characters += len(delta)
+                # About 10 ms of silence a character, at most a quarter second.
+                seconds = min(0.25, 0.01 * len(delta))
+                audio = base64.b64encode(_silence(int(audio_format["rate"]), seconds))
+                await self.pause()
+                await self.send(
+                    {
+                        "type": "audio",
+                        "id": "audio_0",
+                        "audio": audio.decode("ascii"),
+                        "audioFormat": audio_format,
+                    }
+                )
+            elif frame["type"] == f"{self.prefix}.text-done":
+                await self.send({"type": "finish", "usage": {"inputCharacters": characters}})
+                await self.ws.close(CLOSE_NORMAL)
+                return
+
+
+_SCRIPTS: dict[str, type[_Script]] = {
+    "realtime": _RealtimeScript,
+    "transcription": _TranscriptionScript,
+    "speech": _SpeechScript,
+}
+
+
+async def run_session(ws: WebSocket, record: WsSession, *, delay: float = 0.0) -> None:
+    """Run the kind's script until either side closes."""
+    script = _SCRIPTS[record.kind](ws, record, delay)
+    try:
+        await script.run()
+    except ConnectionClosed:
+        pass
+    finally:
+        record.close_code = ws.close_code
+        record.ended_at = time.time()
