@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote_plus, urlsplit
 
 import requests
+import urllib3.exceptions
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
@@ -47,6 +48,8 @@ USER_AGENT = f"django-gateway-realtime/{__version__}"
 # RFC 7230 token characters: what a Sec-WebSocket-Protocol value may contain.
 _SUBPROTOCOL_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 MAX_TOKEN_LENGTH = 2048
+# 9999-12-31T23:59:59Z, the last instant a datetime (and the audit row) can hold.
+MAX_EXPIRES_AT = 253402300799
 
 
 def gateway_origin(base_url: str) -> str:
@@ -63,7 +66,7 @@ def form_encode(value: str) -> str:
 
 def build_ws_url(base_url: str, kind: Kind, model: str) -> str:
     """The WebSocket URL a browser opens for ``kind`` and ``model`` (contract section 3)."""
-    base = base_url.rstrip("/")
+    base = base_url[:-1] if base_url.endswith("/") else base_url
     if base.startswith("http"):
         base = "ws" + base[len("http") :]
     return f"{base}{kind.ws_path}?ai-model-id={form_encode(model)}"
@@ -125,7 +128,9 @@ class GatewayClient:
             connect=app_settings.CONNECT_RETRIES,
             # A request that may have reached the Gateway is never sent twice:
             # a second mint would burn quota and leave an unaudited secret.
-            read=0,
+            # False (not 0) re-raises the read error itself, so a read time-out
+            # stays a time-out instead of becoming a MaxRetryError/ConnectionError.
+            read=False,
             status=0,
             other=0,
             redirect=0,
@@ -180,7 +185,9 @@ class GatewayClient:
 
     # The call --------------------------------------------------------------
 
-    @sensitive_variables("credential", "headers")
+    # Every local is hidden from error reports here and below: besides the
+    # credential, the Gateway's answer may echo it, and holds the token.
+    @sensitive_variables()
     def mint(
         self,
         *,
@@ -203,10 +210,11 @@ class GatewayClient:
                 url=build_ws_url(base_url, kind, model),
                 kind=kind,
                 model=model,
+                status=status,
             )
         raise self.parse_error(status, response_headers, content, credential)
 
-    @sensitive_variables("headers")
+    @sensitive_variables()
     def send(
         self, url: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
@@ -247,11 +255,13 @@ class GatewayClient:
                 response.close()
         except GatewayError:
             raise
-        except requests.exceptions.Timeout as err:
+        # Reading the streamed body goes through urllib3 directly, so its own
+        # exceptions (and raw socket errors) arrive here unwrapped by requests.
+        except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError) as err:
             failure = GatewayTimeoutError(
                 f"Timed out talking to the Gateway at {origin} ({type(err).__name__})."
             )
-        except requests.exceptions.RequestException as err:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             failure = GatewayConnectionError(
                 f"Could not reach the Gateway at {origin} ({type(err).__name__})."
             )
@@ -283,7 +293,7 @@ class GatewayClient:
 
     # Parsing ---------------------------------------------------------------
 
-    @sensitive_variables("credential")
+    @sensitive_variables()
     def parse_success(
         self, content: bytes, status: int, credential: Credential
     ) -> tuple[str, int | float | None]:
@@ -305,7 +315,7 @@ class GatewayClient:
             isinstance(expires_at, bool)
             or not isinstance(expires_at, int | float)
             or not math.isfinite(expires_at)
-            or expires_at <= 0
+            or not 0 < expires_at <= MAX_EXPIRES_AT
         ):
             raise GatewayResponseError(
                 "The Gateway's answer has an invalid expiresAt.", status_code=status
@@ -313,7 +323,7 @@ class GatewayClient:
         assert isinstance(token, str)
         return token, expires_at
 
-    @sensitive_variables("credential")
+    @sensitive_variables()
     def parse_error(
         self,
         status: int,
@@ -322,6 +332,11 @@ class GatewayClient:
         credential: Credential,
     ) -> GatewayError:
         """Turn a non-2xx answer into the matching ``GatewayError`` subclass."""
+        # Should the Gateway echo the credential anywhere (message, param,
+        # code, generationId), it must not travel on in the exception.
+        secret = credential.value.encode()
+        if secret and secret in content:
+            content = content.replace(secret, b"[redacted]")
         try:
             data = json.loads(content)
         except (ValueError, RecursionError):

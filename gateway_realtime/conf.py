@@ -42,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     "CLIENT_CLASS": "gateway_realtime.client.GatewayClient",
     "AUDIT_DATABASE": "default",
     "MAX_REQUEST_BYTES": 16384,
+    "RATE": None,
+    "THROTTLE_SCOPE": "gateway_realtime",
+    "THROTTLE_CACHE": "default",
+    "QUOTA": None,
+    "QUOTA_PERIOD": 86400,
+    "POLICY": None,
+    "AUDIT_RETENTION_DAYS": 90,
 }
 
 
@@ -63,8 +70,8 @@ class AppSettings:
     @property
     def BASE_URL(self) -> str:
         # The official provider strips one trailing slash before anything else.
-        value = _get("BASE_URL") or DEFAULT_BASE_URL
-        return str(value).rstrip("/")
+        value = str(_get("BASE_URL") or DEFAULT_BASE_URL)
+        return value[:-1] if value.endswith("/") else value
 
     @property
     def TEAM(self) -> str | None:
@@ -138,6 +145,35 @@ class AppSettings:
     @property
     def MAX_REQUEST_BYTES(self) -> int:
         return int(_get("MAX_REQUEST_BYTES"))
+
+    @property
+    def RATE(self) -> str | None:
+        return _get("RATE") or None
+
+    @property
+    def THROTTLE_SCOPE(self) -> str:
+        return str(_get("THROTTLE_SCOPE"))
+
+    @property
+    def THROTTLE_CACHE(self) -> str:
+        return str(_get("THROTTLE_CACHE"))
+
+    @property
+    def QUOTA(self) -> int | None:
+        value = _get("QUOTA")
+        return None if value is None else int(value)
+
+    @property
+    def QUOTA_PERIOD(self) -> int:
+        return int(_get("QUOTA_PERIOD"))
+
+    @property
+    def POLICY(self) -> str | Callable[..., Any] | None:
+        return _get("POLICY")  # type: ignore[no-any-return]
+
+    @property
+    def AUDIT_RETENTION_DAYS(self) -> int:
+        return int(_get("AUDIT_RETENTION_DAYS"))
 
     # Derived values -------------------------------------------------------
 

@@ -43,6 +43,8 @@ class MintedSecret:
     url: str
     kind: Kind
     model: str
+    #: The Gateway's HTTP status for the mint (recorded in the audit row).
+    status: int = 200
 
     def __repr__(self) -> str:
         return (

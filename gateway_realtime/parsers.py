@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -20,6 +21,14 @@ class RequestTooLarge(exceptions.APIException):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # "1e400" is valid JSON but overflows to inf, which _reject_constant never sees.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 class StrictJSONParser(JSONParser):
@@ -42,7 +51,7 @@ class StrictJSONParser(JSONParser):
             raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         try:
             text = raw.decode("utf-8")
-            return json.loads(text, parse_constant=_reject_constant)
+            return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise exceptions.ParseError("The request body is not valid JSON.") from None
 

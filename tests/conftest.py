@@ -3,6 +3,7 @@ import logging
 
 import pytest
 import responses as responses_lib
+from django.test import Client
 
 from gateway_realtime.client import reset_clients
 
@@ -28,7 +29,10 @@ def gateway():
 
         def mint(request):
             counter["n"] += 1
-            body = {"token": f"vcst_test{counter['n']:04d}abcdefghijklmnop", "expiresAt": 4102444800}
+            body = {
+                "token": f"vcst_test{counter['n']:04d}abcdefghijklmnop",
+                "expiresAt": 4102444800,
+            }
             return 200, {"Content-Type": "application/json"}, json.dumps(body)
 
         mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
@@ -46,8 +50,13 @@ def other_user(django_user_model):
 
 
 @pytest.fixture
-def same_origin(client, user):
-    """A logged-in test client whose POSTs look like the AI SDK's same-origin fetch."""
+def same_origin(user):
+    """A logged-in test client whose POSTs look like the AI SDK's same-origin fetch.
+
+    CSRF checks are enforced, as in a real browser, so every request goes
+    through the same-origin check that replaces the CSRF token.
+    """
+    client = Client(enforce_csrf_checks=True)
     client.force_login(user)
 
     def post(url, body=None, **headers):

@@ -18,10 +18,7 @@ def test_every_setting_is_documented_with_its_default():
     documented = readme_settings()
     assert set(documented) == set(DEFAULTS)
     for name, default in DEFAULTS.items():
-        if isinstance(default, str):
-            expected = f'"{default}"'
-        else:
-            expected = repr(default)
+        expected = f'"{default}"' if isinstance(default, str) else repr(default)
         assert documented[name] == expected, name
 
 

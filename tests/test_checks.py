@@ -1,0 +1,193 @@
+"""``gateway_realtime.checks``: every check id fires, with a hint, and only when it should."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+
+from gateway_realtime.checks import check_settings
+
+
+def key_function() -> str:
+    return "key"
+
+
+def tools_function(**kwargs: Any) -> None:
+    return None
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return [m.id for m in messages if m.id]
+
+
+def test_good_settings_pass() -> None:
+    assert check_settings() == []
+
+
+def test_registered_with_django() -> None:
+    messages = checks.run_checks(tags=[checks.Tags.security])
+    assert not [m for m in messages if (m.id or "").startswith("gateway_realtime.")]
+
+
+CASES: list[Any] = [
+    pytest.param({"API_KEY": 12345}, "gateway_realtime.E001", id="E001-int"),
+    pytest.param({"API_KEY": ["k"]}, "gateway_realtime.E001", id="E001-list"),
+    pytest.param(
+        {"API_KEY": None, "API_KEY_FUNCTION": "tests.nowhere.key"},
+        "gateway_realtime.E002",
+        id="E002-missing-module",
+    ),
+    pytest.param(
+        {"API_KEY": None, "API_KEY_FUNCTION": "tests.test_checks.nothing_here"},
+        "gateway_realtime.E002",
+        id="E002-missing-attribute",
+    ),
+    pytest.param(
+        {"API_KEY": None, "API_KEY_FUNCTION": "nodots"}, "gateway_realtime.E002", id="E002-nodots"
+    ),
+    pytest.param(
+        {"API_KEY": None, "API_KEY_FUNCTION": 42}, "gateway_realtime.E002", id="E002-not-callable"
+    ),
+    pytest.param({"API_KEY": None}, "gateway_realtime.W001", id="W001-none"),
+    pytest.param({"API_KEY": ""}, "gateway_realtime.W001", id="W001-empty"),
+    pytest.param({"BASE_URL": "ftp://gateway.test/v4/ai"}, "gateway_realtime.E003", id="E003-ftp"),
+    pytest.param({"BASE_URL": "gateway.test/v4/ai"}, "gateway_realtime.E003", id="E003-no-scheme"),
+    pytest.param({"BASE_URL": "https://"}, "gateway_realtime.E003", id="E003-no-host"),
+    pytest.param(
+        {"BASE_URL": "http://gateway.example.com/v4/ai"}, "gateway_realtime.W002", id="W002"
+    ),
+    pytest.param({"TEAM": 7}, "gateway_realtime.E004", id="E004"),
+    pytest.param({"CONNECT_TIMEOUT": 0}, "gateway_realtime.E005", id="E005-zero"),
+    pytest.param({"CONNECT_TIMEOUT": -1}, "gateway_realtime.E005", id="E005-negative"),
+    pytest.param({"READ_TIMEOUT": "10"}, "gateway_realtime.E005", id="E005-string"),
+    pytest.param({"READ_TIMEOUT": True}, "gateway_realtime.E005", id="E005-bool"),
+    pytest.param({"TOTAL_TIMEOUT": None}, "gateway_realtime.E005", id="E005-none"),
+    pytest.param({"EXTRA_HEADERS": [("x-a", "b")]}, "gateway_realtime.E006", id="E006-list"),
+    pytest.param({"EXTRA_HEADERS": {"x-a": 1}}, "gateway_realtime.E006", id="E006-int"),
+    pytest.param(
+        {"EXTRA_HEADERS": {"x-a": "b\r\nX-B: c"}}, "gateway_realtime.E006", id="E006-crlf"
+    ),
+    pytest.param({"MODELS": ["openai/gpt-realtime-2"]}, "gateway_realtime.E007", id="E007-list"),
+    pytest.param({"MODELS": {"video": "x/y"}}, "gateway_realtime.E007", id="E007-kind"),
+    pytest.param({"MODELS": {"realtime": ""}}, "gateway_realtime.E007", id="E007-empty"),
+    pytest.param({"MODELS": {"realtime": "a b"}}, "gateway_realtime.E007", id="E007-space"),
+    pytest.param({"MODELS": {"realtime": 3}}, "gateway_realtime.E007", id="E007-int"),
+    pytest.param(
+        {"ALLOWED_MODELS": {"realtime": "openai/x"}}, "gateway_realtime.E007", id="E007-str-list"
+    ),
+    pytest.param({"ALLOWED_MODELS": {"realtime": [""]}}, "gateway_realtime.E007", id="E007-blank"),
+    pytest.param({"ALLOWED_MODELS": {"realtime": 5}}, "gateway_realtime.E007", id="E007-int-list"),
+    pytest.param({"ALLOWED_MODELS": {"tts": ["x/y"]}}, "gateway_realtime.E007", id="E007-akind"),
+    pytest.param({"MODELS": {}}, "gateway_realtime.W003", id="W003"),
+    pytest.param({"MAX_LIFETIME": 0}, "gateway_realtime.E008", id="E008-max-zero"),
+    pytest.param({"MAX_LIFETIME": "600"}, "gateway_realtime.E008", id="E008-max-string"),
+    pytest.param({"MAX_LIFETIME": True}, "gateway_realtime.E008", id="E008-max-bool"),
+    pytest.param({"DEFAULT_LIFETIME": 0}, "gateway_realtime.E008", id="E008-default-zero"),
+    pytest.param({"DEFAULT_LIFETIME": 601}, "gateway_realtime.E008", id="E008-default-over"),
+    pytest.param({"DEFAULT_LIFETIME": 1.5}, "gateway_realtime.E008", id="E008-default-float"),
+    pytest.param({"AUDIT_DATABASE": "elsewhere"}, "gateway_realtime.E009", id="E009"),
+    pytest.param({"TOOLS_FUNCTION": "tests.nowhere.tools"}, "gateway_realtime.E010", id="E010"),
+    pytest.param({"TOOLS_FUNCTION": 42}, "gateway_realtime.E010", id="E010-not-callable"),
+    pytest.param({"CLIENT_CLASS": "tests.nowhere.Client"}, "gateway_realtime.E011", id="E011"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "check_id"), CASES)
+def test_bad_value(settings: Any, overrides: dict[str, Any], check_id: str) -> None:
+    for name, value in overrides.items():
+        setattr(settings, "GATEWAY_REALTIME_" + name, value)
+    messages = check_settings()
+    matching = [m for m in messages if m.id == check_id]
+    assert matching, ids(messages)
+    for message in matching:
+        assert message.hint
+        assert "GATEWAY_REALTIME_" in message.msg + message.hint
+        expected_level = checks.WARNING if ".W" in check_id else checks.ERROR
+        assert message.level == expected_level
+    # One bad value, one complaint: the others stay quiet.
+    assert set(ids(messages)) == {check_id}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"API_KEY": lambda: "key"},
+        {"API_KEY": None, "API_KEY_FUNCTION": "tests.test_checks.key_function"},
+        {"API_KEY": None, "API_KEY_FUNCTION": key_function},
+        {"API_KEY": None, "TRUST_VERCEL_OIDC_HEADER": True},
+        {"BASE_URL": "http://127.0.0.1:8765/v4/ai"},
+        {"BASE_URL": "http://localhost:8765/v4/ai/"},
+        {"BASE_URL": None},
+        {"TEAM": "my-team"},
+        {"TEAM": None},
+        {"CONNECT_TIMEOUT": 1, "READ_TIMEOUT": 2.5, "TOTAL_TIMEOUT": 30},
+        {"EXTRA_HEADERS": {"x-request-source": "site"}},
+        {"MODELS": {"speech": "elevenlabs/eleven-v3"}, "ALLOWED_MODELS": {}},
+        {"ALLOWED_MODELS": {"realtime": ("a/b", "c/d")}},
+        {"DEFAULT_LIFETIME": 600, "MAX_LIFETIME": 600},
+        {"DEFAULT_LIFETIME": None},
+        {"TOOLS_FUNCTION": "tests.test_checks.tools_function"},
+        {"TOOLS_FUNCTION": tools_function},
+        {"CLIENT_CLASS": "tests.test_client.CustomClient"},
+    ],
+)
+def test_good_values(settings: Any, overrides: dict[str, Any]) -> None:
+    for name, value in overrides.items():
+        setattr(settings, "GATEWAY_REALTIME_" + name, value)
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    "variable", ["AI_GATEWAY_API_KEY", "VERCEL_OIDC_TOKEN"], ids=lambda v: f"env-{v}"
+)
+def test_environment_credentials_silence_w001(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    monkeypatch.setenv(variable, "something")
+    assert check_settings() == []
+
+
+def test_on_vercel_the_oidc_header_silences_w001(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    monkeypatch.setenv("VERCEL", "1")
+    assert check_settings() == []
+
+
+def test_missing_credential_does_not_stop_manage_py(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    out, err = StringIO(), StringIO()
+    call_command("check", stdout=out, stderr=err)
+    assert "gateway_realtime.W001" in err.getvalue()
+    assert "System check identified" in out.getvalue() + err.getvalue()
+
+
+@pytest.mark.django_db
+def test_migrate_runs_without_a_credential(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    call_command("migrate", verbosity=0, stdout=StringIO(), stderr=StringIO())
+
+
+def test_every_check_id_is_tested() -> None:
+    import re
+    from pathlib import Path
+
+    import gateway_realtime.checks
+
+    source = Path(gateway_realtime.checks.__file__).read_text()
+    check_ids = set(re.findall(r'id="(gateway_realtime\.[EW]\d{3})"', source))
+    assert check_ids
+    tests_text = "".join(
+        p.read_text()
+        for p in Path(__file__).parent.glob("test_*.py")
+        if p.name != Path(__file__).name
+    )
+    here = {case.values[1] for case in CASES}
+    untested = {i for i in check_ids if i not in here and f'"{i}"' not in tests_text}
+    assert untested == set()

@@ -1,0 +1,786 @@
+"""``gateway_realtime.client``: the request we send and how every answer is read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from gateway_realtime import __version__
+from gateway_realtime.client import (
+    MINT_PATH,
+    GatewayClient,
+    build_ws_url,
+    form_encode,
+    gateway_origin,
+    get_client,
+    is_usable_token,
+    reset_clients,
+)
+from gateway_realtime.credentials import API_KEY, OIDC, Credential
+from gateway_realtime.exceptions import (
+    GatewayAuthenticationError,
+    GatewayConnectionError,
+    GatewayError,
+    GatewayForbiddenError,
+    GatewayInternalServerError,
+    GatewayInvalidRequestError,
+    GatewayModelNotFoundError,
+    GatewayNotFoundError,
+    GatewayRateLimitError,
+    GatewayResponseError,
+    GatewayTimeoutError,
+)
+from gateway_realtime.kinds import Kind, MintedSecret
+from tests.conftest import MINT_URL
+
+SECRET = "sk-client-DISTINCTIVE-credential-7f3a9c"
+KEY = Credential(value=SECRET, method=API_KEY, source="tests")
+TOKEN = "vcst_client_0123456789abcdefghij"
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def gw() -> Iterator[GatewayClient]:
+    client = GatewayClient()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+def answer(
+    mock: responses.RequestsMock,
+    status: int = 200,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    url: str = MINT_URL,
+) -> None:
+    if body is None:
+        body = {"token": TOKEN, "expiresAt": 4102444800}
+    if isinstance(body, bytes):
+        content: Any = body
+    elif isinstance(body, str):
+        content = body
+    else:
+        content = json.dumps(body)
+    mock.add_callback(
+        responses.POST,
+        url,
+        callback=lambda request: (status, {**JSON, **(headers or {})}, content),
+    )
+
+
+def mint(
+    client: GatewayClient,
+    kind: Kind = Kind.REALTIME,
+    model: str = "openai/gpt-realtime-2",
+    credential: Credential = KEY,
+    expires_in: int | None = None,
+) -> MintedSecret:
+    return client.mint(kind=kind, model=model, credential=credential, expires_in=expires_in)
+
+
+def failure(client: GatewayClient, **kwargs: Any) -> GatewayError:
+    with pytest.raises(GatewayError) as info:
+        mint(client, **kwargs)
+    return info.value
+
+
+def error_body(error_type: Any, message: str = "nope", **extra: Any) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": error_type, "param": None, "code": None, **extra},
+        "generationId": "gen_123",
+    }
+
+
+class SlowOrBrokenBody(io.RawIOBase):
+    """A response body that yields ``chunks`` and then fails like a socket would."""
+
+    def __init__(self, chunks: list[bytes], fail: BaseException | None, delay: float = 0):
+        self.chunks = list(chunks)
+        self.fail = fail
+        self.delay = delay
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.chunks:
+            chunk = self.chunks.pop(0)
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+        if self.fail is not None:
+            raise self.fail
+        return 0
+
+
+def streamed(mock: responses.RequestsMock, raw: io.RawIOBase, status: int = 200) -> None:
+    # No Content-Length: the size is only known by reading.
+    mock.add_callback(
+        responses.POST, MINT_URL, callback=lambda request: (status, {}, io.BufferedReader(raw, 8))
+    )
+
+
+# Headers -------------------------------------------------------------------
+
+
+def test_headers_with_an_api_key(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    mint(gw)
+    sent = mock.calls[0].request.headers
+    assert sent["Authorization"] == f"Bearer {SECRET}"
+    assert sent["ai-gateway-protocol-version"] == "0.0.1"
+    assert sent["ai-gateway-auth-method"] == "api-key"
+    assert sent["Content-Type"] == "application/json"
+    assert sent["User-Agent"] == f"django-gateway-realtime/{__version__}"
+    assert "x-vercel-ai-gateway-team" not in sent
+
+
+def test_no_default_headers_from_requests(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    mint(gw)
+    names = {name.lower() for name in mock.calls[0].request.headers}
+    assert names == {
+        "authorization",
+        "ai-gateway-protocol-version",
+        "ai-gateway-auth-method",
+        "content-type",
+        "user-agent",
+        "content-length",
+    }
+    for default in ("accept-encoding", "accept", "connection"):
+        assert default not in names
+
+
+def test_oidc_auth_method(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    mint(gw, credential=Credential(value="oidc.jwt.value", method=OIDC, source="tests"))
+    sent = mock.calls[0].request.headers
+    assert sent["ai-gateway-auth-method"] == "oidc"
+    assert sent["Authorization"] == "Bearer oidc.jwt.value"
+
+
+def test_team_header_only_when_set(gw: GatewayClient, mock: responses.RequestsMock, settings: Any):
+    answer(mock)
+    settings.GATEWAY_REALTIME_TEAM = "my-team"
+    mint(gw)
+    settings.GATEWAY_REALTIME_TEAM = ""
+    mint(gw)
+    settings.GATEWAY_REALTIME_TEAM = None
+    mint(gw)
+    assert mock.calls[0].request.headers["x-vercel-ai-gateway-team"] == "my-team"
+    assert "x-vercel-ai-gateway-team" not in mock.calls[1].request.headers
+    assert "x-vercel-ai-gateway-team" not in mock.calls[2].request.headers
+
+
+def test_extra_headers_are_sent_but_cannot_replace_the_contract(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    answer(mock)
+    settings.GATEWAY_REALTIME_EXTRA_HEADERS = {
+        "x-request-source": "my-site",
+        "Authorization": "Bearer someone-else",
+        "content-type": "text/plain",
+    }
+    mint(gw)
+    sent = mock.calls[0].request.headers
+    assert sent["x-request-source"] == "my-site"
+    assert sent["Authorization"] == f"Bearer {SECRET}"
+    assert sent["Content-Type"] == "application/json"
+
+
+def test_timeouts_are_always_passed(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    settings.GATEWAY_REALTIME_CONNECT_TIMEOUT = 1.5
+    settings.GATEWAY_REALTIME_READ_TIMEOUT = 4
+    answer(mock)
+    mint(gw)
+    kwargs = mock.calls[0].request.req_kwargs
+    assert kwargs["timeout"] == (1.5, 4.0)
+
+
+# Body ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "expires_in", "expected"),
+    [
+        (Kind.REALTIME, None, b'{"model":"m/x"}'),
+        (Kind.REALTIME, 60, b'{"model":"m/x","expiresIn":60}'),
+        (Kind.TRANSCRIPTION, None, b'{"model":"m/x","routeKind":"transcription"}'),
+        (Kind.SPEECH, 5, b'{"model":"m/x","routeKind":"speech","expiresIn":5}'),
+    ],
+)
+def test_body(
+    gw: GatewayClient,
+    mock: responses.RequestsMock,
+    kind: Kind,
+    expires_in: int | None,
+    expected: bytes,
+) -> None:
+    answer(mock)
+    mint(gw, kind=kind, model="m/x", expires_in=expires_in)
+    assert mock.calls[0].request.body == expected
+
+
+def test_body_keeps_unicode_like_json_stringify(gw: GatewayClient) -> None:
+    assert gw.build_body(Kind.REALTIME, "vendor/modèle-ü", None) == (
+        '{"model":"vendor/modèle-ü"}'.encode()
+    )
+
+
+# URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "origin"),
+    [
+        ("https://gateway.test/v4/ai", "https://gateway.test"),
+        ("https://gateway.test/v4/ai/", "https://gateway.test"),
+        ("https://gateway.test/", "https://gateway.test"),
+        ("https://gateway.test", "https://gateway.test"),
+        ("https://gateway.test/a/deep/path/?q=1", "https://gateway.test"),
+        ("http://127.0.0.1:8765/v4/ai", "http://127.0.0.1:8765"),
+    ],
+)
+def test_mint_url_uses_only_the_origin(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any, base_url: str, origin: str
+) -> None:
+    assert gateway_origin(base_url) == origin
+    settings.GATEWAY_REALTIME_BASE_URL = base_url
+    answer(mock, url=origin + MINT_PATH)
+    mint(gw)
+    assert mock.calls[0].request.url == origin + MINT_PATH
+
+
+@pytest.mark.parametrize(
+    ("base_url", "kind", "expected"),
+    [
+        (
+            "https://ai-gateway.vercel.sh/v4/ai",
+            Kind.REALTIME,
+            "wss://ai-gateway.vercel.sh/v4/ai/realtime-model?ai-model-id=openai%2Fgpt-realtime-2",
+        ),
+        (
+            "https://ai-gateway.vercel.sh/v4/ai/",
+            Kind.TRANSCRIPTION,
+            "wss://ai-gateway.vercel.sh/v4/ai/transcription-model"
+            "?ai-model-id=openai%2Fgpt-realtime-2",
+        ),
+        (
+            "http://127.0.0.1:8765/v4/ai",
+            Kind.SPEECH,
+            "ws://127.0.0.1:8765/v4/ai/speech-model?ai-model-id=openai%2Fgpt-realtime-2",
+        ),
+    ],
+)
+def test_ws_url(base_url: str, kind: Kind, expected: str) -> None:
+    assert build_ws_url(base_url, kind, "openai/gpt-realtime-2") == expected
+
+
+def test_ws_url_comes_from_the_base_url_setting(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    settings.GATEWAY_REALTIME_BASE_URL = "https://gateway.test/v4/ai/"
+    answer(mock)
+    secret = mint(gw, kind=Kind.SPEECH, model="elevenlabs/eleven-v3")
+    assert secret.url == "wss://gateway.test/v4/ai/speech-model?ai-model-id=elevenlabs%2Feleven-v3"
+
+
+@pytest.mark.parametrize(
+    ("model", "encoded"),
+    [
+        ("openai/gpt-realtime-2", "openai%2Fgpt-realtime-2"),
+        ("a~b", "a%7Eb"),
+        ("a*b", "a*b"),
+        ("a b", "a+b"),
+        ("-._", "-._"),
+        ("a+b&c=d#e?f", "a%2Bb%26c%3Dd%23e%3Ff"),
+        ("it's (new)!", "it%27s+%28new%29%21"),
+        ("vendor/modèle-ü", "vendor%2Fmod%C3%A8le-%C3%BC"),
+        ("日本", "%E6%97%A5%E6%9C%AC"),
+    ],
+)
+def test_form_encoding_matches_url_search_params(model: str, encoded: str) -> None:
+    assert form_encode(model) == encoded
+    assert build_ws_url("https://g.test/v4/ai", Kind.REALTIME, model).endswith(
+        "?ai-model-id=" + encoded
+    )
+
+
+# Gateway errors --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status", "cls"),
+    [
+        ("authentication_error", 401, GatewayAuthenticationError),
+        ("invalid_request_error", 400, GatewayInvalidRequestError),
+        ("rate_limit_exceeded", 429, GatewayRateLimitError),
+        ("model_not_found", 404, GatewayModelNotFoundError),
+        ("not_found", 404, GatewayNotFoundError),
+        ("forbidden", 403, GatewayForbiddenError),
+        ("internal_server_error", 500, GatewayInternalServerError),
+        ("quota_exceeded", 402, GatewayInternalServerError),
+        (None, 500, GatewayInternalServerError),
+        (42, 500, GatewayInternalServerError),
+    ],
+)
+def test_error_types(
+    gw: GatewayClient,
+    mock: responses.RequestsMock,
+    error_type: Any,
+    status: int,
+    cls: type[GatewayError],
+) -> None:
+    answer(mock, status, error_body(error_type, "Gateway says no", code="c1"))
+    error = failure(gw)
+    assert type(error) is cls
+    assert error.status_code == status
+    assert error.message == "Gateway says no"
+    assert error.code == "c1"
+    assert error.generation_id == "gen_123"
+    if cls is GatewayInternalServerError:
+        assert error.error_type == "internal_server_error"
+    else:
+        assert error.error_type == error_type
+    assert len(mock.calls) == 1
+
+
+def test_rate_limit_retry_after_seconds(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock, 429, error_body("rate_limit_exceeded"), {"Retry-After": "17"})
+    error = failure(gw)
+    assert isinstance(error, GatewayRateLimitError)
+    assert error.retry_after == 17
+
+
+def test_rate_limit_retry_after_http_date(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    when = dt.datetime.now(tz=dt.UTC) + dt.timedelta(seconds=120)
+    answer(
+        mock,
+        429,
+        error_body("rate_limit_exceeded"),
+        {"Retry-After": email.utils.format_datetime(when, usegmt=True)},
+    )
+    error = failure(gw)
+    assert isinstance(error, GatewayRateLimitError)
+    assert error.retry_after is not None
+    assert 115 <= error.retry_after <= 121
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "Mon, 99 Foo 2000 00:00:00 GMT"])
+def test_rate_limit_without_usable_retry_after(
+    gw: GatewayClient, mock: responses.RequestsMock, value: str | None
+) -> None:
+    answer(mock, 429, error_body("rate_limit_exceeded"), {"Retry-After": value} if value else {})
+    error = failure(gw)
+    assert isinstance(error, GatewayRateLimitError)
+    assert error.retry_after is None
+
+
+def test_rate_limit_retry_after_in_the_past_is_zero(
+    gw: GatewayClient, mock: responses.RequestsMock
+) -> None:
+    answer(
+        mock,
+        429,
+        error_body("rate_limit_exceeded"),
+        {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+    )
+    error = failure(gw)
+    assert isinstance(error, GatewayRateLimitError)
+    assert error.retry_after == 0
+
+
+def test_model_not_found_names_the_model(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    body = error_body("model_not_found")
+    body["error"]["param"] = {"modelId": "openai/nope"}
+    answer(mock, 404, body)
+    error = failure(gw, model="openai/nope")
+    assert isinstance(error, GatewayModelNotFoundError)
+    assert error.model_id == "openai/nope"
+
+
+def test_forbidden_names_the_rule(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    body = error_body("forbidden")
+    body["error"]["param"] = {"ruleId": "rule_42"}
+    answer(mock, 403, body)
+    error = failure(gw)
+    assert isinstance(error, GatewayForbiddenError)
+    assert error.rule_id == "rule_42"
+
+
+def test_param_without_ids(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock, 404, error_body("model_not_found"))
+    error = failure(gw)
+    assert isinstance(error, GatewayModelNotFoundError)
+    assert error.model_id is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"[]",
+        b"null",
+        b'"error"',
+        b"{}",
+        b'{"error": "boom"}',
+        b'{"error": {"type": "forbidden"}}',
+        b'{"error": {"type": "forbidden", "message": 12}}',
+        b'{"message": "flat", "type": "forbidden"}',
+    ],
+)
+@pytest.mark.parametrize("status", [400, 403, 500, 502])
+def test_malformed_error_bodies(
+    gw: GatewayClient, mock: responses.RequestsMock, body: bytes, status: int
+) -> None:
+    answer(mock, status, body)
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert error.status_code == status
+    assert "Invalid error response format" in error.message
+
+
+# Success body ----------------------------------------------------------------
+
+
+def test_success(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    secret = mint(gw, kind=Kind.TRANSCRIPTION, model="openai/gpt-4o-transcribe")
+    assert secret.token == TOKEN
+    assert secret.expires_at == 4102444800
+    assert secret.kind is Kind.TRANSCRIPTION
+    assert secret.model == "openai/gpt-4o-transcribe"
+    assert TOKEN not in repr(secret)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": TOKEN},
+        {"token": TOKEN, "expiresAt": None},
+        {"token": TOKEN, "expiresAt": 1893456000.5},
+        {"token": TOKEN, "expiresAt": 1, "extra": "ignored"},
+    ],
+)
+def test_valid_success_bodies(gw: GatewayClient, mock: responses.RequestsMock, body: Any) -> None:
+    answer(mock, 200, body)
+    secret = mint(gw)
+    assert secret.token == TOKEN
+    assert secret.expires_at == body.get("expiresAt")
+
+
+def test_any_2xx_is_success(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock, 201)
+    assert mint(gw).token == TOKEN
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[]", id="list"),
+        pytest.param(b"null", id="null"),
+        pytest.param({}, id="no-token"),
+        pytest.param({"token": ""}, id="empty-token"),
+        pytest.param({"token": None}, id="null-token"),
+        pytest.param({"token": 12345}, id="int-token"),
+        pytest.param({"token": ["vcst_a"]}, id="list-token"),
+        pytest.param({"token": "vcst a"}, id="space"),
+        pytest.param({"token": "vcst,a"}, id="comma"),
+        pytest.param({"token": "vcst_a\r\nX-Evil: 1"}, id="crlf"),
+        pytest.param({"token": "vcst_é"}, id="non-ascii"),
+        pytest.param({"token": "vcst_" + "a" * 4096}, id="too-long"),
+        pytest.param({"token": SECRET}, id="the-credential"),
+        pytest.param({"token": TOKEN, "expiresAt": -1}, id="negative"),
+        pytest.param({"token": TOKEN, "expiresAt": 0}, id="zero"),
+        pytest.param({"token": TOKEN, "expiresAt": "4102444800"}, id="string"),
+        pytest.param({"token": TOKEN, "expiresAt": True}, id="true"),
+        pytest.param({"token": TOKEN, "expiresAt": False}, id="false"),
+        pytest.param({"token": TOKEN, "expiresAt": [1]}, id="list"),
+        pytest.param(b'{"token": "' + TOKEN.encode() + b'", "expiresAt": NaN}', id="nan"),
+        pytest.param(b'{"token": "' + TOKEN.encode() + b'", "expiresAt": Infinity}', id="inf"),
+        pytest.param({"token": TOKEN, "expiresAt": 1e20}, id="beyond-year-9999"),
+    ],
+)
+def test_invalid_success_bodies(gw: GatewayClient, mock: responses.RequestsMock, body: Any) -> None:
+    answer(mock, 200, body)
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert error.status_code == 200
+    assert SECRET not in str(error)
+    assert SECRET not in repr(error)
+
+
+@pytest.mark.parametrize(
+    ("token", "usable"),
+    [
+        ("vcst_abc", True),
+        ("vcst_a-b.c~d!#$%&'*+^_`|", True),
+        ("", False),
+        ("a b", False),
+        ("a,b", False),
+        ("a/b", False),
+        ('a"b', False),
+        (None, False),
+        (b"vcst_abc", False),
+    ],
+)
+def test_is_usable_token(token: object, usable: bool) -> None:
+    assert is_usable_token(token) is usable
+
+
+# Transport -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_never_followed(
+    gw: GatewayClient, mock: responses.RequestsMock, status: int
+) -> None:
+    answer(mock, status, b"", {"Location": "https://elsewhere.test/steal"})
+    answer(mock, url="https://elsewhere.test/steal")
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert error.status_code == status
+    assert len(mock.calls) == 1
+
+
+def test_declared_oversized_answer(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
+    answer(mock, 200, b"x" * 101, {"Content-Length": "101"})
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert "larger than 100 bytes" in error.message
+
+
+def test_streamed_oversized_answer(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
+    streamed(mock, SlowOrBrokenBody([b"x" * 60, b"x" * 60, b"x" * 60], None))
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert error.status_code == 200
+
+
+def test_answer_at_the_size_limit_is_read(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    body = json.dumps({"token": TOKEN, "expiresAt": 4102444800}).encode()
+    settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = len(body)
+    streamed(mock, SlowOrBrokenBody([body[:10], body[10:]], None))
+    assert mint(gw).token == TOKEN
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.ConnectTimeout("connect timed out"),
+        requests.exceptions.ReadTimeout("read timed out"),
+        requests.exceptions.Timeout("timed out"),
+    ],
+)
+def test_timeouts(gw: GatewayClient, mock: responses.RequestsMock, exc: Exception) -> None:
+    mock.add(responses.POST, MINT_URL, body=exc)
+    error = failure(gw)
+    assert type(error) is GatewayTimeoutError
+    assert error.status_code is None
+    assert error.__cause__ is None
+
+
+def test_body_read_timeout(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    streamed(mock, SlowOrBrokenBody([b'{"tok'], TimeoutError("timed out")))
+    error = failure(gw)
+    assert type(error) is GatewayTimeoutError
+
+
+def test_total_deadline_while_reading(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = 0.05
+    streamed(mock, SlowOrBrokenBody([b" "] * 20, None, delay=0.02))
+    error = failure(gw)
+    assert type(error) is GatewayTimeoutError
+    assert "GATEWAY_REALTIME_TOTAL_TIMEOUT" in error.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.ConnectionError("refused"),
+        requests.exceptions.SSLError("bad certificate"),
+        requests.exceptions.ProxyError("proxy"),
+        requests.exceptions.ChunkedEncodingError("broken"),
+        requests.exceptions.InvalidHeader("bad header"),
+    ],
+)
+def test_connection_errors(gw: GatewayClient, mock: responses.RequestsMock, exc: Exception) -> None:
+    mock.add(responses.POST, MINT_URL, body=exc)
+    error = failure(gw)
+    assert type(error) is GatewayConnectionError
+    assert "https://gateway.test" in error.message
+    assert error.__cause__ is None
+
+
+def test_connection_reset_while_reading_the_body(
+    gw: GatewayClient, mock: responses.RequestsMock
+) -> None:
+    streamed(mock, SlowOrBrokenBody([b'{"tok'], ConnectionResetError("reset by peer")))
+    error = failure(gw)
+    assert type(error) is GatewayConnectionError
+
+
+# The session -------------------------------------------------------------------
+
+
+def test_one_session_for_every_call(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    session = gw.session
+    mint(gw)
+    mint(gw)
+    assert gw.session is session
+    assert len(mock.calls) == 2
+
+
+def test_session_configuration(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_CONNECT_RETRIES = 3
+    settings.GATEWAY_REALTIME_POOL_MAXSIZE = 7
+    session = GatewayClient().build_session()
+    assert dict(session.headers) == {}
+    assert session.trust_env is False
+    adapter = session.get_adapter("https://gateway.test/")
+    assert adapter is session.get_adapter("http://127.0.0.1/")
+    retries = adapter.max_retries
+    # Only failures before the request was sent are retried.
+    assert retries.connect == 3
+    assert retries.read == 0
+    assert retries.status == 0
+    assert retries.other == 0
+    assert retries.redirect == 0
+    assert adapter._pool_maxsize == 7
+    session.close()
+
+
+def test_one_session_across_threads(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock)
+    barrier = threading.Barrier(8)
+    sessions: list[requests.Session] = []
+    clients: list[GatewayClient] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            client = get_client()
+            clients.append(client)
+            sessions.append(client.session)
+            mint(client)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({id(c) for c in clients}) == 1
+    assert len({id(s) for s in sessions}) == 1
+    assert len(mock.calls) == 8
+
+
+def test_get_client_is_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = get_client()
+    assert get_client() is first
+    monkeypatch.setattr(os, "getpid", lambda: 999_999_999)
+    forked = get_client()
+    assert forked is not first
+    assert get_client() is forked
+
+
+def test_get_client_uses_the_client_class_setting(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_CLIENT_CLASS = "tests.test_client.CustomClient"
+    assert type(get_client()) is CustomClient
+
+
+class CustomClient(GatewayClient):
+    pass
+
+
+def test_reset_clients_closes_sessions() -> None:
+    client = get_client()
+    session = client.session
+    reset_clients()
+    assert client._session is None
+    assert get_client() is not client
+    assert session is not None
+
+
+def test_no_cookies_are_stored(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock, headers={"Set-Cookie": "gw=tracking; Path=/"})
+    mint(gw)
+    mint(gw)
+    assert list(gw.session.cookies) == []
+    assert "Cookie" not in mock.calls[1].request.headers
+
+
+# Secrets in messages -------------------------------------------------------------
+
+
+def test_echoed_credential_is_scrubbed(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+    answer(mock, 401, error_body("authentication_error", f"Invalid API key {SECRET}"))
+    error = failure(gw)
+    assert isinstance(error, GatewayAuthenticationError)
+    assert SECRET not in error.message
+    assert "[redacted]" in error.message
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        lambda m: answer(m, 401, error_body("authentication_error", f"bad key {SECRET}")),
+        lambda m: answer(m, 429, error_body("rate_limit_exceeded", SECRET)),
+        lambda m: answer(m, 500, error_body("whatever", SECRET * 3)),
+        lambda m: answer(m, 500, f"<html>{SECRET}</html>"),
+        lambda m: answer(m, 200, {"token": SECRET}),
+        lambda m: answer(m, 302, b"", {"Location": f"https://x.test/{SECRET}"}),
+        lambda m: m.add(responses.POST, MINT_URL, body=requests.ConnectionError(SECRET)),
+        lambda m: m.add(responses.POST, MINT_URL, body=requests.ReadTimeout(SECRET)),
+    ],
+)
+def test_exceptions_never_show_the_credential(
+    gw: GatewayClient, mock: responses.RequestsMock, setup: Any
+) -> None:
+    setup(mock)
+    error = failure(gw)
+    for text in (str(error), repr(error), error.message, repr(error.args)):
+        assert SECRET not in text
+
+
+def test_credential_repr_hides_the_value() -> None:
+    assert SECRET not in repr(KEY)
+    assert SECRET not in str(KEY)

@@ -1,0 +1,244 @@
+"""``gateway_realtime.credentials``: which credential mints, in the contract's order."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import responses
+from django.test import RequestFactory
+
+from gateway_realtime.credentials import API_KEY, OIDC, Credential, resolve_credential
+from gateway_realtime.exceptions import (
+    GatewayAuthenticationError,
+    GatewayConfigurationError,
+    GatewayError,
+)
+from gateway_realtime.services import mint_client_secret
+from tests.conftest import MINT_URL
+
+SECRET = "sk-credentials-DISTINCTIVE-5b1e"
+OIDC_HEADER_TOKEN = "oidc.header.jwt"
+OIDC_ENV_TOKEN = "oidc.env.jwt"
+
+calls = {"n": 0}
+
+
+def key_provider() -> str:
+    calls["n"] += 1
+    return f"key-from-function-{calls['n']}"
+
+
+def empty_provider() -> str:
+    return ""
+
+
+@pytest.fixture
+def no_key(settings: Any) -> Any:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    settings.GATEWAY_REALTIME_API_KEY_FUNCTION = None
+    settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = None
+    return settings
+
+
+def oidc_request() -> Any:
+    return RequestFactory().post("/", HTTP_X_VERCEL_OIDC_TOKEN=OIDC_HEADER_TOKEN)
+
+
+def test_explicit_string(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = f"  {SECRET}\n"
+    credential = resolve_credential()
+    assert credential == Credential(value=SECRET, method=API_KEY, source=credential.source)
+    assert credential.source == "GATEWAY_REALTIME_API_KEY"
+
+
+def test_explicit_string_wins_over_everything(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = SECRET
+    settings.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.key_provider"
+    settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", "from-env")
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    credential = resolve_credential(oidc_request())
+    assert credential.value == SECRET
+    assert credential.method == API_KEY
+
+
+def test_callable_is_called_per_mint(settings: Any) -> None:
+    values = iter(["first-key", "second-key"])
+    settings.GATEWAY_REALTIME_API_KEY = lambda: next(values)
+    assert resolve_credential().value == "first-key"
+    assert resolve_credential().value == "second-key"
+
+
+@pytest.mark.parametrize("value", ["", "   ", None, 123, b"bytes-key", ["k"]])
+def test_callable_without_a_key_is_an_error_not_a_fall_through(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, value: Any
+) -> None:
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", "would-be-fallback")
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    settings.GATEWAY_REALTIME_API_KEY = lambda: value
+    with pytest.raises(GatewayConfigurationError) as info:
+        resolve_credential()
+    assert "GATEWAY_REALTIME_API_KEY" in str(info.value)
+    assert not isinstance(info.value, GatewayError)
+
+
+def test_callable_that_raises_is_a_configuration_error(settings: Any) -> None:
+    def broken() -> str:
+        raise RuntimeError(f"vault said: {SECRET}")
+
+    settings.GATEWAY_REALTIME_API_KEY = broken
+    with pytest.raises(GatewayConfigurationError) as info:
+        resolve_credential()
+    error = info.value
+    assert "RuntimeError" in str(error)
+    assert SECRET not in str(error)
+    assert "vault said" not in str(error)
+    assert error.__cause__ is None
+    assert error.__suppress_context__ is True
+
+
+def test_dotted_path(no_key: Any) -> None:
+    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.key_provider"
+    first = resolve_credential()
+    second = resolve_credential()
+    assert first.value.startswith("key-from-function-")
+    assert first.value != second.value  # resolved per mint
+    assert first.method == API_KEY
+    assert first.source == "GATEWAY_REALTIME_API_KEY_FUNCTION"
+
+
+def test_dotted_path_returning_nothing_is_an_error(
+    no_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", "would-be-fallback")
+    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.empty_provider"
+    with pytest.raises(GatewayConfigurationError):
+        resolve_credential()
+
+
+def test_dotted_path_that_cannot_be_imported(no_key: Any) -> None:
+    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.nowhere.key_provider"
+    with pytest.raises(GatewayConfigurationError) as info:
+        resolve_credential()
+    assert "tests.nowhere.key_provider" in str(info.value)
+
+
+def test_empty_explicit_key_falls_through(no_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_key.GATEWAY_REALTIME_API_KEY = "  "
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", "from-env")
+    assert resolve_credential().value == "from-env"
+
+
+def test_environment_api_key(no_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", " from-env ")
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+    credential = resolve_credential(oidc_request())
+    assert credential.value == "from-env"
+    assert credential.method == API_KEY
+    assert credential.source == "AI_GATEWAY_API_KEY"
+
+
+@pytest.mark.parametrize(
+    ("trust", "vercel", "uses_header"),
+    [
+        (True, None, True),
+        (True, "0", True),
+        (None, "1", True),
+        (None, None, False),
+        (None, "0", False),
+        (None, "true", False),
+        (False, "1", False),
+        (False, None, False),
+    ],
+)
+def test_oidc_header_only_when_trusted(
+    no_key: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    trust: bool | None,
+    vercel: str | None,
+    uses_header: bool,
+) -> None:
+    no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = trust
+    if vercel is not None:
+        monkeypatch.setenv("VERCEL", vercel)
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    credential = resolve_credential(oidc_request())
+    assert credential.method == OIDC
+    if uses_header:
+        assert credential.value == OIDC_HEADER_TOKEN
+        assert credential.source == "x-vercel-oidc-token header"
+    else:
+        assert credential.value == OIDC_ENV_TOKEN
+        assert credential.source == "VERCEL_OIDC_TOKEN"
+
+
+def test_trusted_header_needs_a_request(no_key: Any) -> None:
+    no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+    with pytest.raises(GatewayAuthenticationError):
+        resolve_credential(None)
+
+
+def test_empty_oidc_header_is_ignored(no_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    request = RequestFactory().post("/", HTTP_X_VERCEL_OIDC_TOKEN="  ")
+    assert resolve_credential(request).value == OIDC_ENV_TOKEN
+
+
+def test_vercel_oidc_environment_token(no_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    credential = resolve_credential()
+    assert credential == Credential(value=OIDC_ENV_TOKEN, method=OIDC, source="VERCEL_OIDC_TOKEN")
+
+
+def test_nothing_configured(no_key: Any) -> None:
+    with pytest.raises(GatewayAuthenticationError) as info:
+        resolve_credential(oidc_request())
+    assert info.value.message.startswith("No authentication provided")
+    assert info.value.status_code is None
+
+
+@pytest.mark.django_db
+def test_nothing_configured_sends_nothing(no_key: Any, gateway: Any, user: Any) -> None:
+    with pytest.raises(GatewayAuthenticationError, match="No authentication provided"):
+        mint_client_secret(user=user, kind="realtime")
+    assert len(gateway.calls) == 0
+
+
+@pytest.mark.django_db
+def test_rejected_key_is_not_replaced_by_oidc(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, user: Any
+) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = SECRET
+    settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+    monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
+    body = {"error": {"message": "bad key", "type": "authentication_error"}}
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, MINT_URL, status=401, body=json.dumps(body))
+        for _ in range(2):
+            with pytest.raises(GatewayAuthenticationError):
+                mint_client_secret(user=user, kind="realtime", request=oidc_request())
+        assert len(mock.calls) == 2
+        for call in mock.calls:
+            assert call.request.headers["Authorization"] == f"Bearer {SECRET}"
+            assert call.request.headers["ai-gateway-auth-method"] == "api-key"
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        Credential(value=SECRET, method=API_KEY, source="GATEWAY_REALTIME_API_KEY"),
+        Credential(value=SECRET, method=OIDC, source="VERCEL_OIDC_TOKEN"),
+    ],
+)
+def test_credential_repr_and_str_hide_the_value(credential: Credential) -> None:
+    assert SECRET not in repr(credential)
+    assert SECRET not in str(credential)
+    assert SECRET not in f"{credential}"
+    assert SECRET not in f"{credential!r}"
+    assert credential.method in str(credential)

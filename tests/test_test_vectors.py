@@ -1,0 +1,127 @@
+"""The recorded requests and results of the official ``@ai-sdk/gateway`` provider.
+
+Every line of ``test-vectors.jsonl`` (the wire contract's companion) is one
+test: our client must send the very same request and reach the same result.
+The repository keeps a copy in ``tests/data`` so that a clone without the
+shared reference directory still runs them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+
+from gateway_realtime.client import GatewayClient
+from gateway_realtime.credentials import resolve_credential
+from gateway_realtime.exceptions import ERROR_TYPES, GatewayError
+from gateway_realtime.kinds import Kind
+
+HOST = "gateway.vectors.test"
+LOCAL_COPY = Path(__file__).resolve().parent / "data" / "test-vectors.jsonl"
+SHARED = Path(__file__).resolve().parents[2] / "shared/reference/test-vectors.jsonl"
+VECTORS_FILE = LOCAL_COPY if LOCAL_COPY.exists() else SHARED
+
+
+def load_vectors() -> list[Any]:
+    if not VECTORS_FILE.exists():
+        return [
+            pytest.param(
+                None,
+                marks=pytest.mark.skip(
+                    reason=f"test vectors not found at {LOCAL_COPY} or {SHARED}"
+                ),
+                id="no-vectors",
+            )
+        ]
+    lines = VECTORS_FILE.read_text(encoding="utf-8").splitlines()
+    vectors = [json.loads(line) for line in lines if line.strip()]
+    return [pytest.param(v, id=v["case"]) for v in vectors]
+
+
+def js_stringify(value: Any) -> bytes:
+    """What ``JSON.stringify`` gives: compact, keys in insertion order, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def localize(text: str) -> str:
+    return text.replace("GATEWAY", HOST)
+
+
+def kind_of(body: dict[str, Any]) -> Kind:
+    return Kind(body.get("routeKind", "realtime"))
+
+
+def gateway_answer(vector: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+    if vector["error"] is None:
+        body: dict[str, Any] = {"token": vector["result"]["token"], "expiresAt": 4102444800}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+    error = vector["error"]
+    param = (
+        {"modelId": vector["request"]["body"]["model"]}
+        if error["type"] == "model_not_found"
+        else None
+    )
+    body = {
+        "error": {"message": "stand-in", "type": error["type"], "param": param, "code": None},
+        "generationId": None,
+    }
+    return error["statusCode"], {"Content-Type": "application/json"}, json.dumps(body)
+
+
+def test_local_copy_matches_the_shared_reference() -> None:
+    if not SHARED.exists():
+        pytest.skip(f"the shared reference {SHARED} is not present (a plain clone)")
+    assert LOCAL_COPY.read_bytes() == SHARED.read_bytes()
+
+
+@pytest.mark.parametrize("vector", load_vectors())
+def test_vector(vector: dict[str, Any], settings: Any) -> None:
+    settings.GATEWAY_REALTIME_BASE_URL = localize(vector["base_url"])
+    settings.GATEWAY_REALTIME_API_KEY = vector["api_key"]
+    settings.GATEWAY_REALTIME_TEAM = vector["team"]
+    settings.GATEWAY_REALTIME_EXTRA_HEADERS = {}
+    expected = vector["request"]
+    body = expected["body"]
+    url = f"http://{HOST}{expected['path']}"
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(expected["method"], url, callback=lambda request: gateway_answer(vector))
+        client = GatewayClient()
+        outcome: Any
+        try:
+            outcome = client.mint(
+                kind=kind_of(body),
+                model=body["model"],
+                credential=resolve_credential(),
+                expires_in=body.get("expiresIn"),
+            )
+        except GatewayError as error:
+            outcome = error
+        finally:
+            client.close()
+        assert len(mock.calls) == 1
+        sent = mock.calls[0].request
+
+    assert sent.method == expected["method"]
+    assert sent.url == url
+    for name, value in expected["headers"].items():
+        assert sent.headers[name] == value, name
+    # Nothing but the contract's headers (plus what HTTP itself needs).
+    names = {name.lower() for name in sent.headers}
+    assert names == set(expected["headers"]) | {"user-agent", "content-length"}
+    assert sent.headers["User-Agent"].startswith("django-gateway-realtime/")
+    assert sent.body == js_stringify(body)
+    assert b"null" not in sent.body
+
+    if vector["error"] is None:
+        assert outcome.token == vector["result"]["token"]
+        assert outcome.url == localize(vector["result"]["url"])
+    else:
+        assert isinstance(outcome, GatewayError)
+        assert type(outcome) is ERROR_TYPES[vector["error"]["type"]]
+        assert outcome.error_type == vector["error"]["type"]
+        assert outcome.status_code == vector["error"]["statusCode"]
