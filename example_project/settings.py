@@ -30,6 +30,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Pages that carry a client secret are never cached (see the README).
+    "gateway_realtime.middleware.NoStoreSecretsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -121,3 +123,14 @@ GATEWAY_REALTIME_MODELS = {
 GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
 GATEWAY_REALTIME_DEFAULT_LIFETIME = 120
 GATEWAY_REALTIME_MAX_LIFETIME = 600
+
+# Limits (README, "Limits and security"). With REDIS_URL the burst rate is
+# counted in Redis, shared by every worker and host; the quota always lives in
+# the database, so it holds on PostgreSQL across any number of workers.
+GATEWAY_REALTIME_RATE = os.environ.get("GATEWAY_REALTIME_RATE", "30/min")
+GATEWAY_REALTIME_QUOTA = int(os.environ.get("GATEWAY_REALTIME_QUOTA", "1000"))
+GATEWAY_REALTIME_QUOTA_PERIOD = 86400
+GATEWAY_REALTIME_AUDIT_RETENTION_DAYS = 90
+if not os.environ.get("REDIS_URL"):
+    # One runserver process counts exactly in local memory; W004 is for deployments.
+    SILENCED_SYSTEM_CHECKS = ["gateway_realtime.W004"]

@@ -36,11 +36,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     path = app_settings.API_KEY_FUNCTION
     if path:
         try:
-            import_string(path)
+            # A callable is accepted as well as its dotted path.
+            provider = import_string(path) if isinstance(path, str) else path
         except ImportError:
+            provider = None
+        if not callable(provider):
             errors.append(
                 Error(
-                    f"GATEWAY_REALTIME_API_KEY_FUNCTION {path!r} cannot be imported.",
+                    f"GATEWAY_REALTIME_API_KEY_FUNCTION {path!r} is not an importable callable.",
                     hint="Give the dotted path of a function that returns the API key.",
                     id="gateway_realtime.E002",
                 )
@@ -129,13 +132,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
 
     hook = app_settings.TOOLS_FUNCTION
-    if isinstance(hook, str):
+    if hook:
         try:
-            import_string(hook)
+            func = import_string(hook) if isinstance(hook, str) else hook
         except ImportError:
+            func = None
+        if not callable(func):
             errors.append(
                 Error(
-                    f"GATEWAY_REALTIME_TOOLS_FUNCTION {hook!r} cannot be imported.",
+                    f"GATEWAY_REALTIME_TOOLS_FUNCTION {hook!r} is not an importable callable.",
                     hint="Give the dotted path of a function returning a list of tools or None.",
                     id="gateway_realtime.E010",
                 )
@@ -150,6 +155,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="gateway_realtime.E011",
             )
         )
+    errors.extend(_check_limits())
     return errors
 
 
@@ -178,7 +184,9 @@ def _check_models() -> list[CheckMessage]:
                 )
             )
     for kind, values in allowed.items():
-        if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        if not isinstance(values, list | tuple | set | frozenset) or not all(
+            isinstance(v, str) and v for v in values
+        ):
             errors.append(
                 Error(
                     f"GATEWAY_REALTIME_ALLOWED_MODELS[{kind!r}] must be a list of model ids.",
@@ -219,6 +227,84 @@ def _check_lifetimes() -> list[CheckMessage]:
                 "and GATEWAY_REALTIME_MAX_LIFETIME.",
                 hint="None lets the Gateway choose the lifetime.",
                 id="gateway_realtime.E008",
+            )
+        )
+    return errors
+
+
+def _is_whole(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_limits() -> list[CheckMessage]:
+    # Imported here: limits imports the models, which are not ready when
+    # checks.py is imported by AppConfig.ready().
+    from gateway_realtime.limits import parse_rate
+
+    errors: list[CheckMessage] = []
+    rate = getattr(settings, PREFIX + "RATE", DEFAULTS["RATE"])
+    if rate is not None:
+        try:
+            parse_rate(rate if isinstance(rate, str) else "")
+        except ValueError:
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_RATE {rate!r} is not a rate like '10/min'.",
+                    hint="Requests per period: '10/min', '3/s', '100/hour', or None for no limit.",
+                    id="gateway_realtime.E012",
+                )
+            )
+    quota = getattr(settings, PREFIX + "QUOTA", DEFAULTS["QUOTA"])
+    period = getattr(settings, PREFIX + "QUOTA_PERIOD", DEFAULTS["QUOTA_PERIOD"])
+    if (quota is not None and not _is_whole(quota, 0)) or not _is_whole(period, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_QUOTA must be None or a whole number of mints, and "
+                "GATEWAY_REALTIME_QUOTA_PERIOD a positive whole number of seconds.",
+                hint=f"For example QUOTA = 200 and QUOTA_PERIOD = {DEFAULTS['QUOTA_PERIOD']}.",
+                id="gateway_realtime.E013",
+            )
+        )
+    hook = getattr(settings, PREFIX + "POLICY", DEFAULTS["POLICY"])
+    if hook is not None:
+        try:
+            func = import_string(hook) if isinstance(hook, str) else hook
+        except ImportError:
+            func = None
+        if not callable(func):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_POLICY {hook!r} is not an importable callable.",
+                    hint="Give the dotted path of f(user, kind, request, policy) -> Policy | None.",
+                    id="gateway_realtime.E014",
+                )
+            )
+    cache_alias = getattr(settings, PREFIX + "THROTTLE_CACHE", DEFAULTS["THROTTLE_CACHE"])
+    caches = getattr(settings, "CACHES", {"default": {}})
+    if cache_alias not in caches:
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_THROTTLE_CACHE {cache_alias!r} is not in CACHES.",
+                hint="Name a cache alias every worker shares (Redis in production).",
+                id="gateway_realtime.E015",
+            )
+        )
+    elif rate is not None and "locmem" in str(caches[cache_alias].get("BACKEND", "locmem")).lower():
+        errors.append(
+            Warning(
+                "GATEWAY_REALTIME_RATE is counted in a local-memory cache: each worker "
+                "process counts on its own, so the rate is multiplied by the worker count.",
+                hint="Point GATEWAY_REALTIME_THROTTLE_CACHE at a shared cache such as Redis.",
+                id="gateway_realtime.W004",
+            )
+        )
+    days = getattr(settings, PREFIX + "AUDIT_RETENTION_DAYS", DEFAULTS["AUDIT_RETENTION_DAYS"])
+    if not _is_whole(days, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_AUDIT_RETENTION_DAYS must be a positive whole number of days.",
+                hint=f"The default is {DEFAULTS['AUDIT_RETENTION_DAYS']}.",
+                id="gateway_realtime.E016",
             )
         )
     return errors

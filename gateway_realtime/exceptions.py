@@ -146,3 +146,43 @@ class MintRequestError(ValueError):
         self.message = message
         self.param = param
         self.code = code
+
+
+class MintRejected(Exception):
+    """This site's own limits or safety rules refused a mint; the Gateway was not called.
+
+    Deliberately outside ``GatewayError``: nothing went wrong upstream, and a
+    caller that retries Gateway failures must not retry these blindly.
+    ``retry_after`` is in seconds when known.
+    """
+
+    error_type = "rejected"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(MintRejected):
+    """The user has used up their mints for the current quota period."""
+
+    error_type = "quota_exceeded"
+
+
+class RateLimited(MintRejected):
+    """The user is minting faster than the burst rate allows."""
+
+    error_type = "rate_limited"
+
+
+class AuditUnavailable(MintRejected):
+    """The audit database could not be written, so no secret may be handed out."""
+
+    error_type = "audit_unavailable"
+
+
+class LimitsUnavailable(MintRejected):
+    """The quota or rate store could not be reached; the limits fail closed."""
+
+    error_type = "limits_unavailable"

@@ -34,6 +34,8 @@ class Outcome(models.TextChoices):
     PENDING = "pending", _("Pending")
     ISSUED = "issued", _("Issued")
     FAILED = "failed", _("Failed")
+    #: Refused by this site's quota before the Gateway was called.
+    REJECTED = "rejected", _("Rejected by limits")
 
 
 class ClientSecretIssuance(models.Model):
@@ -97,3 +99,41 @@ class ClientSecretIssuance(models.Model):
     def __str__(self) -> str:
         who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
         return f"{self.kind} {self.model} for {who}: {self.outcome}"
+
+
+class QuotaCounter(models.Model):
+    """How many mints a user has used in one quota window (``GATEWAY_REALTIME_QUOTA``).
+
+    One row per (user, window). Each mint claims one unit with a single
+    conditional ``UPDATE ... SET used = used + 1 WHERE used < limit``, which
+    the database serialises per row, so concurrent workers on any number of
+    hosts can never push a user past the limit.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    window_start = models.DateTimeField(_("window start"))
+    # Stored so that pruning needs no knowledge of each policy's period.
+    window_end = models.DateTimeField(_("window end"))
+    used = models.PositiveIntegerField(_("mints used"), default=0)
+
+    class Meta:
+        verbose_name = _("quota counter")
+        verbose_name_plural = _("quota counters")
+        ordering = ["-window_start", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "window_start", "window_end"], name="gwrt_quota_user_window"
+            )
+        ]
+        indexes = [
+            # The prune command deletes windows that have ended.
+            models.Index(fields=["window_end"], name="gwrt_quota_window_end_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} from {self.window_start:%Y-%m-%d %H:%M}: {self.used}"

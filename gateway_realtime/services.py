@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -23,8 +24,22 @@ from django.utils.module_loading import import_string
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings
 from gateway_realtime.credentials import resolve_credential
-from gateway_realtime.exceptions import GatewayConfigurationError, GatewayError, MintRequestError
+from gateway_realtime.exceptions import (
+    AuditUnavailable,
+    GatewayConfigurationError,
+    GatewayError,
+    LimitsUnavailable,
+    MintRejected,
+    MintRequestError,
+    QuotaExceeded,
+)
 from gateway_realtime.kinds import Kind
+from gateway_realtime.limits import (
+    Policy,
+    certainly_not_issued,
+    claim_quota,
+    get_policy,
+)
 from gateway_realtime.models import (
     ClientSecretIssuance,
     Outcome,
@@ -76,11 +91,18 @@ def websocket_protocols(kind: Kind, token: str, team: str | None) -> list[str]:
     return protocols
 
 
-def resolve_model(kind: Kind, model: str | None) -> str:
-    """The model to mint for: the kind's default, or an allowed one the caller named."""
-    allowed = app_settings.allowed_models(kind)
-    if model is None or model == "":
+def resolve_model(kind: Kind, model: str | None, policy: Policy | None = None) -> str:
+    """The model to mint for: the kind's default, or an allowed one the caller named.
+
+    ``policy`` (from ``limits.get_policy``) replaces the site's settings.
+    """
+    if policy is None:
+        allowed = app_settings.allowed_models(kind)
         default = app_settings.default_model(kind)
+    else:
+        allowed = [m for m in [policy.default_model, *policy.allowed_models] if m]
+        default = policy.default_model
+    if model is None or model == "":
         if not default:
             raise GatewayConfigurationError(
                 f"No model is configured for {kind.value}: set "
@@ -94,9 +116,9 @@ def resolve_model(kind: Kind, model: str | None) -> str:
     return model
 
 
-def resolve_lifetime(expires_in: int | None) -> int | None:
+def resolve_lifetime(expires_in: int | None, policy: Policy | None = None) -> int | None:
     """Seconds to ask the Gateway for, or ``None`` to leave it to the Gateway."""
-    maximum = app_settings.MAX_LIFETIME
+    maximum = app_settings.MAX_LIFETIME if policy is None else policy.max_lifetime
     if expires_in is None:
         expires_in = app_settings.DEFAULT_LIFETIME
         if expires_in is None:
@@ -180,11 +202,19 @@ def mint_client_secret(
     and a ``GatewayError`` subclass when the Gateway fails; in the last two
     cases the audit row records the failure. The audit row is written before
     the Gateway is called, so no token is ever issued without one.
+
+    Limits (see ``gateway_realtime.limits``): the user's ``Policy`` decides the
+    models, lifetime and quota. ``QuotaExceeded`` when the quota is used up
+    (recorded as a ``rejected`` row; the Gateway is not called),
+    ``LimitsUnavailable`` when the quota store is down and ``AuditUnavailable``
+    when the audit row cannot be written: both fail closed, nothing is minted
+    or handed out.
     """
     kind = Kind(kind)
-    model = resolve_model(kind, model)
-    lifetime = resolve_lifetime(expires_in)
     authenticated = user is not None and getattr(user, "is_authenticated", False)
+    policy = get_policy(user, kind, request)
+    model = resolve_model(kind, model, policy)
+    lifetime = resolve_lifetime(expires_in, policy)
 
     issuance = ClientSecretIssuance(
         user=user if authenticated else None,  # type: ignore[misc]
@@ -196,7 +226,33 @@ def mint_client_secret(
         source=Source(source),
         requested_lifetime=lifetime,
     )
-    _save(issuance)
+    claim = None
+    if issuance.user_id is not None:
+        try:
+            claim = claim_quota(issuance.user_id, policy)
+        except QuotaExceeded as error:
+            _record_rejection(issuance, error)
+            client_secret_failed.send(
+                sender=ClientSecretIssuance,
+                issuance=issuance,
+                user=user,
+                request=request,
+                error=error,
+            )
+            raise
+        except LimitsUnavailable:
+            logger.error(
+                "Could not check the quota for a %s client secret; nothing was minted",
+                kind.value,
+                extra=_log_fields(issuance, outcome="rejected", error_type="limits_unavailable"),
+            )
+            raise
+    try:
+        _save(issuance)
+    except AuditUnavailable:
+        if claim is not None:
+            claim.release()
+        raise
 
     started = time.monotonic()
     try:
@@ -206,6 +262,16 @@ def mint_client_secret(
             kind=kind, model=model, credential=credential, expires_in=lifetime
         )
     except (GatewayError, GatewayConfigurationError) as error:
+        if claim is not None and certainly_not_issued(error):
+            claim.release()
+        _record_failure(issuance, error, started)
+        client_secret_failed.send(
+            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
+        )
+        raise
+    except Exception as error:
+        # A bug, or a custom client's own exception: the row is completed all
+        # the same, so that no attempt stays "pending" for ever.
         _record_failure(issuance, error, started)
         client_secret_failed.send(
             sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
@@ -216,12 +282,27 @@ def mint_client_secret(
     issuance.outcome = Outcome.ISSUED
     issuance.completed_at = now
     issuance.latency_ms = _elapsed_ms(started)
+    issuance.upstream_status = secret.status
     issuance.token_fingerprint = token_fingerprint(secret.token)
     issuance.token_hint = token_hint(secret.token)
     if secret.expires_at is not None:
         issuance.expires_at = dt.datetime.fromtimestamp(secret.expires_at, tz=dt.UTC)
-        issuance.effective_lifetime = round(secret.expires_at - now.timestamp())
-    _save(issuance)
+        # Clamped to the column's 32-bit range: a far-future expiresAt must
+        # not make the audit write (and so the whole mint) fail.
+        lifetime_left = round(secret.expires_at - now.timestamp())
+        issuance.effective_lifetime = max(-(2**31), min(2**31 - 1, lifetime_left))
+    try:
+        _save(issuance)
+    except AuditUnavailable:
+        # The secret exists on the Gateway but is not recorded as issued, so it
+        # is dropped here: handing it out would break "no token without a row".
+        logger.error(
+            "Minted a %s client secret for %s but could not record it; it was discarded",
+            kind.value,
+            model,
+            extra=_log_fields(issuance),
+        )
+        raise
     logger.info(
         "Minted a %s client secret for %s",
         kind.value,
@@ -250,18 +331,50 @@ def _save(issuance: ClientSecretIssuance) -> None:
     # Sites that mint inside their own transaction can point
     # GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same database.
     alias = app_settings.AUDIT_DATABASE
-    with transaction.atomic(using=alias):
-        issuance.save(using=alias)
+    try:
+        if transaction.get_connection(alias).in_atomic_block:
+            # A savepoint, so a failed write leaves the caller's transaction usable.
+            with transaction.atomic(using=alias):
+                issuance.save(using=alias)
+        else:
+            # Autocommit: the one statement commits by itself. atomic() here would
+            # add a BEGIN and a COMMIT round trip to both audit writes of every mint.
+            issuance.save(using=alias)
+    except DatabaseError as error:
+        # Logged with the traceback: "unavailable" may also be a bug worth fixing.
+        logger.error("Could not write the audit row", exc_info=True, extra=_log_fields(issuance))
+        raise AuditUnavailable(
+            f"The audit trail could not be written ({type(error).__name__})."
+        ) from None
 
 
-def _record_failure(
-    issuance: ClientSecretIssuance, error: GatewayError | GatewayConfigurationError, started: float
-) -> None:
+def _record_rejection(issuance: ClientSecretIssuance, error: MintRejected) -> None:
+    issuance.outcome = Outcome.REJECTED
+    issuance.completed_at = timezone.now()
+    issuance.latency_ms = 0
+    issuance.error_type = error.error_type
+    issuance.error_message = error.message[:500]
+    _save(issuance)
+    logger.warning(
+        "Rejected a %s client secret for %s: %s",
+        issuance.kind,
+        issuance.model,
+        issuance.error_type,
+        extra=_log_fields(issuance),
+    )
+
+
+def _record_failure(issuance: ClientSecretIssuance, error: Exception, started: float) -> None:
     issuance.outcome = Outcome.FAILED
     issuance.completed_at = timezone.now()
     issuance.latency_ms = _elapsed_ms(started)
     issuance.error_type = getattr(error, "error_type", type(error).__name__)[:64]
-    issuance.error_message = (getattr(error, "message", None) or str(error))[:500]
+    if isinstance(error, GatewayError | GatewayConfigurationError):
+        message = getattr(error, "message", None) or str(error)
+    else:
+        # Only our own messages are known to hold no secrets.
+        message = type(error).__name__
+    issuance.error_message = message[:500]
     if isinstance(error, GatewayError):
         issuance.upstream_status = error.status_code
         issuance.generation_id = (error.generation_id or "")[:128]
@@ -275,7 +388,9 @@ def _record_failure(
     )
 
 
-def _log_fields(issuance: ClientSecretIssuance) -> dict[str, Any]:
+def _log_fields(
+    issuance: ClientSecretIssuance, *, outcome: str | None = None, error_type: str | None = None
+) -> dict[str, Any]:
     """Structured fields for log records; never the token or the credential."""
     return {
         "gateway_realtime": {
@@ -284,8 +399,8 @@ def _log_fields(issuance: ClientSecretIssuance) -> dict[str, Any]:
             "kind": issuance.kind,
             "model": issuance.model,
             "source": issuance.source,
-            "outcome": issuance.outcome,
-            "error_type": issuance.error_type or None,
+            "outcome": outcome or issuance.outcome,
+            "error_type": error_type or issuance.error_type or None,
             "upstream_status": issuance.upstream_status,
             "latency_ms": issuance.latency_ms,
             "token_hint": issuance.token_hint or None,

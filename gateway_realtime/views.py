@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gateway_realtime.authentication import SameOriginSessionAuthentication
+from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import (
     GatewayAuthenticationError,
     GatewayConfigurationError,
@@ -25,13 +26,18 @@ from gateway_realtime.exceptions import (
     GatewayRateLimitError,
     GatewayResponseError,
     GatewayTimeoutError,
+    MintRejected,
     MintRequestError,
+    QuotaExceeded,
+    RateLimited,
 )
 from gateway_realtime.kinds import Kind
+from gateway_realtime.limits import get_policy
 from gateway_realtime.models import Source
-from gateway_realtime.parsers import StrictJSONParser
+from gateway_realtime.parsers import RequestTooLarge, StrictJSONParser
 from gateway_realtime.serializers import MintRequestSerializer
 from gateway_realtime.services import IssuedSecret, mint_client_secret, resolve_model, resolve_tools
+from gateway_realtime.throttling import ClientSecretRateThrottle
 
 DEFAULT_RETRY_AFTER = 5
 
@@ -53,6 +59,45 @@ class UpstreamTimeout(UpstreamFailure):
     status_code = status.HTTP_504_GATEWAY_TIMEOUT  # type: ignore[assignment]
     default_detail = "The AI Gateway did not answer in time."
     default_code = "gateway_timeout"
+
+
+class LimitReached(exceptions.APIException):
+    """A per-user limit refused the mint (429 with ``Retry-After``)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Too many client secrets; try again later."
+    default_code = "quota_exceeded"
+    wait: int | None = None
+
+
+class MintingUnavailable(exceptions.APIException):
+    """The audit trail or the limits store is down: fail closed (503)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Client secrets cannot be issued right now; try again shortly."
+    default_code = "audit_unavailable"
+    wait: int | None = None
+
+
+def describe_rejection(error: MintRejected) -> exceptions.APIException:
+    """The response for a mint this site refused; no internals in the message."""
+    wait = error.retry_after or DEFAULT_RETRY_AFTER
+    failure: LimitReached | MintingUnavailable
+    if isinstance(error, QuotaExceeded):
+        failure = LimitReached(
+            _("Your quota of client secrets is used up; try again in %(wait)s seconds.")
+            % {"wait": wait},
+            code=error.error_type,
+        )
+    elif isinstance(error, RateLimited):
+        failure = LimitReached(
+            _("Too many client secrets at once; try again in %(wait)s seconds.") % {"wait": wait},
+            code=error.error_type,
+        )
+    else:
+        failure = MintingUnavailable(code=error.error_type)
+    failure.wait = wait
+    return failure
 
 
 def describe_gateway_error(error: GatewayError | GatewayConfigurationError) -> UpstreamFailure:
@@ -115,7 +160,7 @@ class ClientSecretView(APIView):
     permission_classes: ClassVar[list[type[BasePermission]]] = [IsAuthenticated]  # type: ignore[misc]
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
-    throttle_classes: ClassVar[list[Any]] = []  # type: ignore[misc]
+    throttle_classes: ClassVar[list[Any]] = [ClientSecretRateThrottle]  # type: ignore[misc]
     http_method_names = ["post"]
 
     @classmethod
@@ -160,13 +205,21 @@ class ClientSecretView(APIView):
     # Handlers --------------------------------------------------------------
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # Before request.data: DRF reads a JSON body whole into memory, and past
+        # DATA_UPLOAD_MAX_MEMORY_SIZE Django answers with an HTML 400.
+        declared = str(request.META.get("CONTENT_LENGTH") or "0").strip()
+        limit = app_settings.MAX_REQUEST_BYTES
+        if not declared.isdigit() or int(declared) > limit:
+            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
         if not isinstance(request.data, dict):
             raise exceptions.ParseError(_("The request body must be a JSON object."))
         serializer = MintRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         # Tools are resolved first so a broken hook does not waste a mint.
-        tools = self.get_tools(resolve_model(self.get_kind(), self.get_model(data)))
+        kind = self.get_kind()
+        policy = get_policy(request.user, kind, request._request)
+        tools = self.get_tools(resolve_model(kind, self.get_model(data), policy))
         secret = self.mint(data)
         return Response(secret.as_setup_response(tools))
 
@@ -175,6 +228,8 @@ class ClientSecretView(APIView):
             exc = exceptions.ValidationError({exc.param or "non_field_errors": [exc.message]})
         elif isinstance(exc, GatewayError | GatewayConfigurationError):
             exc = describe_gateway_error(exc)
+        elif isinstance(exc, MintRejected):
+            exc = describe_rejection(exc)
         response = super().handle_exception(exc)
         response.data = {"error": error_body(exc, response.data)}
         wait = getattr(exc, "wait", None)

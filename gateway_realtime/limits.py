@@ -1,0 +1,232 @@
+"""Per-user limits: the policy hook and the hard quota.
+
+Two limits protect the Gateway bill from one user (or one stolen session):
+
+- a burst **rate** (``GATEWAY_REALTIME_RATE``, e.g. ``"10/min"``), a DRF
+  throttle on a shared cache (see ``gateway_realtime.throttling``), checked by
+  the endpoints before anything else;
+- a hard **quota** (``GATEWAY_REALTIME_QUOTA`` mints per
+  ``GATEWAY_REALTIME_QUOTA_PERIOD`` seconds), claimed in the database inside
+  ``services.mint_client_secret`` before the Gateway is called, so every mint
+  path (endpoint, template tag, site code) counts, and no number of
+  concurrent workers on any number of hosts can exceed it.
+
+Both fail closed: if their store cannot be reached, ``LimitsUnavailable`` is
+raised and nothing is minted.
+
+``GATEWAY_REALTIME_POLICY`` (a dotted path or a callable) may change any of
+this per user; see ``Policy`` and ``get_policy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from django.db import Error as DatabaseError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils.module_loading import import_string
+
+from gateway_realtime.conf import app_settings
+from gateway_realtime.exceptions import (
+    GatewayConfigurationError,
+    GatewayError,
+    LimitsUnavailable,
+    QuotaExceeded,
+)
+from gateway_realtime.kinds import Kind
+from gateway_realtime.models import QuotaCounter
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+RATE_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+_POLICY_CACHE_ATTR = "_gateway_realtime_policies"
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What one user may mint for one kind.
+
+    - ``default_model``: minted when the caller names no model (``None``: none).
+    - ``allowed_models``: every model the caller may name (the default included).
+    - ``max_lifetime``: the longest lifetime, in seconds, the caller may ask for.
+    - ``quota``: mints per ``quota_period`` seconds (``None``: no quota).
+    - ``rate``: burst rate like ``"10/min"`` (``None``: no burst limit).
+
+    Build a changed copy with ``dataclasses.replace(policy, quota=1000)``.
+    """
+
+    default_model: str | None
+    allowed_models: tuple[str, ...]
+    max_lifetime: int
+    quota: int | None
+    quota_period: int
+    rate: str | None
+
+
+def site_policy(kind: Kind) -> Policy:
+    """The policy the ``GATEWAY_REALTIME_*`` settings describe for ``kind``."""
+    return Policy(
+        default_model=app_settings.default_model(kind),
+        allowed_models=tuple(app_settings.allowed_models(kind)),
+        max_lifetime=app_settings.MAX_LIFETIME,
+        quota=app_settings.QUOTA,
+        quota_period=app_settings.QUOTA_PERIOD,
+        rate=app_settings.RATE,
+    )
+
+
+def get_policy(user: Any, kind: Kind | str, request: HttpRequest | None = None) -> Policy:
+    """The policy for ``user`` and ``kind``: the site's, as ``GATEWAY_REALTIME_POLICY`` adjusts it.
+
+    The hook is called as ``hook(user=, kind=, request=, policy=)`` with the
+    site's policy and must return a ``Policy`` (``None`` keeps the site's). It
+    runs once per request and kind: the result is remembered on ``request``.
+    """
+    kind = Kind(kind)
+    memo: dict[Kind, Policy] | None = None
+    if request is not None:
+        memo = request.__dict__.setdefault(_POLICY_CACHE_ATTR, {})
+        if kind in memo:
+            return memo[kind]
+    policy = site_policy(kind)
+    hook = app_settings.POLICY
+    if hook:
+        func = import_string(hook) if isinstance(hook, str) else hook
+        result = func(user=user, kind=kind.value, request=request, policy=policy)
+        if result is not None:
+            if not isinstance(result, Policy):
+                raise GatewayConfigurationError(
+                    "GATEWAY_REALTIME_POLICY must return a gateway_realtime.limits.Policy or None."
+                )
+            policy = result
+    if memo is not None:
+        memo[kind] = policy
+    return policy
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"10/min"`` -> ``(10, 60)``: requests per period in seconds.
+
+    The period is ``s``, ``m``, ``h`` or ``d``, optionally with a count and a
+    longer spelling (``"5/10s"``, ``"100/hour"``), like DRF's rates.
+    """
+    number, _, period = rate.strip().partition("/")
+    period = period.strip().lower()
+    digits = ""
+    while period[:1].isdigit():
+        digits, period = digits + period[0], period[1:]
+    if not number.strip().isdigit() or period[:1] not in RATE_PERIODS:
+        raise ValueError(f"{rate!r} is not a rate like '10/min'")
+    seconds = RATE_PERIODS[period[0]] * (int(digits) if digits else 1)
+    if seconds < 1:
+        raise ValueError(f"{rate!r} has an empty period")
+    return int(number), seconds
+
+
+def quota_window(period: int, now: float | None = None) -> tuple[dt.datetime, int]:
+    """The current fixed window's start and the whole seconds until it ends.
+
+    Windows are aligned to the Unix epoch, so every host agrees on them
+    without talking to each other.
+    """
+    now = time.time() if now is None else now
+    start = math.floor(now / period) * period
+    retry_after = max(1, math.ceil(start + period - now))
+    return dt.datetime.fromtimestamp(start, tz=dt.UTC), retry_after
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaClaim:
+    """One mint taken from a user's quota window."""
+
+    user_id: int
+    window_start: dt.datetime
+    window_end: dt.datetime
+
+    def release(self) -> None:
+        """Give the mint back, for one that certainly issued nothing (best effort)."""
+        alias = app_settings.AUDIT_DATABASE
+        # Keeping the claim when the database is gone only errs on the quota's side.
+        with contextlib.suppress(DatabaseError):
+            QuotaCounter.objects.using(alias).filter(
+                user_id=self.user_id,
+                window_start=self.window_start,
+                window_end=self.window_end,
+                used__gt=0,
+            ).update(used=F("used") - 1)
+
+
+def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
+    """Claim one mint from the user's quota (``None`` when the policy has no quota).
+
+    Raises ``QuotaExceeded`` (with ``retry_after``) when the window is used
+    up, and ``LimitsUnavailable`` when the database cannot be reached.
+
+    The claim is one conditional ``UPDATE`` on the (user, window) row; a
+    missing row is inserted, and a concurrent insert of the same row (unique
+    constraint) falls back to the ``UPDATE``. Each statement commits on its
+    own (or joins the caller's transaction), and the database's row lock
+    makes the check and the increment one step on PostgreSQL, MySQL and
+    SQLite alike.
+    """
+    if policy.quota is None:
+        return None
+    window, retry_after = quota_window(policy.quota_period)
+    exceeded = QuotaExceeded(
+        f"The quota of {policy.quota} client secrets per {policy.quota_period} s is used up.",
+        retry_after=retry_after,
+    )
+    if policy.quota < 1:
+        raise exceeded
+    alias = app_settings.AUDIT_DATABASE
+    window_end = window + dt.timedelta(seconds=policy.quota_period)
+    counters = QuotaCounter.objects.using(alias).filter(
+        user_id=user_id, window_start=window, window_end=window_end
+    )
+    try:
+        if counters.filter(used__lt=policy.quota).update(used=F("used") + 1):
+            return QuotaClaim(user_id, window, window_end)
+        try:
+            # A savepoint, so a lost insert race leaves the caller's transaction usable.
+            with transaction.atomic(using=alias):
+                counters.create(
+                    user_id=user_id,
+                    window_start=window,
+                    window_end=window_end,
+                    used=1,
+                )
+            return QuotaClaim(user_id, window, window_end)
+        except IntegrityError:
+            pass
+        if counters.filter(used__lt=policy.quota).update(used=F("used") + 1):
+            return QuotaClaim(user_id, window, window_end)
+    except DatabaseError as error:
+        raise LimitsUnavailable(
+            f"The quota store could not be reached ({type(error).__name__})."
+        ) from None
+    raise exceeded
+
+
+def certainly_not_issued(error: Exception) -> bool:
+    """Whether a failed mint cannot have created a secret on the Gateway.
+
+    True when the request was never sent (configuration, no credential) or
+    the Gateway answered with an error status. Not for time-outs, dropped
+    connections or unusable 2xx answers: a secret may exist there, so the
+    quota keeps the claim.
+    """
+    if isinstance(error, GatewayConfigurationError):
+        return True
+    if isinstance(error, GatewayError):
+        if error.status_code is None:
+            return error.error_type == "authentication_error"
+        return error.status_code >= 400
+    return False

@@ -1,0 +1,82 @@
+"""Delete audit rows older than ``GATEWAY_REALTIME_AUDIT_RETENTION_DAYS``.
+
+Safe to run from cron while the site mints: rows are deleted in short
+transactions over primary-key ranges, each also filtered by age, so a batch
+only ever locks old rows, and rows being written or completed right now are
+never touched. Quota counters whose window has ended are deleted too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from gateway_realtime.conf import app_settings
+from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete client secret audit rows older than GATEWAY_REALTIME_AUDIT_RETENTION_DAYS "
+        "(or --days), in batches, and quota counters whose window has ended."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--days",
+            type=int,
+            default=None,
+            help="Keep this many days instead of GATEWAY_REALTIME_AUDIT_RETENTION_DAYS.",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=1000,
+            help="Primary keys covered by each delete (default 1000).",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Count what would be deleted; delete nothing.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        days = options["days"] if options["days"] is not None else app_settings.AUDIT_RETENTION_DAYS
+        batch_size = options["batch_size"]
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise CommandError("--days (or GATEWAY_REALTIME_AUDIT_RETENTION_DAYS) must be >= 1.")
+        if batch_size < 1:
+            raise CommandError("--batch-size must be >= 1.")
+        now = timezone.now()
+        cutoff = now - dt.timedelta(days=days)
+        alias = app_settings.AUDIT_DATABASE
+        old_rows = ClientSecretIssuance.objects.using(alias).filter(created_at__lt=cutoff)
+        expired = QuotaCounter.objects.using(alias).filter(window_end__lt=now)
+
+        if options["dry_run"]:
+            self.stdout.write(
+                f"Would delete {old_rows.count()} audit rows created before "
+                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC and {expired.count()} expired quota counters."
+            )
+            return
+
+        high = old_rows.aggregate(high=Max("pk"))["high"]
+        low = old_rows.aggregate(low=Min("pk"))["low"]
+        deleted = batches = 0
+        while low is not None and low <= high:
+            with transaction.atomic(using=alias):
+                count, _ = old_rows.filter(pk__gte=low, pk__lt=low + batch_size).delete()
+            deleted += count
+            batches += 1
+            # Jump over gaps in the keys instead of stepping through empty ranges.
+            low = old_rows.filter(pk__gte=low + batch_size).aggregate(low=Min("pk"))["low"]
+        counters, _ = expired.delete()
+        self.stdout.write(
+            f"Deleted {deleted} audit rows created before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
+            f"in {batches} batches, and {counters} expired quota counters."
+        )

@@ -1,0 +1,134 @@
+"""``manage.py gateway_realtime_prune``: audit retention in batches."""
+
+import datetime as dt
+import json
+from io import StringIO
+
+import pytest
+import responses as responses_lib
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
+from gateway_realtime.services import mint_client_secret
+from tests.conftest import MINT_URL
+
+pytestmark = pytest.mark.django_db
+
+
+def make_rows(count, *, days_ago, user=None):
+    rows = [
+        ClientSecretIssuance.objects.create(
+            user=user, kind="realtime", model="openai/gpt-realtime-2", outcome=Outcome.ISSUED
+        )
+        for _ in range(count)
+    ]
+    when = timezone.now() - dt.timedelta(days=days_ago)
+    ClientSecretIssuance.objects.filter(pk__in=[r.pk for r in rows]).update(created_at=when)
+    return rows
+
+
+def prune(*args):
+    out = StringIO()
+    call_command("gateway_realtime_prune", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_deletes_rows_older_than_the_setting_and_keeps_the_rest():
+    old = make_rows(5, days_ago=91)
+    recent = make_rows(3, days_ago=89)
+    output = prune()
+    assert "Deleted 5 audit rows" in output
+    remaining = set(ClientSecretIssuance.objects.values_list("pk", flat=True))
+    assert remaining == {r.pk for r in recent}
+    assert not remaining & {r.pk for r in old}
+
+
+@override_settings(GATEWAY_REALTIME_AUDIT_RETENTION_DAYS=7)
+def test_the_setting_and_the_days_option():
+    make_rows(2, days_ago=8)
+    make_rows(2, days_ago=3)
+    assert "Deleted 2 audit rows" in prune()
+    assert "Deleted 2 audit rows" in prune("--days", "2")
+    assert ClientSecretIssuance.objects.count() == 0
+
+
+def test_dry_run_deletes_nothing():
+    make_rows(4, days_ago=100)
+    output = prune("--dry-run")
+    assert "Would delete 4 audit rows" in output
+    assert ClientSecretIssuance.objects.count() == 4
+
+
+def test_batches_cover_primary_key_ranges_and_skip_gaps():
+    rows = make_rows(25, days_ago=200)
+    # A hole in the keys must not cost one empty batch per missing key.
+    ClientSecretIssuance.objects.filter(pk__in=[r.pk for r in rows[5:20]]).delete()
+    output = prune("--batch-size", "3")
+    assert "Deleted 10 audit rows" in output
+    assert "in 4 batches" in output
+    assert ClientSecretIssuance.objects.count() == 0
+
+
+def test_nothing_to_do():
+    make_rows(1, days_ago=1)
+    assert "Deleted 0 audit rows" in prune()
+    assert "in 0 batches" in prune()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--days", "0"),
+        ("--days", "-3"),
+        ("--days", "soon"),
+        ("--batch-size", "0"),
+        ("--batch-size", "x"),
+        ("--unknown",),
+    ],
+)
+def test_bad_arguments_are_command_errors(args):
+    with pytest.raises(CommandError):
+        prune(*args)
+
+
+@override_settings(GATEWAY_REALTIME_AUDIT_RETENTION_DAYS=0)
+def test_a_bad_setting_is_a_command_error():
+    with pytest.raises(CommandError):
+        prune()
+
+
+def test_expired_quota_counters_go_current_ones_stay(user):
+    now = timezone.now()
+    QuotaCounter.objects.create(
+        user=user,
+        window_start=now - dt.timedelta(days=2),
+        window_end=now - dt.timedelta(days=1),
+        used=4,
+    )
+    current = QuotaCounter.objects.create(
+        user=user,
+        window_start=now - dt.timedelta(hours=1),
+        window_end=now + dt.timedelta(hours=23),
+        used=2,
+    )
+    assert "1 expired quota counters" in prune("--dry-run")
+    assert "and 1 expired quota counters" in prune()
+    assert list(QuotaCounter.objects.all()) == [current]
+
+
+def test_a_mint_in_flight_while_pruning_completes(user):
+    make_rows(3, days_ago=400)
+
+    def gateway_answer(request):
+        # The prune runs between the pending row's insert and its completion.
+        prune("--days", "1", "--batch-size", "1")
+        return 200, {}, json.dumps({"token": "vcst_inflight0123456789", "expiresAt": 4102444800})
+
+    with responses_lib.RequestsMock() as mock:
+        mock.add_callback(responses_lib.POST, MINT_URL, callback=gateway_answer)
+        secret = mint_client_secret(user=user, kind="realtime")
+    row = ClientSecretIssuance.objects.get()
+    assert row.pk == secret.issuance.pk
+    assert row.outcome == Outcome.ISSUED
