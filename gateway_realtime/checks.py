@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings
+from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings, resolve_callable
 from gateway_realtime.kinds import Kind
 
 KIND_NAMES = {k.value for k in Kind}
@@ -34,20 +34,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     path = app_settings.API_KEY_FUNCTION
-    if path:
-        try:
-            # A callable is accepted as well as its dotted path.
-            provider = import_string(path) if isinstance(path, str) else path
-        except ImportError:
-            provider = None
-        if not callable(provider):
-            errors.append(
-                Error(
-                    f"GATEWAY_REALTIME_API_KEY_FUNCTION {path!r} is not an importable callable.",
-                    hint="Give the dotted path of a function that returns the API key.",
-                    id="gateway_realtime.E002",
-                )
-            )
+    errors.extend(
+        _check_callable(
+            "API_KEY_FUNCTION",
+            path,
+            hint="Give the dotted path of a function that returns the API key.",
+            id="gateway_realtime.E002",
+        )
+    )
     if (
         not key
         and not path
@@ -131,20 +125,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
 
-    hook = app_settings.TOOLS_FUNCTION
-    if hook:
-        try:
-            func = import_string(hook) if isinstance(hook, str) else hook
-        except ImportError:
-            func = None
-        if not callable(func):
-            errors.append(
-                Error(
-                    f"GATEWAY_REALTIME_TOOLS_FUNCTION {hook!r} is not an importable callable.",
-                    hint="Give the dotted path of a function returning a list of tools or None.",
-                    id="gateway_realtime.E010",
-                )
-            )
+    errors.extend(
+        _check_callable(
+            "TOOLS_FUNCTION",
+            app_settings.TOOLS_FUNCTION,
+            hint="Give the dotted path of a function returning a list of tools or None.",
+            id="gateway_realtime.E010",
+        )
+    )
     try:
         import_string(app_settings.CLIENT_CLASS)
     except ImportError:
@@ -157,6 +145,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     errors.extend(_check_limits())
     return errors
+
+
+def _check_callable(name: str, value: Any, *, hint: str, id: str) -> list[CheckMessage]:
+    """An error unless ``value`` is unset, a callable, or the dotted path of one."""
+    if not value:
+        return []
+    try:
+        resolve_callable(value)
+    except (ImportError, TypeError):
+        return [
+            Error(
+                f"GATEWAY_REALTIME_{name} {value!r} is not an importable callable.",
+                hint=hint,
+                id=id,
+            )
+        ]
+    return []
 
 
 def _check_models() -> list[CheckMessage]:
@@ -265,20 +270,14 @@ def _check_limits() -> list[CheckMessage]:
                 id="gateway_realtime.E013",
             )
         )
-    hook = getattr(settings, PREFIX + "POLICY", DEFAULTS["POLICY"])
-    if hook is not None:
-        try:
-            func = import_string(hook) if isinstance(hook, str) else hook
-        except ImportError:
-            func = None
-        if not callable(func):
-            errors.append(
-                Error(
-                    f"GATEWAY_REALTIME_POLICY {hook!r} is not an importable callable.",
-                    hint="Give the dotted path of f(user, kind, request, policy) -> Policy | None.",
-                    id="gateway_realtime.E014",
-                )
-            )
+    errors.extend(
+        _check_callable(
+            "POLICY",
+            getattr(settings, PREFIX + "POLICY", DEFAULTS["POLICY"]),
+            hint="Give the dotted path of f(user, kind, request, policy) -> Policy | None.",
+            id="gateway_realtime.E014",
+        )
+    )
     cache_alias = getattr(settings, PREFIX + "THROTTLE_CACHE", DEFAULTS["THROTTLE_CACHE"])
     caches = getattr(settings, "CACHES", {"default": {}})
     if cache_alias not in caches:

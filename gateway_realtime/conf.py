@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from gateway_realtime.kinds import Kind
 
@@ -187,6 +188,18 @@ class AppSettings:
             if model not in models:
                 models.append(model)
         return models
+
+
+def resolve_callable(value: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A callable setting given as the callable itself or as its dotted path.
+
+    Raises ``ImportError`` when the path cannot be imported and ``TypeError``
+    when what it names (or the value) is not callable.
+    """
+    func = import_string(value) if isinstance(value, str) else value
+    if not callable(func):
+        raise TypeError(f"{value!r} is not callable")
+    return func
 
 
 app_settings = AppSettings()

@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
-from gateway_realtime.conf import app_settings
+from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.exceptions import GatewayAuthenticationError, GatewayConfigurationError
 
 if TYPE_CHECKING:
@@ -79,10 +78,10 @@ def resolve_credential(request: HttpRequest | None = None) -> Credential:
     path = app_settings.API_KEY_FUNCTION
     if path:
         try:
-            provider = import_string(path) if isinstance(path, str) else path
-        except ImportError as err:
+            provider = resolve_callable(path)
+        except (ImportError, TypeError) as err:
             raise GatewayConfigurationError(
-                f"GATEWAY_REALTIME_API_KEY_FUNCTION: cannot import {path!r} ({err})."
+                f"GATEWAY_REALTIME_API_KEY_FUNCTION: cannot use {path!r} ({err})."
             ) from err
         return _call_provider(provider, "GATEWAY_REALTIME_API_KEY_FUNCTION")
 

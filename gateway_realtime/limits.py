@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import Error as DatabaseError
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils.module_loading import import_string
 
-from gateway_realtime.conf import app_settings
+from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
     GatewayError,
@@ -99,7 +98,7 @@ def get_policy(user: Any, kind: Kind | str, request: HttpRequest | None = None) 
     policy = site_policy(kind)
     hook = app_settings.POLICY
     if hook:
-        func = import_string(hook) if isinstance(hook, str) else hook
+        func = resolve_callable(hook)
         result = func(user=user, kind=kind.value, request=request, policy=policy)
         if result is not None:
             if not isinstance(result, Policy):

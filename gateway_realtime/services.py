@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from gateway_realtime.client import get_client
-from gateway_realtime.conf import app_settings
+from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
 from gateway_realtime.exceptions import (
     AuditUnavailable,
@@ -144,7 +143,7 @@ def resolve_tools(
     hook = app_settings.TOOLS_FUNCTION
     if not hook:
         return None
-    func = import_string(hook) if isinstance(hook, str) else hook
+    func = resolve_callable(hook)
     tools = func(request=request, user=user, kind=kind.value, model=model)
     if tools is None:
         return None
