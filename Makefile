@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-fast test-services lint format typecheck clean
+.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps
 
 help:
 	@echo "make demo    run example_project against the built-in Gateway emulator"
@@ -43,10 +43,28 @@ test-services: $(STAMP)
 	elif [ $$rc -ne 0 ]; then exit $$rc; \
 	else GATEWAY_REALTIME_TEST_SERVICES=1 $(BIN)/python -m pytest -p no:cacheprovider; fi
 
-test: lint typecheck test-fast test-services
+# Debian's chromium (apt-get, as root) and the AI SDK bundle (npm, into
+# .cache/browser) for the browser tests; each step is cached, and prints why
+# it was skipped where impossible (the browser tests then skip with that reason).
+browser-deps: $(STAMP)
+	$(BIN)/python -m tests.browser.setup_deps
+
+test: lint typecheck browser-deps test-fast test-services
 
 demo: $(STAMP)
 	$(BIN)/python -m example_project.demo --port $(PORT)
+
+# The performance benchmark (docs/performance.md), all on loopback: quick by
+# default (a CI smoke test, no thresholds), BENCH_FULL=1 for the long run.
+# It installs its own tools (the "bench" group; @ai-sdk/gateway into .bench/).
+.PHONY: bench
+$(VENV)/.bench-installed: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e . --group bench
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench --save .bench/last-run.json
+	$(BIN)/python -m bench.plot .bench/last-run.json .bench/latency-by-concurrency.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

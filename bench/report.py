@@ -1,0 +1,40 @@
+"""Markdown for docs/performance.md from a saved run: ``python -m bench.report RUN.json``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render(run: dict[str, Any]) -> str:
+    lines = ["| scenario | clients | ok | errors | p50 ms | p99 ms | req/s | server CPU ms/req |"]
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in run["results"]:
+        lines.append(
+            f"| {r['name']} | {r['concurrency']} | {r['ok']} | {r['errors']} | "
+            f"{_cell(r['p50_ms'])} | {_cell(r['p99_ms'])} | {_cell(r['rps'])} | "
+            f"{_cell(r['cpu_ms_per_req'])} |"
+        )
+    lines.append("")
+    lines.append("| metric | value |")
+    lines.append("|---|---|")
+    for key, value in run["metrics"].items():
+        lines.append(f"| `{key}` | {json.dumps(value)} |")
+    lines.append("")
+    lines.append("| machine | |")
+    lines.append("|---|---|")
+    for key, value in run.get("machine", {}).items():
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(render(json.loads(Path(sys.argv[1]).read_text())))

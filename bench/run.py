@@ -1,0 +1,664 @@
+"""``make bench``: measure the mint path against its floor, its anchor and at scale.
+
+Starts everything on loopback: the stand-in gateway (the package's emulator,
+in a child process), the bench site under gunicorn, and the AI SDK docs'
+setup endpoint on Node. Prints a table, then one JSON line (``bench.stats``).
+
+``BENCH_FULL=1`` (or ``--full``) runs every concurrency for the plot, longer
+phases and 1..8 workers; the default quick run is a smoke test for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.gateway import RemoteEmulator
+from bench.loadgen import CallFactory, HttpTarget, run_load
+from bench.procs import ROOT, CpuMeter, Server, free_port, gunicorn
+from bench.stats import Result, format_table, json_line, ratio
+
+CACHE = ROOT / ".bench"
+PG_URL = "postgres://postgres@127.0.0.1:5432/gateway_realtime_bench"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+MODEL = "openai/gpt-realtime-2"
+SAME_ORIGIN_JSON = {
+    "Content-Type": "application/json",
+    "Sec-Fetch-Site": "same-origin",
+}
+SETUP_BODY = json.dumps({"sessionConfig": {}}).encode()
+
+
+@dataclass
+class Profile:
+    concurrencies: list[int]
+    headline: int  # the concurrency the ratios are taken at
+    seconds: float
+    max_requests: int
+    workers: list[int]
+    threads: int
+    rows: int
+    scale_concurrency: int
+    handshake_mints: int
+    # Unmeasured requests per client thread first: connections, pools and
+    # Node's JIT warm up, or a short phase measures the warm-up.
+    warmup: int
+
+
+QUICK = Profile(
+    concurrencies=[4],
+    headline=4,
+    seconds=2.5,
+    max_requests=3000,
+    workers=[1, 4],
+    threads=4,
+    # A million rows take about a minute to load on a busy 2-core machine;
+    # the quick run is a smoke test, so it checks the same path with fewer.
+    rows=200_000,
+    scale_concurrency=8,
+    handshake_mints=1000,
+    warmup=20,
+)
+FULL = Profile(
+    concurrencies=[1, 2, 4, 8, 16],
+    headline=4,
+    seconds=10.0,
+    max_requests=40_000,
+    workers=[1, 2, 4, 8],
+    threads=4,
+    rows=1_000_000,
+    scale_concurrency=8,
+    handshake_mints=1000,
+    warmup=50,
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# Services -------------------------------------------------------------------
+
+
+def prepare_database(use_services: bool) -> str:
+    """A fresh, empty bench database: PostgreSQL when it runs here, else SQLite."""
+    if use_services and reachable("127.0.0.1", 5432):
+        import psycopg
+
+        url = os.environ.get("BENCH_DATABASE_URL", PG_URL)
+        name = url.rsplit("/", 1)[1]
+        admin = url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        os.environ["BENCH_DATABASE_URL"] = url
+        return "postgresql"
+    os.environ.pop("BENCH_DATABASE_URL", None)
+    path = CACHE / "bench.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    os.environ["BENCH_SQLITE_PATH"] = str(path)
+    return "sqlite"
+
+
+def prepare_cache(use_services: bool) -> str:
+    if use_services and reachable("127.0.0.1", 6379):
+        os.environ["BENCH_REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", REDIS_URL)
+        import redis
+
+        redis.Redis.from_url(os.environ["BENCH_REDIS_URL"]).flushdb()
+        return "redis"
+    os.environ.pop("BENCH_REDIS_URL", None)
+    return "locmem"
+
+
+def commit_latency_ms(samples: int = 50) -> float | None:
+    """p50 of one single-row autocommit INSERT: what each durable audit write waits for."""
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if not url:
+        return None
+    import psycopg
+
+    from bench.stats import percentile
+
+    timings = []
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
+        for n in range(samples):
+            began = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_probe VALUES (%s)", [n])
+            timings.append((time.perf_counter() - began) * 1000)
+        conn.execute("DROP TABLE bench_commit_probe")
+    return round(percentile(timings, 50), 3)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import platform
+
+    import django
+
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "kernel": platform.release(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kb = int(meminfo.read_text().split()[1])
+        info["memory_gib"] = round(total_kb / 1024 / 1024, 1)
+    node = shutil.which("node")
+    if node:
+        info["node"] = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = row[0] if row else None
+    else:
+        import sqlite3
+
+        info["sqlite"] = sqlite3.sqlite_version
+    return info
+
+
+def setup_django(users: int) -> list[str]:
+    """Migrate, create ``users`` logged-in users, return their cookie headers."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    cookies = []
+    user_model = get_user_model()
+    for n in range(users):
+        user = user_model.objects.create_user(username=f"bench{n}", password=None)
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+        cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
+    return cookies
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+# The anchor -----------------------------------------------------------------
+
+
+def prepare_anchor() -> Path | None:
+    """Install the pinned ``@ai-sdk/gateway`` into .bench/anchor; None without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        log("node/npm not found: the anchor is not measured")
+        return None
+    target = CACHE / "anchor"
+    target.mkdir(parents=True, exist_ok=True)
+    source = ROOT / "bench" / "anchor"
+    changed = False
+    for name in ("package.json", "package-lock.json", "server.mjs"):
+        new = (source / name).read_bytes()
+        old = target / name
+        if not old.exists() or old.read_bytes() != new:
+            old.write_bytes(new)
+            changed = name != "server.mjs" or changed
+    if changed or not (target / "node_modules" / "@ai-sdk" / "gateway").exists():
+        log("installing @ai-sdk/gateway from the npm registry into .bench/anchor")
+        try:
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=target,
+                check=True,
+                timeout=300,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            # Offline, or the registry is down: measure everything else.
+            log(f"npm ci failed ({error}): the anchor is not measured")
+            return None
+    return target
+
+
+def start_anchor(directory: Path, base_url: str) -> Server:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(AI_GATEWAY_API_KEY="emulator-key", AI_GATEWAY_BASE_URL=base_url, PORT=str(port))
+    node = shutil.which("node")
+    assert node is not None
+    return Server("anchor", [node, str(directory / "server.mjs")], port, env)
+
+
+# TLS ------------------------------------------------------------------------
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str] | None:
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+# Measurements ---------------------------------------------------------------
+
+
+def direct_mint_factory() -> CallFactory:
+    """Our GatewayClient, called in this process: the Gateway round trip plus the client."""
+    from gateway_realtime.client import get_client
+    from gateway_realtime.credentials import Credential
+    from gateway_realtime.kinds import Kind
+
+    credential = Credential(value="emulator-key", method="api-key", source="bench")
+
+    def make() -> Callable[[], bool]:
+        client = get_client()
+
+        def call() -> bool:
+            try:
+                client.mint(kind=Kind.REALTIME, model=MODEL, credential=credential, expires_in=600)
+            except Exception:
+                return False
+            return True
+
+        return call
+
+    return make
+
+
+def naive_mint_factory(origin: str, verify: str | bool) -> CallFactory:
+    """What a site writes without thinking about pooling: one ``requests.post`` per mint."""
+    import requests
+
+    headers = {
+        "Authorization": "Bearer emulator-key",
+        "ai-gateway-protocol-version": "0.0.1",
+        "ai-gateway-auth-method": "api-key",
+        "Content-Type": "application/json",
+    }
+    body = json.dumps({"model": MODEL, "expiresIn": 600})
+
+    def make() -> Callable[[], bool]:
+        def call() -> bool:
+            try:
+                response = requests.post(
+                    origin + "/v1/realtime/client-secrets",
+                    data=body,
+                    headers=headers,
+                    timeout=10,
+                    verify=verify,
+                )
+            except requests.RequestException:
+                return False
+            return response.status_code == 200
+
+        return call
+
+    return make
+
+
+class Bench:
+    def __init__(
+        self, profile: Profile, cookies: list[str], emulators: list[RemoteEmulator]
+    ) -> None:
+        self.profile = profile
+        self.cookies = cookies
+        self.emulators = emulators
+        self.results: list[Result] = []
+
+    def measure(
+        self,
+        name: str,
+        factory: CallFactory,
+        concurrency: int,
+        cpu_pids: list[int] | None = None,
+        max_requests: int | None = None,
+        max_seconds: float | None = None,
+    ) -> Result:
+        # The emulator keeps every request it saw; a long run would fill memory.
+        for emulator in self.emulators:
+            emulator.reset()
+        meter = CpuMeter(cpu_pids or [])
+        result = run_load(
+            name,
+            factory,
+            concurrency=concurrency,
+            max_requests=max_requests or self.profile.max_requests,
+            max_seconds=max_seconds or self.profile.seconds,
+            warmup=self.profile.warmup,
+            on_start=meter.start,
+            on_stop=meter.stop,
+        )
+        if cpu_pids:
+            result.cpu_s = meter.seconds
+        self.results.append(result)
+        log(
+            f"{name} c={concurrency}: p50 {result.p50:.2f} ms, "
+            f"{result.throughput:.0f} req/s, {result.errors} errors"
+        )
+        return result
+
+    def post(self, port: int, path: str) -> CallFactory:
+        headers = dict(SAME_ORIGIN_JSON, Origin=f"http://127.0.0.1:{port}")
+        target = HttpTarget(port=port, path=path, method="POST", body=SETUP_BODY, headers=headers)
+        return target.factory(self.cookies)
+
+    def get(self, port: int, path: str, must_contain: bytes | None = None) -> CallFactory:
+        return HttpTarget(port=port, path=path, must_contain=must_contain).factory(self.cookies)
+
+
+def _named(results: list[Result], name: str) -> list[Result]:
+    return [r for r in results if r.name == name]
+
+
+def tag_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("gateway_realtime.templatetags.gateway_realtime") is not None
+
+
+def fill_audit_rows(count: int, user_ids: list[int]) -> float:
+    """Insert ``count`` historical audit rows in one statement; returns seconds taken."""
+    from bench.rows import bulk_insert
+
+    started = time.perf_counter()
+    bulk_insert(count, user_ids)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--full", action="store_true", default=os.environ.get("BENCH_FULL") == "1")
+    parser.add_argument(
+        "--no-services",
+        action="store_true",
+        default=os.environ.get("BENCH_NO_SERVICES") == "1",
+        help="SQLite and local memory even when PostgreSQL/Redis run here",
+    )
+    parser.add_argument("--save", type=Path, help="also write every result as JSON here")
+    args = parser.parse_args(argv)
+    profile = FULL if args.full else QUICK
+    started = time.monotonic()
+    CACHE.mkdir(exist_ok=True)
+
+    database = prepare_database(not args.no_services)
+    cache = prepare_cache(not args.no_services)
+    log(f"{'full' if args.full else 'quick'} run; database {database}, cache {cache}")
+    anchor_dir = prepare_anchor()
+    machine_info = machine()
+
+    metrics: dict[str, Any] = {"mode": "full" if args.full else "quick", "database": database}
+    with ExitStack() as stack:
+        emulator = RemoteEmulator(api_keys=("emulator-key",), keep_alive_timeout=300.0)
+        stack.callback(emulator.stop)
+        os.environ["BENCH_GATEWAY_BASE_URL"] = emulator.base_url
+        cookies = setup_django(users=max([*profile.concurrencies, profile.scale_concurrency]))
+        bench = Bench(profile, cookies, [emulator])
+
+        threads = profile.threads
+        site = gunicorn(2, threads, server_env())
+        stack.callback(site.stop)
+        anchor = start_anchor(anchor_dir, emulator.base_url) if anchor_dir else None
+        if anchor:
+            stack.callback(anchor.stop)
+        has_tag = tag_available()
+        if not has_tag:
+            log("the gateway_realtime template tag library is not there yet: not measured")
+
+        # 1-3: floor, ours and the anchor side by side at each concurrency.
+        headline: dict[str, Result] = {}
+        for c in profile.concurrencies:
+            row = {
+                "direct": bench.measure("direct mint (GatewayClient)", direct_mint_factory(), c),
+                "noop": bench.measure(
+                    "no-op DRF endpoint", bench.post(site.port, "/bench/noop/"), c, site.pids()
+                ),
+                "ours": bench.measure(
+                    "mint endpoint (ours)",
+                    bench.post(site.port, "/api/realtime-token/realtime/"),
+                    c,
+                    site.pids(),
+                ),
+                "page": bench.measure(
+                    "page without tag", bench.get(site.port, "/bench/page/"), c, site.pids()
+                ),
+            }
+            if has_tag:
+                row["page_tag"] = bench.measure(
+                    "page with tag",
+                    bench.get(site.port, "/bench/page-tag/", must_contain=b'"vcst_'),
+                    c,
+                    site.pids(),
+                )
+            if anchor:
+                row["anchor"] = bench.measure(
+                    "anchor (Node getToken)",
+                    bench.post(anchor.port, "/api/realtime/setup"),
+                    c,
+                    anchor.pids(),
+                )
+            if c == profile.headline:
+                headline = row
+
+        metrics["overhead_ratio_by_concurrency"] = {
+            r.concurrency: ratio(r.p50, n.p50 + d.p50)
+            for r, n, d in zip(
+                _named(bench.results, "mint endpoint (ours)"),
+                _named(bench.results, "no-op DRF endpoint"),
+                _named(bench.results, "direct mint (GatewayClient)"),
+                strict=True,
+            )
+        }
+        ours, noop, direct = headline["ours"], headline["noop"], headline["direct"]
+        metrics["overhead_ratio"] = ratio(ours.p50, noop.p50 + direct.p50)
+        if "page_tag" in headline:
+            metrics["tag_overhead_ratio"] = ratio(
+                headline["page_tag"].p50, headline["page"].p50 + direct.p50
+            )
+        if "anchor" in headline:
+            metrics["cpu_per_mint_vs_anchor"] = ratio(
+                ours.cpu_ms_per_request, headline["anchor"].cpu_ms_per_request
+            )
+            metrics["ours_vs_anchor_p50"] = ratio(ours.p50, headline["anchor"].p50)
+        if anchor:
+            anchor.stop()
+
+        # Where the rest goes: the same mint without the limits (rate in the
+        # cache, quota in the database), and with PostgreSQL not waiting for
+        # the disk flush at commit. Diagnostics, not recommended settings.
+        metrics["db_commit_p50_ms"] = commit_latency_ms()
+        variants = {"limits_off": {"BENCH_LIMITS": "off"}}
+        if database == "postgresql":
+            variants["commit_flush_off"] = {"BENCH_SYNCHRONOUS_COMMIT": "off"}
+        for variant, extra_env in variants.items():
+            relaxed = gunicorn(2, threads, server_env(**extra_env))
+            try:
+                result = bench.measure(
+                    f"mint endpoint, {variant.replace('_', ' ')}",
+                    bench.post(relaxed.port, "/api/realtime-token/realtime/"),
+                    profile.headline,
+                    relaxed.pids(),
+                )
+            finally:
+                relaxed.stop()
+            metrics[f"overhead_ratio_{variant}"] = ratio(result.p50, noop.p50 + direct.p50)
+
+        # 4a: the audit table empty, then with a million rows.
+        from django.contrib.auth import get_user_model
+
+        from gateway_realtime.models import ClientSecretIssuance
+
+        c = profile.scale_concurrency
+        mint_path = "/api/realtime-token/realtime/"
+        ClientSecretIssuance.objects.all().delete()
+        empty = bench.measure(
+            "mint, 0 audit rows", bench.post(site.port, mint_path), c, site.pids()
+        )
+        user_ids = list(get_user_model().objects.values_list("pk", flat=True))
+        log(f"inserting {profile.rows:,} audit rows")
+        metrics["rows_insert_s"] = round(fill_audit_rows(profile.rows, user_ids), 1)
+        full = bench.measure(
+            f"mint, {profile.rows:,} audit rows",
+            bench.post(site.port, mint_path),
+            c,
+            site.pids(),
+        )
+        metrics["scale_rows"] = profile.rows
+        metrics["scale_ratio_1m"] = ratio(full.p50, empty.p50)
+        site.stop()
+
+        # 4b: one to eight workers at the same concurrency.
+        by_workers = {}
+        for workers in profile.workers:
+            server = gunicorn(workers, threads, server_env())
+            try:
+                by_workers[workers] = bench.measure(
+                    f"mint, {workers} worker(s) x {threads} threads",
+                    bench.post(server.port, mint_path),
+                    c,
+                    server.pids(),
+                )
+            finally:
+                server.stop()
+        metrics["rps_by_workers"] = {w: round(r.throughput, 1) for w, r in by_workers.items()}
+
+        # 5: handshakes to the Gateway per 1,000 mints, over TLS when openssl is here.
+        tls_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tls-")))
+        pair = self_signed_certificate(tls_dir)
+        if pair:
+            tls = RemoteEmulator(
+                api_keys=("emulator-key",), tls_cert=pair[0], tls_key=pair[1],
+                keep_alive_timeout=300.0,
+            )  # fmt: skip
+            stack.callback(tls.stop)
+            bench.emulators.append(tls)
+            ca: str | bool = pair[0]
+            metrics["handshakes_over"] = "tls"
+        else:
+            tls, ca = emulator, False
+            metrics["handshakes_over"] = "tcp (no openssl: plain HTTP)"
+        env = server_env(BENCH_GATEWAY_BASE_URL=tls.base_url, BENCH_CA_BUNDLE=str(ca))
+        server = gunicorn(2, threads, env)
+        try:
+            mints = profile.handshake_mints
+            app_run = bench.measure(
+                "mint over TLS (ours, 2x4)",
+                bench.post(server.port, mint_path),
+                c,
+                server.pids(),
+                max_requests=mints,
+                max_seconds=120,
+            )
+            # measure() reset the emulator's counter; warm-up mints open
+            # connections too, so count them all, per mint made.
+            made = app_run.ok + app_run.errors + c * profile.warmup
+            ours_handshakes = tls.tcp_connections()
+        finally:
+            server.stop()
+        metrics["server_threads"] = 2 * threads
+        metrics["handshakes_per_1000"] = round(ours_handshakes * 1000 / made, 1)
+
+        os.environ["BENCH_CA_BUNDLE"] = str(ca)
+        os.environ["BENCH_GATEWAY_BASE_URL"] = tls.base_url
+        from django.conf import settings
+
+        from gateway_realtime.client import reset_clients
+
+        settings.GATEWAY_REALTIME_BASE_URL = tls.base_url
+        reset_clients()
+        client_run = bench.measure(
+            "direct mint over TLS (GatewayClient)",
+            direct_mint_factory(),
+            c,
+            max_requests=mints,
+            max_seconds=120,
+        )
+        naive_run = bench.measure(
+            "direct mint over TLS (naive requests.post)",
+            naive_mint_factory(tls.origin, ca),
+            c,
+            max_requests=mints,
+            max_seconds=120,
+        )
+        naive_made = naive_run.ok + naive_run.errors + c * profile.warmup
+        metrics["naive_handshakes_per_1000"] = round(tls.tcp_connections() * 1000 / naive_made, 1)
+        metrics["naive_vs_ours_p50"] = ratio(naive_run.p50, client_run.p50)
+
+    metrics["elapsed_s"] = round(time.monotonic() - started, 1)
+    # Other work on the machine shows up in every number; say how busy it was.
+    machine_info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    metrics["headline_concurrency"] = profile.headline
+    print()
+    print(format_table(bench.results))
+    print()
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(
+            json.dumps(
+                {
+                    "machine": machine_info,
+                    "metrics": metrics,
+                    "results": [r.summary() for r in bench.results],
+                },
+                indent=2,
+            )
+        )
+    print(json_line(metrics))
+    return 0

@@ -1,0 +1,148 @@
+"""Pure helpers of the benchmark: percentiles, summaries, the table and the JSON line.
+
+Nothing here touches the network, processes or Django, so the test suite can
+check it quickly (tests/test_bench_stats.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile (0..100) by linear interpolation between closest ranks.
+
+    The same definition as numpy's default, so numbers compare with other tools.
+    """
+    if not values:
+        return math.nan
+    if not 0 <= pct <= 100:
+        raise ValueError("pct must be between 0 and 100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    if low == high:
+        return float(ordered[low])
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Result:
+    """One measured scenario: latencies in milliseconds and what it cost."""
+
+    name: str
+    concurrency: int
+    latencies_ms: list[float] = field(repr=False)
+    errors: int
+    wall_s: float
+    cpu_s: float | None = None  # server processes' user+system CPU during the run
+    notes: str = ""
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies_ms, 99)
+
+    @property
+    def throughput(self) -> float:
+        """Successful requests per second of wall time."""
+        return self.ok / self.wall_s if self.wall_s > 0 else math.nan
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        if self.cpu_s is None or not self.ok:
+            return None
+        return self.cpu_s * 1000 / self.ok
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["latencies_ms"]
+        data.update(
+            ok=self.ok,
+            p50_ms=_round(self.p50),
+            p99_ms=_round(self.p99),
+            rps=_round(self.throughput, 1),
+            cpu_ms_per_req=_round(self.cpu_ms_per_request),
+        )
+        return data
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    if value is None or math.isnan(value):
+        return None
+    return round(value, digits)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator`` rounded to 3 places; ``None`` when not computable."""
+    if numerator is None or denominator is None:
+        return None
+    if math.isnan(numerator) or math.isnan(denominator) or denominator <= 0:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def format_table(results: Iterable[Result]) -> str:
+    """A fixed-width text table, one row per scenario."""
+    header = ("scenario", "conc", "ok", "err", "p50 ms", "p99 ms", "req/s", "CPU ms/req")
+    rows = [header]
+    for r in results:
+        cpu = r.cpu_ms_per_request
+        rows.append(
+            (
+                r.name,
+                str(r.concurrency),
+                str(r.ok),
+                str(r.errors),
+                _fmt(r.p50),
+                _fmt(r.p99),
+                _fmt(r.throughput, 1),
+                "-" if cpu is None else _fmt(cpu),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        numbers = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        cells = [row[0].ljust(widths[0]), *numbers]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+REQUIRED_KEYS = (
+    "overhead_ratio",
+    "tag_overhead_ratio",
+    "cpu_per_mint_vs_anchor",
+    "scale_ratio_1m",
+    "handshakes_per_1000",
+    "naive_vs_ours_p50",
+)
+
+
+def json_line(metrics: dict[str, Any]) -> str:
+    """The last line of the output: one JSON object, every required key present.
+
+    A metric the run could not measure is ``null`` rather than missing, so a
+    CI step can always parse the same keys.
+    """
+    data = {key: metrics.get(key) for key in REQUIRED_KEYS}
+    data.update({k: v for k, v in metrics.items() if k not in data})
+    return json.dumps(data, sort_keys=False, separators=(", ", ": "), allow_nan=False)

@@ -1,0 +1,114 @@
+"""The benchmark's pure parts (bench/stats.py): no servers, no timing."""
+
+import json
+import math
+
+import pytest
+
+from bench.loadgen import HttpTarget, run_load
+from bench.plot import series
+from bench.stats import REQUIRED_KEYS, Result, format_table, json_line, percentile, ratio
+
+
+@pytest.mark.parametrize(
+    ("values", "pct", "expected"),
+    [
+        ([5.0], 50, 5.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([4.0, 1.0, 3.0, 2.0], 0, 1.0),
+        ([4.0, 1.0, 3.0, 2.0], 100, 4.0),
+        (list(range(1, 101)), 99, 99.01),
+    ],
+)
+def test_percentile_interpolates_like_numpy(values, pct, expected):
+    assert percentile(values, pct) == pytest.approx(expected)
+
+
+def test_percentile_of_nothing_is_nan_and_range_is_checked():
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_result_summary():
+    result = Result("mint", 4, [10.0, 20.0, 30.0, 40.0], errors=1, wall_s=2.0, cpu_s=0.02)
+    assert result.ok == 4
+    assert result.p50 == 25.0
+    assert result.throughput == 2.0
+    assert result.cpu_ms_per_request == 5.0
+    summary = result.summary()
+    assert "latencies_ms" not in summary
+    assert summary["p50_ms"] == 25.0
+    assert summary["errors"] == 1
+
+
+def test_result_without_successes_has_no_numbers():
+    result = Result("broken", 2, [], errors=5, wall_s=1.0)
+    assert result.cpu_ms_per_request is None
+    assert result.summary()["p50_ms"] is None
+    assert "n/a" in format_table([result])
+
+
+def test_ratio_is_none_when_not_computable():
+    assert ratio(3.0, 2.0) == 1.5
+    assert ratio(None, 2.0) is None
+    assert ratio(1.0, 0.0) is None
+    assert ratio(math.nan, 1.0) is None
+
+
+def test_table_has_a_header_and_one_row_per_result():
+    results = [Result("a", 1, [1.0], 0, 1.0), Result("longer name", 16, [2.0, 4.0], 0, 1.0)]
+    lines = format_table(results).splitlines()
+    assert lines[0].split()[:2] == ["scenario", "conc"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[3].startswith("longer name")
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+
+
+def test_json_line_has_every_required_key_first_and_parses():
+    line = json_line({"overhead_ratio": 1.1, "mode": "quick"})
+    assert "\n" not in line
+    data = json.loads(line)
+    assert list(data)[: len(REQUIRED_KEYS)] == list(REQUIRED_KEYS)
+    assert data["overhead_ratio"] == 1.1
+    assert data["scale_ratio_1m"] is None
+    assert data["mode"] == "quick"
+
+
+def test_plot_series_groups_by_scenario_and_sorts_by_concurrency():
+    results = [
+        {"name": "mint endpoint (ours)", "concurrency": 4, "p50_ms": 3.0, "p99_ms": 9.0},
+        {"name": "mint endpoint (ours)", "concurrency": 1, "p50_ms": 1.0, "p99_ms": 2.0},
+        {"name": "mint, 0 audit rows", "concurrency": 8, "p50_ms": 5.0, "p99_ms": 6.0},
+    ]
+    assert series(results) == {"mint endpoint (ours)": [(1, 1.0, 2.0), (4, 3.0, 9.0)]}
+
+
+def test_load_generator_counts_successes_and_failures_within_its_bounds():
+    calls = iter(range(1000))
+
+    def factory():
+        return lambda: next(calls) % 4 != 0
+
+    result = run_load("fake", factory, concurrency=2, max_requests=40, max_seconds=60, warmup=1)
+    assert result.ok + result.errors == 40
+    assert result.errors == 10
+
+
+def test_load_generator_talks_to_loopback_only():
+    with pytest.raises(ValueError):
+        HttpTarget(port=80, path="/", host="example.com").factory([])
+
+
+def test_report_renders_results_metrics_and_machine():
+    from bench.report import render
+
+    run = {
+        "machine": {"cpus": 2},
+        "metrics": {"overhead_ratio": 1.2},
+        "results": [Result("mint", 4, [1.0, 3.0], 0, 1.0, cpu_s=0.002).summary()],
+    }
+    text = render(run)
+    assert "| mint | 4 | 2 | 0 | 2.0 |" in text
+    assert "| `overhead_ratio` | 1.2 |" in text
+    assert "| cpus | 2 |" in text
