@@ -291,7 +291,7 @@ def mint_client_secret(
         lifetime_left = round(secret.expires_at - now.timestamp())
         issuance.effective_lifetime = max(-(2**31), min(2**31 - 1, lifetime_left))
     try:
-        _save(issuance)
+        _save(issuance, completing=True)
     except AuditUnavailable:
         # The secret exists on the Gateway but is not recorded as issued, so it
         # is dropped here: handing it out would break "no token without a row".
@@ -325,20 +325,38 @@ def _elapsed_ms(started: float) -> int:
     return max(0, round((time.monotonic() - started) * 1000))
 
 
-def _save(issuance: ClientSecretIssuance) -> None:
+# What completing a row changes: the second write sends only these.
+_COMPLETION_FIELDS = [
+    "completed_at",
+    "auth_method",
+    "outcome",
+    "error_type",
+    "error_message",
+    "upstream_status",
+    "generation_id",
+    "latency_ms",
+    "expires_at",
+    "effective_lifetime",
+    "token_fingerprint",
+    "token_hint",
+]
+
+
+def _save(issuance: ClientSecretIssuance, *, completing: bool = False) -> None:
     # The endpoint runs outside ATOMIC_REQUESTS, so each save commits at once.
     # Sites that mint inside their own transaction can point
     # GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same database.
     alias = app_settings.AUDIT_DATABASE
+    fields = _COMPLETION_FIELDS if completing else None
     try:
         if transaction.get_connection(alias).in_atomic_block:
             # A savepoint, so a failed write leaves the caller's transaction usable.
             with transaction.atomic(using=alias):
-                issuance.save(using=alias)
+                issuance.save(using=alias, update_fields=fields)
         else:
             # Autocommit: the one statement commits by itself. atomic() here would
             # add a BEGIN and a COMMIT round trip to both audit writes of every mint.
-            issuance.save(using=alias)
+            issuance.save(using=alias, update_fields=fields)
     except DatabaseError as error:
         # Logged with the traceback: "unavailable" may also be a bug worth fixing.
         logger.error("Could not write the audit row", exc_info=True, extra=_log_fields(issuance))
@@ -377,7 +395,7 @@ def _record_failure(issuance: ClientSecretIssuance, error: Exception, started: f
     if isinstance(error, GatewayError):
         issuance.upstream_status = error.status_code
         issuance.generation_id = (error.generation_id or "")[:128]
-    _save(issuance)
+    _save(issuance, completing=True)
     logger.warning(
         "Could not mint a %s client secret for %s: %s",
         issuance.kind,

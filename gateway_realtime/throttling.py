@@ -90,13 +90,15 @@ class ClientSecretRateThrottle(BaseThrottle):
     def _increment(self, key: str, period: int) -> int:
         try:
             cache = caches[app_settings.THROTTLE_CACHE]
-            # The key carries its window, so the timeout only has to outlive it.
-            cache.add(key, 0, timeout=period + 1)
+            # Increment first: in a busy window the key exists, and this is the
+            # only call. The key carries its window, so the timeout only has
+            # to outlive it.
             try:
                 return int(cache.incr(key))
             except ValueError:
-                # Expired between add and incr: start the window again.
-                cache.add(key, 0, timeout=period + 1)
+                if cache.add(key, 1, timeout=period + 1):
+                    return 1
+                # Another worker created it between our incr and add.
                 return int(cache.incr(key))
         except Exception as error:
             logger.error(
