@@ -9,6 +9,8 @@ on 127.0.0.1).
 import os
 from urllib.parse import urlsplit
 
+import django
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
@@ -87,3 +89,8 @@ GATEWAY_REALTIME_MODELS = {
 }
 GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
 GATEWAY_REALTIME_MAX_LIFETIME = 600
+
+if django.VERSION >= (6, 1):
+    # Django 6.1 replaces EMAIL_BACKEND with MAILERS; the test environment
+    # swaps every mailer for the in-memory one (mail.outbox).
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -9,6 +9,7 @@ import json
 import logging
 import types
 
+import django
 import pytest
 import responses as responses_lib
 from django.contrib import admin
@@ -25,6 +26,10 @@ from gateway_realtime.services import mint_client_secret
 from tests.conftest import CREDENTIAL, MINT_URL
 
 REALTIME = "/gateway/realtime/"
+
+
+# Django 6.0 deprecates (name, address) pairs in ADMINS for plain addresses.
+ADMINS = ["ops@example.com"] if django.VERSION >= (6, 0) else [("Ops", "ops@example.com")]
 
 
 # A tiny site for the error-email tests: views that mint and then fail.
@@ -217,9 +222,10 @@ def test_admin_pages_show_hints_never_tokens(tokens, user, django_user_model):
 @pytest.mark.django_db
 @override_settings(
     DEBUG=False,
-    ADMINS=[("Ops", "ops@example.com")],
+    ADMINS=ADMINS,
+    # No EMAIL_BACKEND: the test environment already delivers to mail.outbox
+    # (and Django 6.1 deprecates the setting in favour of MAILERS).
     ROOT_URLCONF="tests.test_observability",
-    EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
 )
 @pytest.mark.parametrize(
     ("url", "model"),
@@ -252,7 +258,7 @@ def _crash(url, user):
 @pytest.mark.django_db
 @override_settings(
     DEBUG=False,
-    ADMINS=[("Ops", "ops@example.com")],
+    ADMINS=ADMINS,
     ROOT_URLCONF="tests.test_observability",
 )
 @pytest.mark.parametrize("url", ["/crash/", "/crash-with-body/"])
