@@ -31,6 +31,7 @@ from django.db import Error as DatabaseError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from gateway_realtime import statements
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
@@ -191,7 +192,7 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
         user_id=user_id, window_start=window, window_end=window_end
     )
     try:
-        if counters.filter(used__lt=policy.quota).update(used=F("used") + 1):
+        if _increment(counters, user_id, window, window_end, policy.quota, alias):
             return QuotaClaim(user_id, window, window_end)
         try:
             # A savepoint, so a lost insert race leaves the caller's transaction usable.
@@ -205,13 +206,27 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
             return QuotaClaim(user_id, window, window_end)
         except IntegrityError:
             pass
-        if counters.filter(used__lt=policy.quota).update(used=F("used") + 1):
+        if _increment(counters, user_id, window, window_end, policy.quota, alias):
             return QuotaClaim(user_id, window, window_end)
     except DatabaseError as error:
         raise LimitsUnavailable(
             f"The quota store could not be reached ({type(error).__name__})."
         ) from None
     raise exceeded
+
+
+def _increment(
+    counters: Any,
+    user_id: int,
+    window: dt.datetime,
+    window_end: dt.datetime,
+    quota: int,
+    alias: str,
+) -> bool:
+    claimed = statements.increment_quota(user_id, window, window_end, quota, alias)
+    if claimed is None:
+        claimed = bool(counters.filter(used__lt=quota).update(used=F("used") + 1))
+    return claimed
 
 
 def certainly_not_issued(error: Exception) -> bool:

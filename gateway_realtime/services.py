@@ -20,6 +20,7 @@ from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 
+from gateway_realtime import statements
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
@@ -352,17 +353,26 @@ def _save(issuance: ClientSecretIssuance, *, completing: bool = False) -> None:
         if transaction.get_connection(alias).in_atomic_block:
             # A savepoint, so a failed write leaves the caller's transaction usable.
             with transaction.atomic(using=alias):
-                issuance.save(using=alias, update_fields=fields)
+                _write(issuance, alias, fields)
         else:
             # Autocommit: the one statement commits by itself. atomic() here would
             # add a BEGIN and a COMMIT round trip to both audit writes of every mint.
-            issuance.save(using=alias, update_fields=fields)
+            _write(issuance, alias, fields)
     except DatabaseError as error:
         # Logged with the traceback: "unavailable" may also be a bug worth fixing.
         logger.error("Could not write the audit row", exc_info=True, extra=_log_fields(issuance))
         raise AuditUnavailable(
             f"The audit trail could not be written ({type(error).__name__})."
         ) from None
+
+
+def _write(issuance: ClientSecretIssuance, alias: str, fields: list[str] | None) -> None:
+    if fields is None:
+        done = statements.insert_issuance(issuance, alias)
+    else:
+        done = statements.update_issuance(issuance, fields, alias)
+    if not done:
+        issuance.save(using=alias, update_fields=fields)
 
 
 def _record_rejection(issuance: ClientSecretIssuance, error: MintRejected) -> None:
