@@ -180,52 +180,50 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
     if policy.quota is None:
         return None
     window, retry_after = quota_window(policy.quota_period)
-    exceeded = QuotaExceeded(
+    if policy.quota >= 1:
+        alias = app_settings.AUDIT_DATABASE
+        window_end = window + dt.timedelta(seconds=policy.quota_period)
+        claim = QuotaClaim(user_id, window, window_end)
+        try:
+            if _increment(claim, policy.quota, alias):
+                return claim
+            try:
+                # A savepoint, so a lost insert race leaves the caller's transaction usable.
+                with transaction.atomic(using=alias):
+                    QuotaCounter.objects.using(alias).create(
+                        user_id=user_id, window_start=window, window_end=window_end, used=1
+                    )
+                return claim
+            except IntegrityError:
+                pass
+            if _increment(claim, policy.quota, alias):
+                return claim
+        except DatabaseError as error:
+            raise LimitsUnavailable(
+                f"The quota store could not be reached ({type(error).__name__})."
+            ) from None
+    raise QuotaExceeded(
         f"The quota of {policy.quota} client secrets per {policy.quota_period} s is used up.",
         retry_after=retry_after,
     )
-    if policy.quota < 1:
-        raise exceeded
-    alias = app_settings.AUDIT_DATABASE
-    window_end = window + dt.timedelta(seconds=policy.quota_period)
-    counters = QuotaCounter.objects.using(alias).filter(
-        user_id=user_id, window_start=window, window_end=window_end
+
+
+def _increment(claim: QuotaClaim, quota: int, alias: str) -> bool:
+    """One conditional ``UPDATE ... SET used = used + 1 WHERE used < quota``."""
+    claimed = statements.increment_quota(
+        claim.user_id, claim.window_start, claim.window_end, quota, alias
     )
-    try:
-        if _increment(counters, user_id, window, window_end, policy.quota, alias):
-            return QuotaClaim(user_id, window, window_end)
-        try:
-            # A savepoint, so a lost insert race leaves the caller's transaction usable.
-            with transaction.atomic(using=alias):
-                counters.create(
-                    user_id=user_id,
-                    window_start=window,
-                    window_end=window_end,
-                    used=1,
-                )
-            return QuotaClaim(user_id, window, window_end)
-        except IntegrityError:
-            pass
-        if _increment(counters, user_id, window, window_end, policy.quota, alias):
-            return QuotaClaim(user_id, window, window_end)
-    except DatabaseError as error:
-        raise LimitsUnavailable(
-            f"The quota store could not be reached ({type(error).__name__})."
-        ) from None
-    raise exceeded
-
-
-def _increment(
-    counters: Any,
-    user_id: int,
-    window: dt.datetime,
-    window_end: dt.datetime,
-    quota: int,
-    alias: str,
-) -> bool:
-    claimed = statements.increment_quota(user_id, window, window_end, quota, alias)
     if claimed is None:
-        claimed = bool(counters.filter(used__lt=quota).update(used=F("used") + 1))
+        claimed = bool(
+            QuotaCounter.objects.using(alias)
+            .filter(
+                user_id=claim.user_id,
+                window_start=claim.window_start,
+                window_end=claim.window_end,
+                used__lt=quota,
+            )
+            .update(used=F("used") + 1)
+        )
     return claimed
 
 

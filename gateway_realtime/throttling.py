@@ -94,13 +94,14 @@ class ClientSecretRateThrottle(BaseThrottle):
             cache = caches[app_settings.THROTTLE_CACHE]
             redis = _redis_client(cache)
             if redis is not None:
-                # One round trip: create the key with its expiry if it is new,
-                # then increment. Django's incr() alone takes two (EXISTS, INCR).
+                # One round trip in a busy window: INCR creates a missing key,
+                # and the first request of a window gives it its expiry.
+                # Django's incr() takes two (EXISTS, INCR) and cannot create.
                 redis_key = cache.make_and_validate_key(key)
-                pipe = redis.pipeline(transaction=False)
-                pipe.set(redis_key, 0, ex=period + 1, nx=True)
-                pipe.incr(redis_key)
-                return int(pipe.execute()[1])
+                count = int(redis.incr(redis_key))
+                if count == 1:
+                    redis.expire(redis_key, period + 1)
+                return count
             # Increment first: in a busy window the key exists, and this is the
             # only call. The key carries its window, so the timeout only has
             # to outlive it.
