@@ -28,3 +28,25 @@ def test_migrations_have_descriptive_names() -> None:
     assert names
     for name in names:
         assert "auto_" not in name, name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model_name", ["ClientSecretIssuance", "QuotaCounter"])
+def test_no_index_duplicates_the_start_of_another(model_name: str) -> None:
+    # Every index is written on each mint: one that only repeats the leading
+    # columns of another serves no query the other cannot.
+    from django.apps import apps
+    from django.db import connection
+
+    model = apps.get_model("gateway_realtime", model_name)
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, model._meta.db_table)
+    indexed = [
+        (name, tuple(info["columns"]))
+        for name, info in constraints.items()
+        if info["index"] and not info["primary_key"] and info["columns"]
+    ]
+    for name, columns in indexed:
+        for other, other_columns in indexed:
+            if other != name and other_columns[: len(columns)] == columns:
+                assert constraints[name]["unique"], f"{name} {columns} duplicates {other}"
