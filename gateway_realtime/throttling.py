@@ -1,10 +1,12 @@
 """The burst rate limit of the mint endpoints, on a cache every worker shares.
 
 Counts requests per user in fixed windows aligned to the Unix epoch
-(``"10/min"``: at most 10 in each clock minute) with the cache's atomic
-``add`` + ``incr``, so with a shared cache (Redis, Memcached, the database
-cache) the limit holds across processes and hosts. Local-memory caches are
-per process: fine for one worker, not for a deployment.
+(``"10/min"``: at most 10 in each clock minute) with an atomic increment:
+one Redis ``INCR`` on Django's ``RedisCache``, the cache's ``incr`` (and
+``add`` to start a window) on any other. So with a shared cache (Redis,
+Memcached, the database cache) the limit holds across processes and hosts.
+Local-memory caches are per process: fine for one worker, not for a
+deployment.
 
 It is a DRF throttle: the endpoints list it in ``throttle_classes``, and a
 site can add it to its own views.
