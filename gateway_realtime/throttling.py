@@ -2,8 +2,8 @@
 
 Counts requests per user in fixed windows aligned to the Unix epoch
 (``"10/min"``: at most 10 in each clock minute) with an atomic increment:
-one Redis ``INCR`` on Django's ``RedisCache``, the cache's ``incr`` (and
-``add`` to start a window) on any other. So with a shared cache (Redis,
+on Django's ``RedisCache`` one round trip (``SET NX EX`` + ``INCR``), on any
+other cache its ``incr`` (and ``add`` to start a window). So with a shared cache (Redis,
 Memcached, the database cache) the limit holds across processes and hosts.
 Local-memory caches are per process: fine for one worker, not for a
 deployment.
@@ -96,14 +96,15 @@ class ClientSecretRateThrottle(BaseThrottle):
             cache = caches[app_settings.THROTTLE_CACHE]
             redis = _redis_client(cache)
             if redis is not None:
-                # One round trip in a busy window: INCR creates a missing key,
-                # and the first request of a window gives it its expiry.
-                # Django's incr() takes two (EXISTS, INCR) and cannot create.
+                # One round trip: create the key with its expiry if it is new
+                # (atomically, so no key can outlive its window), then
+                # increment. Django's incr() takes two (EXISTS, INCR) and
+                # cannot create a key.
                 redis_key = cache.make_and_validate_key(key)
-                count = int(redis.incr(redis_key))
-                if count == 1:
-                    redis.expire(redis_key, period + 1)
-                return count
+                pipe = redis.pipeline(transaction=False)
+                pipe.set(redis_key, 0, ex=period + 1, nx=True)
+                pipe.incr(redis_key)
+                return int(pipe.execute()[1])
             # Increment first: in a busy window the key exists, and this is the
             # only call. The key carries its window, so the timeout only has
             # to outlive it.
