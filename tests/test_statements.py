@@ -165,3 +165,26 @@ def test_the_rate_counter_is_one_redis_round_trip_with_an_expiry(same_origin, ga
         assert cache.get(key) == 4
     finally:
         cache.clear()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(user, gateway):
+    from django.contrib.auth import get_user_model
+    from django.db import OperationalError, transaction
+
+    from gateway_realtime.exceptions import AuditUnavailable
+
+    def audit_insert_fails(execute, sql, params, many, context):
+        if sql.startswith(f'INSERT INTO "{TABLE}"'):
+            raise OperationalError("disk full")
+        return execute(sql, params, many, context)
+
+    with transaction.atomic():
+        get_user_model().objects.create_user(username="made-in-the-same-transaction")
+        with connection.execute_wrapper(audit_insert_fails), pytest.raises(AuditUnavailable):
+            mint_client_secret(user=user, kind="realtime")
+        # The savepoint rolled back only the audit write.
+        issued = mint_client_secret(user=user, kind="realtime")
+    assert get_user_model().objects.filter(username="made-in-the-same-transaction").exists()
+    assert ClientSecretIssuance.objects.get().pk == issued.issuance.pk
+    assert len(gateway.calls) == 1
