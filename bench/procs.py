@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -60,6 +60,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def pids_named(names: Iterable[str]) -> dict[str, list[int]]:
+    """Running processes by command name (``/proc/<pid>/comm``), e.g. ``postgres``."""
+    wanted = set(names)
+    found: dict[str, list[int]] = {name: [] for name in wanted}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in wanted:
+            found[comm].append(int(entry.name))
+    return found
+
+
 class CpuMeter:
     """CPU used by a set of processes between ``start()`` and ``stop()``."""
 
@@ -73,6 +89,35 @@ class CpuMeter:
 
     def stop(self) -> None:
         self.seconds = sum(cpu_seconds(pid) - self._before.get(pid, 0.0) for pid in self.pids)
+
+
+class GroupCpuMeter:
+    """CPU of groups of processes the bench does not own, such as PostgreSQL's backends.
+
+    ``groups()`` is asked at ``start()`` and again at ``stop()``: a process
+    that appeared in between (a backend for a server thread's first
+    connection) counts whole, one that exited in between is left out.
+    """
+
+    def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
+        self.groups = groups
+        self._before: dict[str, dict[int, float]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {
+            kind: {pid: cpu_seconds(pid) for pid in pids} for kind, pids in self.groups().items()
+        }
+
+    def stop(self) -> None:
+        now = self.groups()
+        self.seconds = {}
+        for kind in self._before.keys() | now.keys():
+            before = self._before.get(kind, {})
+            pids = set(before) | set(now.get(kind, []))
+            self.seconds[kind] = sum(
+                max(0.0, cpu_seconds(pid) - before.get(pid, 0.0)) for pid in pids
+            )
 
 
 class Server:

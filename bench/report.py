@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.stats import PROCESS_KINDS
+
 
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
@@ -20,6 +22,20 @@ def render(run: dict[str, Any]) -> str:
             f"| {r['name']} | {r['concurrency']} | {r['ok']} | {r['errors']} | "
             f"{_cell(r['p50_ms'])} | {_cell(r['p99_ms'])} | {_cell(r['rps'])} | "
             f"{_cell(r['cpu_ms_per_req'])} |"
+        )
+    lines.append("")
+    lines.append(
+        "| scenario | clients | server | postgresql | redis | emulator | load generator "
+        "| all, CPU ms/req |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in run["results"]:
+        by_process = r.get("cpu_ms_per_req_by_process") or {}
+        if not by_process:
+            continue
+        cells = [by_process.get(kind) for kind in PROCESS_KINDS]
+        lines.append(
+            f"| {r['name']} | {r['concurrency']} | " + " | ".join(_cell(c) for c in cells) + " |"
         )
     lines.append("")
     lines.append("| metric | value |")

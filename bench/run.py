@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,8 @@ from typing import Any
 
 from bench.gateway import RemoteEmulator
 from bench.loadgen import CallFactory, HttpTarget, run_load
-from bench.procs import ROOT, CpuMeter, Server, free_port, gunicorn
-from bench.stats import Result, format_table, json_line, ratio
+from bench.procs import ROOT, CpuMeter, GroupCpuMeter, Server, free_port, gunicorn, pids_named
+from bench.stats import Result, format_cpu_table, format_table, json_line, ratio
 
 CACHE = ROOT / ".bench"
 PG_URL = "postgres://postgres@127.0.0.1:5432/gateway_realtime_bench"
@@ -356,12 +356,32 @@ def naive_mint_factory(origin: str, verify: str | bool) -> CallFactory:
 
 class Bench:
     def __init__(
-        self, profile: Profile, cookies: list[str], emulators: list[RemoteEmulator]
+        self,
+        profile: Profile,
+        cookies: list[str],
+        emulators: list[RemoteEmulator],
+        services: Iterable[str] = (),
     ) -> None:
         self.profile = profile
         self.cookies = cookies
         self.emulators = emulators
+        self.services = set(services)  # "postgresql", "redis": whose CPU to count
         self.results: list[Result] = []
+
+    def other_processes(self) -> dict[str, list[int]]:
+        """The machine's other busy processes during a scenario, by kind."""
+        groups = {
+            "postgresql": [],
+            "redis": [],
+            "emulator": [emulator.pid for emulator in self.emulators],
+            "load generator": [os.getpid()],
+        }
+        named = pids_named(["postgres", "redis-server"])
+        if "postgresql" in self.services:
+            groups["postgresql"] = named["postgres"]
+        if "redis" in self.services:
+            groups["redis"] = named["redis-server"]
+        return {kind: pids for kind, pids in groups.items() if pids}
 
     def measure(
         self,
@@ -376,6 +396,16 @@ class Bench:
         for emulator in self.emulators:
             emulator.reset()
         meter = CpuMeter(cpu_pids or [])
+        others = GroupCpuMeter(self.other_processes)
+
+        def start() -> None:
+            others.start()
+            meter.start()
+
+        def stop() -> None:
+            meter.stop()
+            others.stop()
+
         result = run_load(
             name,
             factory,
@@ -383,11 +413,12 @@ class Bench:
             max_requests=max_requests or self.profile.max_requests,
             max_seconds=max_seconds or self.profile.seconds,
             warmup=self.profile.warmup,
-            on_start=meter.start,
-            on_stop=meter.stop,
+            on_start=start,
+            on_stop=stop,
         )
         if cpu_pids:
             result.cpu_s = meter.seconds
+        result.cpu_others_s = others.seconds
         self.results.append(result)
         log(
             f"{name} c={concurrency}: p50 {result.p50:.2f} ms, "
@@ -450,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(emulator.stop)
         os.environ["BENCH_GATEWAY_BASE_URL"] = emulator.base_url
         cookies = setup_django(users=max([*profile.concurrencies, profile.scale_concurrency]))
-        bench = Bench(profile, cookies, [emulator])
+        bench = Bench(profile, cookies, [emulator], services={database, cache})
 
         threads = profile.threads
         site = gunicorn(2, threads, server_env())
@@ -517,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
                 ours.cpu_ms_per_request, headline["anchor"].cpu_ms_per_request
             )
             metrics["ours_vs_anchor_p50"] = ratio(ours.p50, headline["anchor"].p50)
+        # Every process's CPU per request, the server's and the machine's
+        # others (PostgreSQL, Redis, the emulator, the load generator): on two
+        # cores shared by all of them, this total is what sets the latency.
+        metrics["cpu_all_processes_ms_per_request"] = {
+            key: result.cpu_ms_per_request_by_process().get("total")
+            for key, result in headline.items()
+        }
         if anchor:
             anchor.stop()
 
@@ -647,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics["headline_concurrency"] = profile.headline
     print()
     print(format_table(bench.results))
+    print()
+    print("CPU ms per request by process (all of them share the machine's cores):")
+    print(format_cpu_table(bench.results))
     print()
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,9 @@ class Result:
     errors: int
     wall_s: float
     cpu_s: float | None = None  # server processes' user+system CPU during the run
+    # The other processes on the machine over the same interval, by kind:
+    # "postgresql", "redis", "emulator", "load generator".
+    cpu_others_s: dict[str, float] = field(default_factory=dict)
     notes: str = ""
 
     @property
@@ -66,6 +69,28 @@ class Result:
             return None
         return self.cpu_s * 1000 / self.ok
 
+    def cpu_ms_per_request_by_process(self) -> dict[str, float | None]:
+        """Server and every other process's CPU per successful request, and their total.
+
+        Empty when nothing was measured. The other processes are
+        shared by the whole machine, so their figure is only meaningful while
+        one scenario runs at a time, as the bench does.
+        """
+        if not self.ok or (self.cpu_s is None and not self.cpu_others_s):
+            return {}
+        by_process: dict[str, float | None] = {}
+        total = 0.0
+        server = self.cpu_ms_per_request
+        if server is not None:
+            by_process["server"] = _round(server)
+            total += server
+        for kind, seconds in self.cpu_others_s.items():
+            per_request = seconds * 1000 / self.ok
+            by_process[kind] = _round(per_request)
+            total += per_request
+        by_process["total"] = _round(total)
+        return by_process
+
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         del data["latencies_ms"]
@@ -75,6 +100,7 @@ class Result:
             p99_ms=_round(self.p99),
             rps=_round(self.throughput, 1),
             cpu_ms_per_req=_round(self.cpu_ms_per_request),
+            cpu_ms_per_req_by_process=self.cpu_ms_per_request_by_process(),
         )
         return data
 
@@ -118,6 +144,29 @@ def format_table(results: Iterable[Result]) -> str:
         numbers = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         cells = [row[0].ljust(widths[0]), *numbers]
         lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+PROCESS_KINDS = ("server", "postgresql", "redis", "emulator", "load generator", "total")
+
+
+def format_cpu_table(results: Iterable[Result]) -> str:
+    """CPU ms per request of every process kind, for the scenarios that measured any."""
+    header = ("scenario", "conc", *PROCESS_KINDS)
+    rows = [header]
+    for r in results:
+        by_process = r.cpu_ms_per_request_by_process()
+        if not by_process:
+            continue
+        cells = [by_process.get(kind) for kind in PROCESS_KINDS]
+        rows.append((r.name, str(r.concurrency), *("-" if c is None else _fmt(c) for c in cells)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        numbers = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join([row[0].ljust(widths[0]), *numbers]))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -7,7 +7,15 @@ import pytest
 
 from bench.loadgen import HttpTarget, run_load
 from bench.plot import series
-from bench.stats import REQUIRED_KEYS, Result, format_table, json_line, percentile, ratio
+from bench.stats import (
+    REQUIRED_KEYS,
+    Result,
+    format_cpu_table,
+    format_table,
+    json_line,
+    percentile,
+    ratio,
+)
 
 
 @pytest.mark.parametrize(
@@ -112,3 +120,31 @@ def test_report_renders_results_metrics_and_machine():
     assert "| mint | 4 | 2 | 0 | 2.0 |" in text
     assert "| `overhead_ratio` | 1.2 |" in text
     assert "| cpus | 2 |" in text
+
+
+def test_cpu_by_process_adds_every_kind_per_request():
+    result = Result(
+        "mint",
+        4,
+        [1.0] * 100,
+        0,
+        1.0,
+        cpu_s=1.0,
+        cpu_others_s={"postgresql": 0.2, "load generator": 0.05},
+    )
+    assert result.cpu_ms_per_request_by_process() == {
+        "server": 10.0,
+        "postgresql": 2.0,
+        "load generator": 0.5,
+        "total": 12.5,
+    }
+    assert result.summary()["cpu_ms_per_req_by_process"]["total"] == 12.5
+    # The direct mint has no server, only the others.
+    direct = Result("direct", 4, [1.0] * 10, 0, 1.0, cpu_others_s={"emulator": 0.01})
+    assert direct.cpu_ms_per_request_by_process() == {"emulator": 1.0, "total": 1.0}
+    assert Result("none", 1, [1.0], 0, 1.0).cpu_ms_per_request_by_process() == {}
+    table = format_cpu_table([result, direct, Result("none", 1, [1.0], 0, 1.0)]).splitlines()
+    assert table[0].split()[:3] == ["scenario", "conc", "server"]
+    assert len(table) == 4  # header, rule, two rows
+    assert table[2].split()[-1] == "12.50"
+    assert " - " in table[3]
