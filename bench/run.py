@@ -28,7 +28,14 @@ from typing import Any
 from bench.gateway import RemoteEmulator
 from bench.loadgen import CallFactory, HttpTarget, run_load
 from bench.procs import ROOT, CpuMeter, GroupCpuMeter, Server, free_port, gunicorn, pids_named
-from bench.stats import Result, format_cpu_table, format_table, json_line, ratio
+from bench.stats import (
+    Result,
+    format_cpu_table,
+    format_table,
+    json_line,
+    merge_results,
+    ratio,
+)
 
 CACHE = ROOT / ".bench"
 PG_URL = "postgres://postgres@127.0.0.1:5432/gateway_realtime_bench"
@@ -55,6 +62,10 @@ class Profile:
     # Unmeasured requests per client thread first: connections, pools and
     # Node's JIT warm up, or a short phase measures the warm-up.
     warmup: int
+    # The side-by-side scenarios take turns in this many slices of
+    # seconds / rounds each, so that a change in the machine's speed during
+    # the run falls on all of them alike.
+    rounds: int
 
 
 QUICK = Profile(
@@ -70,6 +81,7 @@ QUICK = Profile(
     scale_concurrency=8,
     handshake_mints=1000,
     warmup=20,
+    rounds=2,
 )
 FULL = Profile(
     concurrencies=[1, 2, 4, 8, 16],
@@ -82,6 +94,7 @@ FULL = Profile(
     scale_concurrency=8,
     handshake_mints=1000,
     warmup=50,
+    rounds=5,
 )
 
 
@@ -391,6 +404,8 @@ class Bench:
         cpu_pids: list[int] | None = None,
         max_requests: int | None = None,
         max_seconds: float | None = None,
+        warmup: int | None = None,
+        record: bool = True,
     ) -> Result:
         # The emulator keeps every request it saw; a long run would fill memory.
         for emulator in self.emulators:
@@ -412,19 +427,54 @@ class Bench:
             concurrency=concurrency,
             max_requests=max_requests or self.profile.max_requests,
             max_seconds=max_seconds or self.profile.seconds,
-            warmup=self.profile.warmup,
+            warmup=self.profile.warmup if warmup is None else warmup,
             on_start=start,
             on_stop=stop,
         )
         if cpu_pids:
             result.cpu_s = meter.seconds
         result.cpu_others_s = others.seconds
+        if record:
+            self._record(result)
+        return result
+
+    def side_by_side(
+        self, scenarios: list[tuple[str, str, CallFactory, list[int] | None]], concurrency: int
+    ) -> dict[str, Result]:
+        """Measure ``(key, name, factory, cpu_pids)`` scenarios in turns, merged per scenario.
+
+        Each round runs every scenario for ``seconds / rounds`` (the first
+        round with the full warm-up), so that the VM's speed, which drifts
+        during a run, weighs on every scenario alike.
+        """
+        rounds = self.profile.rounds
+        parts: dict[str, list[Result]] = {key: [] for key, *_ in scenarios}
+        for round_ in range(rounds):
+            for key, name, factory, pids in scenarios:
+                parts[key].append(
+                    self.measure(
+                        name,
+                        factory,
+                        concurrency,
+                        pids,
+                        max_requests=max(1, self.profile.max_requests // rounds),
+                        max_seconds=self.profile.seconds / rounds,
+                        warmup=self.profile.warmup if round_ == 0 else min(5, self.profile.warmup),
+                        record=False,
+                    )
+                )
+        merged = {key: merge_results(results) for key, results in parts.items()}
+        for result in merged.values():
+            self._record(result)
+        return merged
+
+    def _record(self, result: Result) -> None:
         self.results.append(result)
+        name, concurrency = result.name, result.concurrency
         log(
             f"{name} c={concurrency}: p50 {result.p50:.2f} ms, "
             f"{result.throughput:.0f} req/s, {result.errors} errors"
         )
-        return result
 
     def post(self, port: int, path: str) -> CallFactory:
         headers = dict(SAME_ORIGIN_JSON, Origin=f"http://127.0.0.1:{port}")
@@ -496,35 +546,36 @@ def main(argv: list[str] | None = None) -> int:
         # 1-3: floor, ours and the anchor side by side at each concurrency.
         headline: dict[str, Result] = {}
         for c in profile.concurrencies:
-            row = {
-                "direct": bench.measure("direct mint (GatewayClient)", direct_mint_factory(), c),
-                "noop": bench.measure(
-                    "no-op DRF endpoint", bench.post(site.port, "/bench/noop/"), c, site.pids()
-                ),
-                "ours": bench.measure(
+            scenarios: list[tuple[str, str, CallFactory, list[int] | None]] = [
+                ("direct", "direct mint (GatewayClient)", direct_mint_factory(), None),
+                ("noop", "no-op DRF endpoint", bench.post(site.port, "/bench/noop/"), site.pids()),
+                (
+                    "ours",
                     "mint endpoint (ours)",
                     bench.post(site.port, "/api/realtime-token/realtime/"),
-                    c,
                     site.pids(),
                 ),
-                "page": bench.measure(
-                    "page without tag", bench.get(site.port, "/bench/page/"), c, site.pids()
-                ),
-            }
+                ("page", "page without tag", bench.get(site.port, "/bench/page/"), site.pids()),
+            ]
             if has_tag:
-                row["page_tag"] = bench.measure(
-                    "page with tag",
-                    bench.get(site.port, "/bench/page-tag/", must_contain=b'"vcst_'),
-                    c,
-                    site.pids(),
+                scenarios.append(
+                    (
+                        "page_tag",
+                        "page with tag",
+                        bench.get(site.port, "/bench/page-tag/", must_contain=b'"vcst_'),
+                        site.pids(),
+                    )
                 )
             if anchor:
-                row["anchor"] = bench.measure(
-                    "anchor (Node getToken)",
-                    bench.post(anchor.port, "/api/realtime/setup"),
-                    c,
-                    anchor.pids(),
+                scenarios.append(
+                    (
+                        "anchor",
+                        "anchor (Node getToken)",
+                        bench.post(anchor.port, "/api/realtime/setup"),
+                        anchor.pids(),
+                    )
                 )
+            row = bench.side_by_side(scenarios, c)
             if c == profile.headline:
                 headline = row
 

@@ -105,6 +105,26 @@ class Result:
         return data
 
 
+def merge_results(parts: Sequence[Result]) -> Result:
+    """One result from the rounds of one scenario: every latency, the sums of the rest."""
+    first = parts[0]
+    others: dict[str, float] = {}
+    for part in parts:
+        for kind, seconds in part.cpu_others_s.items():
+            others[kind] = others.get(kind, 0.0) + seconds
+    cpu = [part.cpu_s for part in parts]
+    return Result(
+        name=first.name,
+        concurrency=first.concurrency,
+        latencies_ms=[latency for part in parts for latency in part.latencies_ms],
+        errors=sum(part.errors for part in parts),
+        wall_s=sum(part.wall_s for part in parts),
+        cpu_s=None if any(c is None for c in cpu) else sum(c for c in cpu if c is not None),
+        cpu_others_s=others,
+        notes=f"{len(parts)} rounds" if len(parts) > 1 else first.notes,
+    )
+
+
 def _round(value: float | None, digits: int = 3) -> float | None:
     if value is None or math.isnan(value):
         return None

@@ -13,6 +13,7 @@ from bench.stats import (
     format_cpu_table,
     format_table,
     json_line,
+    merge_results,
     percentile,
     ratio,
 )
@@ -148,3 +149,18 @@ def test_cpu_by_process_adds_every_kind_per_request():
     assert len(table) == 4  # header, rule, two rows
     assert table[2].split()[-1] == "12.50"
     assert " - " in table[3]
+
+
+def test_merge_results_of_rounds():
+    rounds = [
+        Result("mint", 4, [1.0, 2.0], 1, 1.0, cpu_s=0.5, cpu_others_s={"postgresql": 0.1}),
+        Result("mint", 4, [3.0, 4.0, 5.0], 0, 2.0, cpu_s=0.25, cpu_others_s={"postgresql": 0.2}),
+    ]
+    merged = merge_results(rounds)
+    assert merged.latencies_ms == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert (merged.errors, merged.wall_s, merged.cpu_s) == (1, 3.0, 0.75)
+    assert merged.cpu_others_s == pytest.approx({"postgresql": 0.3})
+    assert merged.p50 == 3.0
+    assert merged.notes == "2 rounds"
+    # A round without server CPU (the direct mint) leaves it unknown.
+    assert merge_results([Result("direct", 4, [1.0], 0, 1.0)] * 2).cpu_s is None
