@@ -485,6 +485,15 @@ class Bench:
         return HttpTarget(port=port, path=path, must_contain=must_contain).factory(self.cookies)
 
 
+def _fixed_work_ms(result: Result) -> float | None:
+    """CPU per request of the processes whose work does not depend on the database."""
+    by_process = result.cpu_ms_per_request_by_process()
+    parts = [by_process.get("emulator"), by_process.get("load generator")]
+    if any(part is None for part in parts):
+        return None
+    return sum(part for part in parts if part is not None)
+
+
 def _named(results: list[Result], name: str) -> list[Result]:
     return [r for r in results if r.name == name]
 
@@ -651,6 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         metrics["scale_rows"] = profile.rows
         metrics["scale_ratio_1m"] = ratio(full.p50, empty.p50)
+        # The two phases cannot take turns (the rows are loaded in between),
+        # so say how much the machine's speed moved from one to the other:
+        # the emulator and the load generator do the same work per mint
+        # whatever the size of the audit table.
+        metrics["scale_speed_drift"] = ratio(_fixed_work_ms(full), _fixed_work_ms(empty))
         site.stop()
 
         # 4b: one to eight workers at the same concurrency.
