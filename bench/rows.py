@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection, models
+from django.db import connections, models
 
 from gateway_realtime.models import ClientSecretIssuance
 
@@ -67,8 +67,9 @@ def _expressions(vendor: str, count: int, user_ids: list[int]) -> dict[str, str]
     }
 
 
-def bulk_insert(count: int, user_ids: list[int]) -> None:
+def bulk_insert(count: int, user_ids: list[int], using: str = "default") -> None:
     """Insert ``count`` rows spread over the last 30 days across ``user_ids``."""
+    connection = connections[using]
     vendor = connection.vendor
     known = _expressions(vendor, count, user_ids)
     columns: list[str] = []

@@ -92,6 +92,11 @@ else:
         }
     }
 
+# The bench process's second alias: a copy of the bench database that gets a
+# million audit rows for the scale phase (bench.run), served by a site of its own.
+if os.environ.get("BENCH_ROWS_DATABASE"):
+    DATABASES["rows"] = {**DATABASES["default"], "NAME": os.environ["BENCH_ROWS_DATABASE"]}
+
 if os.environ.get("BENCH_REDIS_URL"):
     CACHES = {
         "default": {
