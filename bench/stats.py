@@ -158,15 +158,7 @@ def format_table(results: Iterable[Result]) -> str:
                 "-" if cpu is None else _fmt(cpu),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        numbers = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        cells = [row[0].ljust(widths[0]), *numbers]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _render(rows)
 
 
 PROCESS_KINDS = ("server", "postgresql", "redis", "emulator", "load generator", "total")
@@ -182,7 +174,12 @@ def format_cpu_table(results: Iterable[Result]) -> str:
             continue
         cells = [by_process.get(kind) for kind in PROCESS_KINDS]
         rows.append((r.name, str(r.concurrency), *("-" if c is None else _fmt(c) for c in cells)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return _render(rows)
+
+
+def _render(rows: Sequence[Sequence[str]]) -> str:
+    """Fixed-width columns: the first left-aligned, the rest right; a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         numbers = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
