@@ -40,7 +40,7 @@ from gateway_realtime.exceptions import (
     QuotaExceeded,
 )
 from gateway_realtime.kinds import Kind
-from gateway_realtime.models import QuotaCounter
+from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -164,11 +164,18 @@ class QuotaClaim:
             ).update(used=F("used") - 1)
 
 
-def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
+def claim_quota(
+    user_id: int, policy: Policy, issuance: ClientSecretIssuance | None = None
+) -> QuotaClaim | None:
     """Claim one mint from the user's quota (``None`` when the policy has no quota).
 
     Raises ``QuotaExceeded`` (with ``retry_after``) when the window is used
     up, and ``LimitsUnavailable`` when the database cannot be reached.
+
+    With ``issuance`` (an unsaved audit row), the database may insert the
+    row in the same statement as the claim (PostgreSQL, outside a
+    transaction; see ``gateway_realtime.statements``). ``issuance.pk`` is set
+    when it did; otherwise the caller saves the row itself.
 
     The claim is one conditional ``UPDATE`` on the (user, window) row; a
     missing row is inserted, and a concurrent insert of the same row (unique
@@ -185,7 +192,16 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
         window_end = window + dt.timedelta(seconds=policy.quota_period)
         claim = QuotaClaim(user_id, window, window_end)
         try:
-            if _increment(claim, policy.quota, alias):
+            together = None
+            if issuance is not None:
+                together = statements.claim_quota_and_insert_issuance(
+                    issuance, user_id, window, window_end, policy.quota, alias
+                )
+                if together:
+                    return claim
+            # False: no counter row for this window yet, or it is at the
+            # limit; the INSERT below tells the two apart.
+            if together is None and _increment(claim, policy.quota, alias):
                 return claim
             try:
                 # A savepoint, so a lost insert race leaves the caller's transaction usable.

@@ -229,7 +229,8 @@ def mint_client_secret(
     claim = None
     if issuance.user_id is not None:
         try:
-            claim = claim_quota(issuance.user_id, policy)
+            # May write the audit row too, in the same statement.
+            claim = claim_quota(issuance.user_id, policy, issuance)
         except QuotaExceeded as error:
             _record_rejection(issuance, error)
             client_secret_failed.send(
@@ -247,12 +248,13 @@ def mint_client_secret(
                 extra=_log_fields(issuance, outcome="rejected", error_type="limits_unavailable"),
             )
             raise
-    try:
-        _save(issuance)
-    except AuditUnavailable:
-        if claim is not None:
-            claim.release()
-        raise
+    if issuance.pk is None:
+        try:
+            _save(issuance)
+        except AuditUnavailable:
+            if claim is not None:
+                claim.release()
+            raise
 
     started = time.monotonic()
     try:

@@ -188,3 +188,135 @@ def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(user, gate
     assert get_user_model().objects.filter(username="made-in-the-same-transaction").exists()
     assert ClientSecretIssuance.objects.get().pk == issued.issuance.pk
     assert len(gateway.calls) == 1
+
+
+# The quota claim and the audit INSERT as one statement: PostgreSQL, autocommit.
+
+needs_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="a data-modifying WITH is PostgreSQL's (GATEWAY_REALTIME_TEST_SERVICES=1)",
+)
+QUOTA_TABLE = QuotaCounter._meta.db_table
+
+
+def _writes(queries):
+    return [q["sql"] for q in queries.captured_queries if "gateway_realtime_" in q["sql"]]
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=2)
+def test_the_quota_claim_and_the_audit_insert_are_one_statement(user, gateway):
+    # The first mint of a window creates the counter row: three statements then.
+    mint_client_secret(user=user, kind="realtime")
+    with CaptureQueriesContext(connection) as queries:
+        issued = mint_client_secret(user=user, kind="realtime", source=Source.TEMPLATE)
+    writes = _writes(queries)
+    assert len(writes) == 2
+    assert writes[0].startswith(f'WITH claim AS (UPDATE "{QUOTA_TABLE}" SET "used" = ')
+    assert f'INSERT INTO "{TABLE}"' in writes[0]
+    assert writes[1].startswith(f'UPDATE "{TABLE}" SET "completed_at" = ')
+    assert QuotaCounter.objects.get(user=user).used == 2
+    stored = ClientSecretIssuance.objects.get(pk=issued.issuance.pk)
+    assert stored.outcome == Outcome.ISSUED
+    assert stored.source == Source.TEMPLATE
+    assert stored.created_at.tzinfo is not None
+
+    # At the limit: nothing written by the fused statement, a rejected row after it.
+    with pytest.raises(Exception, match="quota"):
+        mint_client_secret(user=user, kind="realtime")
+    assert QuotaCounter.objects.get(user=user).used == 2
+    assert ClientSecretIssuance.objects.filter(outcome=Outcome.REJECTED).count() == 1
+    assert len(gateway.calls) == 2
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+def test_the_fused_statement_stores_what_the_orm_stores(user):
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    end = start + dt.timedelta(hours=1)
+
+    def claim_and_insert(issuance):
+        return statements.claim_quota_and_insert_issuance(
+            issuance, user.pk, start, end, 1, "default"
+        )
+
+    fast, orm = _row(user=user), _row(user=user)
+    # No counter row for the window: nothing is written.
+    assert claim_and_insert(fast) is False
+    assert fast.pk is None and not ClientSecretIssuance.objects.exists()
+    QuotaCounter.objects.create(user=user, window_start=start, window_end=end, used=0)
+    assert claim_and_insert(fast) is True
+    orm.save()
+    assert fast.pk is not None and not fast._state.adding
+    stored_fast = ClientSecretIssuance.objects.get(pk=fast.pk)
+    stored_orm = ClientSecretIssuance.objects.get(pk=orm.pk)
+    assert _comparable(stored_fast) == _comparable(stored_orm)
+    assert abs(stored_fast.created_at - stored_orm.created_at) < dt.timedelta(minutes=1)
+    # At the limit: neither the claim nor the row.
+    late = _row(user=user)
+    assert claim_and_insert(late) is False
+    assert late.pk is None
+    assert ClientSecretIssuance.objects.count() == 2
+    assert QuotaCounter.objects.get(user=user).used == 1
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=5)
+def test_a_failed_fused_statement_writes_nothing_and_fails_closed(user, gateway):
+    from django.db import OperationalError
+
+    from gateway_realtime.exceptions import LimitsUnavailable
+
+    mint_client_secret(user=user, kind="realtime")
+
+    def fused_fails(execute, sql, params, many, context):
+        if sql.startswith("WITH claim AS"):
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fused_fails), pytest.raises(LimitsUnavailable):
+        mint_client_secret(user=user, kind="realtime")
+    assert QuotaCounter.objects.get(user=user).used == 1
+    assert ClientSecretIssuance.objects.count() == 1
+    assert len(gateway.calls) == 1
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=5)
+def test_inside_a_callers_transaction_the_writes_stay_apart(user, gateway):
+    from django.db import transaction
+
+    mint_client_secret(user=user, kind="realtime")
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        mint_client_secret(user=user, kind="realtime")
+    writes = [w for w in _writes(queries) if not w.startswith(("SAVEPOINT", "RELEASE"))]
+    assert not any(w.startswith("WITH") for w in writes)
+    assert QuotaCounter.objects.get(user=user).used == 2
+    assert ClientSecretIssuance.objects.count() == 2
+
+
+@needs_postgresql
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=5)
+def test_the_fused_statement_works_with_server_side_binding(user, gateway):
+    # OPTIONS={"server_side_binding": True}: the values travel as typed
+    # parameters, not literals, and PostgreSQL must still accept them.
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    mint_client_secret(user=user, kind="realtime")
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.cursor_factory
+    raw.cursor_factory = ServerBindingCursor
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            issued = mint_client_secret(user=user, kind="realtime")
+    finally:
+        raw.cursor_factory = previous
+    assert _writes(queries)[0].startswith("WITH claim AS")
+    stored = ClientSecretIssuance.objects.get(pk=issued.issuance.pk)
+    assert stored.outcome == Outcome.ISSUED
+    assert QuotaCounter.objects.get(user=user).used == 2
