@@ -498,6 +498,19 @@ def _named(results: list[Result], name: str) -> list[Result]:
     return [r for r in results if r.name == name]
 
 
+def _ratios_by_concurrency(results: list[Result], name: str) -> dict[int, float | None]:
+    """p50 of scenario ``name`` / (no-op p50 + direct mint p50), at each concurrency."""
+    return {
+        r.concurrency: ratio(r.p50, n.p50 + d.p50)
+        for r, n, d in zip(
+            _named(results, name),
+            _named(results, "no-op DRF endpoint"),
+            _named(results, "direct mint (GatewayClient)"),
+            strict=True,
+        )
+    }
+
+
 def tag_available() -> bool:
     from importlib.util import find_spec
 
@@ -588,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         if anchor:
             stack.callback(anchor.stop)
         has_tag = tag_available()
+        # bench/floor.py: the least a mint with this app's guarantees can cost,
+        # written for PostgreSQL and Redis only.
+        has_floor = database == "postgresql" and cache == "redis"
         if not has_tag:
             log("the gateway_realtime template tag library is not there yet: not measured")
 
@@ -605,6 +621,15 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("page", "page without tag", bench.get(site.port, "/bench/page/"), site.pids()),
             ]
+            if has_floor:
+                scenarios.append(
+                    (
+                        "floor",
+                        "design floor (bench-only)",
+                        bench.post(site.port, "/bench/floor-mint/"),
+                        site.pids(),
+                    )
+                )
             if has_tag:
                 scenarios.append(
                     (
@@ -627,17 +652,19 @@ def main(argv: list[str] | None = None) -> int:
             if c == profile.headline:
                 headline = row
 
-        metrics["overhead_ratio_by_concurrency"] = {
-            r.concurrency: ratio(r.p50, n.p50 + d.p50)
-            for r, n, d in zip(
-                _named(bench.results, "mint endpoint (ours)"),
-                _named(bench.results, "no-op DRF endpoint"),
-                _named(bench.results, "direct mint (GatewayClient)"),
-                strict=True,
+        metrics["overhead_ratio_by_concurrency"] = _ratios_by_concurrency(
+            bench.results, "mint endpoint (ours)"
+        )
+        if has_floor:
+            metrics["overhead_ratio_design_floor_by_concurrency"] = _ratios_by_concurrency(
+                bench.results, "design floor (bench-only)"
             )
-        }
         ours, noop, direct = headline["ours"], headline["noop"], headline["direct"]
         metrics["overhead_ratio"] = ratio(ours.p50, noop.p50 + direct.p50)
+        if "floor" in headline:
+            metrics["overhead_ratio_design_floor"] = ratio(
+                headline["floor"].p50, noop.p50 + direct.p50
+            )
         if "page_tag" in headline:
             metrics["tag_overhead_ratio"] = ratio(
                 headline["page_tag"].p50, headline["page"].p50 + direct.p50
