@@ -31,6 +31,7 @@ caller then makes it with the ORM. Database errors propagate as Django's
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError, connections
@@ -61,22 +62,36 @@ def insert_issuance(issuance: ClientSecretIssuance, using: str) -> bool:
     connection = connections[using]
     if issuance.pk is not None or not _usable(connection, ClientSecretIssuance):
         return False
-    key = ("insert", using, connection.vendor, ClientSecretIssuance)
+    key = ("insert", using, connection.vendor)
+    sql = _sql(key, lambda: _insert_sql(connection, after_claim=False))
+    return _insert(issuance, using, sql, [])
+
+
+def _sql(key: tuple[Any, ...], build: Callable[[], str]) -> str:
+    """The statement cached under ``key``, built the first time it is asked for."""
     sql = _sql_cache.get(key)
     if sql is None:
-        meta, fields = ClientSecretIssuance._meta, _insert_fields()
-        columns = ", ".join(_quote(connection, f.column) for f in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
-        sql = (
-            f"INSERT INTO {_quote(connection, meta.db_table)} ({columns}) "  # noqa: S608
-            f"VALUES ({placeholders}) RETURNING {_quote(connection, meta.pk.column)}"
-        )
-        _sql_cache[key] = sql
-    return _insert(issuance, using, sql, [])
+        sql = _sql_cache[key] = build()
+    return sql
 
 
 def _insert_fields() -> list[Any]:
     return [f for f in ClientSecretIssuance._meta.concrete_fields if not f.primary_key]
+
+
+def _insert_sql(connection: Any, *, after_claim: bool) -> str:
+    """The audit row's ``INSERT``; ``after_claim``: only if the quota claim before it succeeds."""
+    meta, fields = ClientSecretIssuance._meta, _insert_fields()
+    insert = (
+        f"INSERT INTO {_quote(connection, meta.db_table)} "
+        f"({', '.join(_quote(connection, f.column) for f in fields)})"
+    )
+    returning = f"RETURNING {_quote(connection, meta.pk.column)}"
+    if not after_claim:
+        return f"{insert} VALUES ({', '.join(['%s'] * len(fields))}) {returning}"
+    values = ", ".join(_typed_placeholder(connection, f) for f in fields)
+    claim = f"WITH claim AS ({_quota_update_sql(connection)} RETURNING 1)"
+    return f"{claim} {insert} SELECT {values} FROM claim {returning}"  # noqa: S608
 
 
 def _insert(issuance: ClientSecretIssuance, using: str, sql: str, params: list[Any]) -> bool:
@@ -123,18 +138,8 @@ def claim_quota_and_insert_issuance(
         or not _usable(connection, QuotaCounter)
     ):
         return None
-    key = ("claim+insert", using, connection.vendor, ClientSecretIssuance)
-    sql = _sql_cache.get(key)
-    if sql is None:
-        meta, fields = ClientSecretIssuance._meta, _insert_fields()
-        columns = ", ".join(_quote(connection, f.column) for f in fields)
-        values = ", ".join(_typed_placeholder(connection, f) for f in fields)
-        sql = (
-            f"WITH claim AS ({_quota_update_sql(connection)} RETURNING 1) "  # noqa: S608
-            f"INSERT INTO {_quote(connection, meta.db_table)} ({columns}) "
-            f"SELECT {values} FROM claim RETURNING {_quote(connection, meta.pk.column)}"
-        )
-        _sql_cache[key] = sql
+    key = ("claim+insert", using, connection.vendor)
+    sql = _sql(key, lambda: _insert_sql(connection, after_claim=True))
     params = _quota_params(connection, user_id, window_start, window_end, limit)
     return _insert(issuance, using, sql, params)
 
@@ -157,15 +162,15 @@ def update_issuance(issuance: ClientSecretIssuance, field_names: list[str], usin
         return False
     meta = ClientSecretIssuance._meta
     fields: list[Any] = [meta.get_field(name) for name in field_names]
-    key = ("update", using, connection.vendor, ClientSecretIssuance, tuple(field_names))
-    sql = _sql_cache.get(key)
-    if sql is None:
-        assignments = ", ".join(f"{_quote(connection, f.column)} = %s" for f in fields)
-        sql = (
-            f"UPDATE {_quote(connection, meta.db_table)} SET {assignments} "  # noqa: S608
-            f"WHERE {_quote(connection, meta.pk.column)} = %s"
-        )
-        _sql_cache[key] = sql
+    key = ("update", using, connection.vendor, tuple(field_names))
+    sql = _sql(
+        key,
+        lambda: (
+            f"UPDATE {_quote(connection, meta.db_table)} SET "  # noqa: S608
+            + ", ".join(f"{_quote(connection, f.column)} = %s" for f in fields)
+            + f" WHERE {_quote(connection, meta.pk.column)} = %s"
+        ),
+    )
     params = [f.get_db_prep_save(f.pre_save(issuance, False), connection) for f in fields]
     params.append(meta.pk.get_db_prep_value(issuance.pk, connection))
     with connection.cursor() as cursor:
@@ -187,10 +192,7 @@ def increment_quota(
     connection = connections[using]
     if not _usable(connection, QuotaCounter):
         return None
-    key = ("quota", using, connection.vendor)
-    sql = _sql_cache.get(key)
-    if sql is None:
-        sql = _sql_cache[key] = _quota_update_sql(connection)
+    sql = _sql(("quota", using, connection.vendor), lambda: _quota_update_sql(connection))
     params = _quota_params(connection, user_id, window_start, window_end, limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
