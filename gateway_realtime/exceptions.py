@@ -170,12 +170,6 @@ class QuotaExceeded(MintRejected):
     error_type = "quota_exceeded"
 
 
-class RateLimited(MintRejected):
-    """The user is minting faster than the burst rate allows."""
-
-    error_type = "rate_limited"
-
-
 class AuditUnavailable(MintRejected):
     """The audit database could not be written, so no secret may be handed out."""
 

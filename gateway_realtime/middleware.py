@@ -22,12 +22,10 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import patch_cache_control, patch_vary_headers
 
 #: Attribute set on the request (the ``HttpRequest``) that carries a secret.
 REQUEST_MARK = "_gateway_realtime_secret_in_response"
-
-NO_STORE = "no-store, private"
 
 
 def mark_secret_in_response(request: HttpRequest) -> None:
@@ -36,7 +34,19 @@ def mark_secret_in_response(request: HttpRequest) -> None:
     Also tells Django's cache middleware and ``cache_page`` not to store it.
     """
     setattr(request, REQUEST_MARK, True)
-    # Read by UpdateCacheMiddleware / CacheMiddleware._should_update_cache.
+    _keep_out_of_djangos_page_cache(request)
+
+
+def _keep_out_of_djangos_page_cache(request: HttpRequest) -> None:
+    """Stop ``UpdateCacheMiddleware`` and ``cache_page`` from storing this response.
+
+    The one private hook this app uses, because it is the only way: under
+    ``cache_page`` a ``TemplateResponse`` is stored by a post-render callback
+    right after the template (and so this tag) renders, before any middleware
+    or decorator can mark it ``no-store``. What Django checks first is
+    ``request._cache_update_cache`` (set by ``FetchFromCacheMiddleware`` before
+    the view runs). tests/test_middleware.py fails if Django stops reading it.
+    """
     request._cache_update_cache = False  # type: ignore[attr-defined]
 
 
@@ -65,8 +75,9 @@ def protect_response(request: HttpRequest, response: HttpResponseBase) -> HttpRe
 def _apply_no_store(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     if not response_carries_secret(request):
         return response
-    # Replace, not patch: a view's "public, max-age=600" must not survive.
-    response["Cache-Control"] = NO_STORE
+    # Replace, not merge: a view's "public, max-age=600" must not survive.
+    del response["Cache-Control"]
+    patch_cache_control(response, no_store=True, private=True)
     response["Pragma"] = "no-cache"
     for header in ("Expires", "ETag", "Last-Modified"):
         if header in response:

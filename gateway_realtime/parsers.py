@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 
 from gateway_realtime.conf import app_settings
 
@@ -31,8 +32,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
-class StrictJSONParser(JSONParser):
-    """UTF-8 JSON of at most ``GATEWAY_REALTIME_MAX_REQUEST_BYTES``; no NaN or Infinity."""
+class StrictJSONParser(BaseParser):
+    """UTF-8 JSON of at most ``GATEWAY_REALTIME_MAX_REQUEST_BYTES``; no NaN or Infinity.
+
+    The one place the body's size is checked. Not a ``JSONParser`` subclass on
+    purpose: DRF reads the whole body into memory before calling one (and
+    Django then answers a body past ``DATA_UPLOAD_MAX_MEMORY_SIZE`` with an
+    HTML 400), whereas any other parser gets the stream, so this one reads at
+    most one byte past the limit.
+    """
+
+    media_type = "application/json"
+    renderer_class = JSONRenderer
 
     def parse(
         self,

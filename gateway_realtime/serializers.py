@@ -16,20 +16,11 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer: no strings, floats or booleans."""
-
-    default_error_messages = {"invalid": "A whole number of seconds is required."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class MintRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
     # The AI SDK sends sessionConfig and applies it over the socket later; it
     # is accepted (as an object) and not forwarded to the Gateway's mint route.
     sessionConfig = serializers.DictField(required=False, allow_null=True)
     model = StrictCharField(required=False, allow_null=True, max_length=200, trim_whitespace=False)
-    expiresAfterSeconds = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    # Any JSON value: mint_client_secret validates the lifetime (whole seconds
+    # within the user's maximum) for every caller in one place.
+    expiresAfterSeconds = serializers.JSONField(required=False, allow_null=True)

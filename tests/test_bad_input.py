@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from rest_framework import exceptions
 
+from gateway_realtime.exceptions import MintRequestError
 from gateway_realtime.models import ClientSecretIssuance
 from gateway_realtime.parsers import RequestTooLarge, StrictJSONParser
 from gateway_realtime.serializers import MintRequestSerializer
+from gateway_realtime.services import resolve_lifetime
 
 URL = reverse("gateway_realtime:realtime")
 SAME_ORIGIN = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
@@ -292,8 +294,8 @@ def test_serializer_accepts_only_well_typed_fields(data):
     if not serializer.is_valid():
         return
     valid = serializer.validated_data
-    lifetime = valid.get("expiresAfterSeconds")
-    assert lifetime is None or (type(lifetime) is int and lifetime >= 1)
+    # The lifetime passes through as sent: mint_client_secret validates it
+    # (test_lifetime_is_validated_in_one_place).
     model = valid.get("model")
     assert model is None or (isinstance(model, str) and model == data["model"])
     config = valid.get("sessionConfig")
@@ -328,3 +330,15 @@ def test_endpoint_never_500s_and_mints_only_for_valid_bodies(value, same_origin,
 def test_parser_rejects_non_finite_numbers(number):
     with pytest.raises(exceptions.ParseError):
         parse(f'{{"expiresAfterSeconds": {number}}}'.encode())
+
+
+@given(value=json_values)
+@settings(max_examples=300, deadline=None)
+def test_lifetime_is_validated_in_one_place(value):
+    try:
+        lifetime = resolve_lifetime(value)
+    except MintRequestError as error:
+        assert error.param == "expiresAfterSeconds"
+        return
+    assert lifetime is None or (type(lifetime) is int and 1 <= lifetime <= 600)
+    assert value is None or value == lifetime

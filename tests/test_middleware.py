@@ -232,3 +232,29 @@ def test_site_wide_cache_still_caches_pages_without_a_secret(client, settings):
     settings.CACHE_MIDDLEWARE_SECONDS = 600
     client.get("/plain/")
     assert any(b"no secret here" in v for v in cached_values())
+
+
+# The one private hook --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("marked", [False, True])
+def test_django_page_cache_still_reads_the_flag_the_tag_clears(marked):
+    """``mark_secret_in_response`` relies on ``request._cache_update_cache``.
+
+    Both cases must hold: Django stores an ordinary page (so the flag is what
+    decides), and stores nothing once the page is marked. If Django stops
+    reading the flag, the marked case fails and the hook needs replacing.
+    """
+    from django.middleware.cache import CacheMiddleware
+
+    caches["default"].clear()
+    request = RequestFactory().get("/flag/")
+    response = HttpResponse("<p>flagged page</p>")
+    middleware = CacheMiddleware(lambda request: response, page_timeout=600)
+    assert middleware.process_request(request) is None  # a miss: the flag is set now
+    if marked:
+        mark_secret_in_response(request)
+    middleware.process_response(request, response)
+    stored = middleware.process_request(RequestFactory().get("/flag/"))
+    assert (stored is None) is marked
+    caches["default"].clear()

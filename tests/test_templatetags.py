@@ -320,7 +320,6 @@ def test_element_id_is_escaped(rf):
     [
         "{% gateway_realtime_config realtime %}",
         '{% gateway_realtime_config colour="blue" %}',
-        '{% gateway_realtime_config kind="video" %}',
     ],
 )
 def test_bad_options_are_template_syntax_errors(source):
@@ -328,20 +327,57 @@ def test_bad_options_are_template_syntax_errors(source):
         Template("{% load gateway_realtime %}" + source)
 
 
-def test_inside_cache_is_a_template_syntax_error():
-    with pytest.raises(TemplateSyntaxError, match="cache"):
-        Template(
-            "{% load cache gateway_realtime %}"
-            "{% cache 60 page %}{% gateway_realtime_config %}{% endcache %}"
-        )
+def test_unknown_kind_is_a_template_syntax_error(rf, fake):
+    with pytest.raises(TemplateSyntaxError, match="kind must be one of"):
+        render('{% gateway_realtime_config kind="video" %}', rf.get("/"))
+    assert fake.calls == []
 
 
-def test_nested_inside_cache_is_a_template_syntax_error():
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% cache 60 page %}{% gateway_realtime_config %}{% endcache %}",
+        "{% cache 60 page %}{% if x %}{% gateway_realtime_config %}{% endif %}{% endcache %}",
+        "{% cache 60 page %}{% gateway_realtime_config as config %}{{ config }}{% endcache %}",
+    ],
+)
+def test_inside_cache_is_a_template_syntax_error(get, fake, source):
     with pytest.raises(TemplateSyntaxError, match="cache"):
-        Template(
-            "{% load cache gateway_realtime %}{% cache 60 page %}"
-            "{% if x %}{% gateway_realtime_config %}{% endif %}{% endcache %}"
-        )
+        render("{% load cache %}" + source, get(), {"x": True})
+    assert fake.calls == []
+    caches["default"].clear()
+
+
+@pytest.mark.django_db
+def test_extended_into_a_cached_block_fails_at_render(get, fake):
+    engine = engines["django"].engine
+    base = engine.from_string(
+        "{% load cache %}{% cache 60 base %}{% block body %}{% endblock %}{% endcache %}"
+    )
+    child = engine.from_string(
+        "{% extends base %}{% load gateway_realtime %}"
+        "{% block body %}{% gateway_realtime_config %}{% endblock %}"
+    )
+    with pytest.raises(TemplateSyntaxError, match="cache"):
+        child.render(RequestContext(get(), {"base": base}))
+    assert fake.calls == []
+    caches["default"].clear()
+
+
+@pytest.mark.django_db
+def test_extending_a_template_with_a_cache_elsewhere_is_fine(get, fake):
+    engine = engines["django"].engine
+    base = engine.from_string(
+        "{% load cache %}{% cache 60 nav %}nav{% endcache %}{% block body %}{% endblock %}"
+    )
+    child = engine.from_string(
+        "{% extends base %}{% load gateway_realtime %}"
+        "{% block body %}{% gateway_realtime_config %}{% endblock %}"
+    )
+    html = child.render(RequestContext(get(), {"base": base}))
+    assert only_config(html)["token"]
+    caches["default"].clear()
 
 
 @pytest.mark.django_db

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from types import FrameType
+from collections.abc import Iterator
 from typing import Any
 
 from django import template
 from django.http import HttpRequest
-from django.template.base import FilterExpression, Parser, Token, token_kwargs
+from django.template.base import Node, NodeList
 from django.template.context import Context
+from django.template.library import SimpleNode
+from django.template.loader_tags import BlockNode, ExtendsNode, IncludeNode
 from django.templatetags.cache import CacheNode
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from gateway_realtime.api_errors import error_payload
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
@@ -41,7 +43,6 @@ from gateway_realtime.kinds import Kind
 from gateway_realtime.middleware import mark_secret_in_response
 from gateway_realtime.models import Source
 from gateway_realtime.services import mint_client_secret, websocket_protocols
-from gateway_realtime.views import describe_gateway_error
 
 register = template.Library()
 logger = logging.getLogger("gateway_realtime")
@@ -112,21 +113,6 @@ def _no_token_config(
     }
 
 
-def _error_payload(error: Exception) -> dict[str, str]:
-    # The endpoint's wording: helps the site owner, never shows a secret.
-    if isinstance(error, MintRequestError):
-        return {"type": "invalid_request", "message": error.message}
-    if isinstance(error, MintRejected):  # this site's own limits: say which
-        return {"type": error.error_type, "message": error.message}
-    assert isinstance(error, GatewayError | GatewayConfigurationError)
-    failure = describe_gateway_error(error)
-    codes = failure.get_codes()
-    return {
-        "type": str(codes if isinstance(codes, str) else failure.default_code),
-        "message": str(failure.detail),
-    }
-
-
 def secret_config(
     request: HttpRequest | None,
     *,
@@ -155,17 +141,16 @@ def secret_config(
     if user is None or not user.is_authenticated:
         return _no_token_config(kind, REASON_ANONYMOUS)
     try:
-        expires_in = _lifetime(lifetime)
         secret = mint_client_secret(
             user=user,
             kind=kind,
             model=model or None,
-            expires_in=expires_in,
+            expires_in=_lifetime(lifetime),
             request=request,
             source=Source.TEMPLATE,
         )
     except (GatewayError, GatewayConfigurationError, MintRequestError, MintRejected) as error:
-        return _no_token_config(kind, REASON_ERROR, _error_payload(error))
+        return _no_token_config(kind, REASON_ERROR, error_payload(error))
     mark_secret_in_response(request)
     return {
         "token": secret.token,
@@ -179,16 +164,12 @@ def secret_config(
     }
 
 
-def _lifetime(value: int | str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        if not value.strip().isdigit():
-            raise MintRequestError("lifetime must be a whole number of seconds.", param="lifetime")
+def _lifetime(value: int | str | None) -> Any:
+    # Template variables arrive as strings; mint_client_secret validates the
+    # lifetime, whatever its type, and refuses anything but whole seconds.
+    if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MintRequestError("lifetime must be a whole number of seconds.", param="lifetime")
-    return value
+    return None if value == "" else value
 
 
 def json_config_block(config: dict[str, Any], element_id: str) -> SafeString:
@@ -208,84 +189,119 @@ def json_config_block(config: dict[str, Any], element_id: str) -> SafeString:
     )
 
 
-def _inside_cache_fragment() -> bool:
-    # {% include %} and {% extends %} compile templates separately, so the
-    # compile-time check cannot see a {% cache %} around them; CacheNode.render
-    # is on the stack whenever a fragment is being rendered for caching.
-    # Comparing code objects reads no frame locals, so the walk stays cheap.
-    cache_render = CacheNode.render.__code__
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code is cache_render:
-            return True
-        frame = frame.f_back
-    return False
+KIND_VALUES = frozenset(k.value for k in Kind)
+
+CACHE_MISUSE = (
+    f"{{% {TAG_NAME} %}} cannot be used inside {{% cache %}}: "
+    "a cached fragment would hand one user's secret to another."
+)
 
 
-class SecretConfigNode(template.Node):
-    """Renders ``json_config_block(secret_config(...))`` for the context's request."""
-
-    def __init__(self, kwargs: dict[str, FilterExpression]) -> None:
-        self.kwargs = kwargs
-
-    def render(self, context: Context) -> str:
-        if _inside_cache_fragment():
-            raise template.TemplateSyntaxError(
-                f"{{% {TAG_NAME} %}} cannot be used inside {{% cache %}}: "
-                "a cached fragment would hand one user's secret to another."
-            )
-        values = {name: value.resolve(context) for name, value in self.kwargs.items()}
-        kind = Kind(values.get("kind") or Kind.REALTIME)
-        request = getattr(context, "request", None) or context.get("request")
-        config = secret_config(
-            request if isinstance(request, HttpRequest) else None,
-            kind=kind,
-            model=values.get("model"),
-            lifetime=values.get("lifetime"),
-        )
-        return json_config_block(config, values.get("element_id") or default_element_id(kind))
-
-
-_OPTIONS = ("kind", "model", "lifetime", "element_id")
-
-
-@register.tag(name=TAG_NAME)
-def gateway_realtime_config(parser: Parser, token: Token) -> SecretConfigNode:
+@register.simple_tag(name=TAG_NAME, takes_context=True)
+def gateway_realtime_config(
+    context: Context,
+    *,
+    kind: str = Kind.REALTIME.value,
+    model: str | None = None,
+    lifetime: int | str | None = None,
+    element_id: str | None = None,
+) -> SafeString:
     """``{% gateway_realtime_config kind=... model=... lifetime=... element_id=... %}``.
 
     Every option is a keyword and optional: ``kind`` (``realtime``,
     ``transcription`` or ``speech``; default ``realtime``), ``model`` (one of
     the kind's allowed models; default the kind's default model), ``lifetime``
     (seconds, at most ``GATEWAY_REALTIME_MAX_LIFETIME``) and ``element_id``
-    (default ``gateway-realtime-<kind>``). Inside ``{% cache %}`` it is a
-    ``TemplateSyntaxError``.
+    (default ``gateway-realtime-<kind>``). Used inside ``{% cache %}``, even
+    through ``{% include %}`` or ``{% extends %}``, it raises
+    ``TemplateSyntaxError`` instead of minting.
     """
-    if any(command == "cache" for command, _ in parser.command_stack):
+    if kind not in KIND_VALUES:
         raise template.TemplateSyntaxError(
-            f"{{% {TAG_NAME} %}} cannot be used inside {{% cache %}}: "
-            "a cached fragment would hand one user's secret to another."
+            f"{TAG_NAME}: kind must be one of {', '.join(k.value for k in Kind)}; got {kind!r}."
         )
-    bits = token.split_contents()[1:]
-    kwargs = token_kwargs(bits, parser, support_legacy=False)
-    if bits:  # token_kwargs stops at the first bit that is not name=value
-        raise template.TemplateSyntaxError(
-            f"{TAG_NAME} takes only keyword options ({', '.join(_OPTIONS)}); got {bits[0]!r}."
-        )
-    unknown = sorted(set(kwargs) - set(_OPTIONS))
-    if unknown:
-        raise template.TemplateSyntaxError(
-            f"{TAG_NAME} got unknown option(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(_OPTIONS)}."
-        )
-    kind = kwargs.get("kind")
-    # A literal kind can be checked now rather than on every render.
-    if (
-        kind is not None
-        and isinstance(kind.var, str)
-        and not kind.filters
-        and kind.var not in {k.value for k in Kind}
-    ):
-        raise template.TemplateSyntaxError(
-            f"{TAG_NAME}: kind must be one of {', '.join(k.value for k in Kind)}."
-        )
-    return SecretConfigNode(kwargs)
+    if is_inside_cache_fragment(context):
+        raise template.TemplateSyntaxError(CACHE_MISUSE)
+    request = getattr(context, "request", None) or context.get("request")
+    config = secret_config(
+        request if isinstance(request, HttpRequest) else None,
+        kind=kind,
+        model=model,
+        lifetime=lifetime,
+    )
+    return json_config_block(config, element_id or default_element_id(kind))
+
+
+def is_inside_cache_fragment(context: Context) -> bool:
+    """Whether the page being rendered has this tag inside a ``{% cache %}`` block.
+
+    Looks at the page's template tree, from the outermost template
+    (``context.template``) through the templates it includes and extends, as
+    they resolve in this context: any instance of the tag that would render
+    inside a cached fragment counts, not only the one rendering now.
+    """
+    outermost = getattr(context, "template", None)
+    if outermost is None:
+        return False
+    walker = _TemplateWalker(context)
+    return any(
+        isinstance(node, SimpleNode) and node.func is gateway_realtime_config
+        for node in walker.nodes_under_cache(outermost.nodelist)
+    )
+
+
+class _TemplateWalker:
+    """Finds the nodes that a page renders inside ``{% cache %}`` blocks."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.seen: set[int] = set()
+
+    def nodes_under_cache(
+        self,
+        nodelist: NodeList,
+        *,
+        cached: bool = False,
+        blocks: dict[str, BlockNode] | None = None,
+    ) -> Iterator[Node]:
+        for node in nodelist:
+            if cached:
+                yield node
+            if isinstance(node, BlockNode) and blocks and node.name in blocks:
+                # A child template's block replaces the parent's where it stands.
+                node = blocks[node.name]
+            inner = cached or isinstance(node, CacheNode)
+            if isinstance(node, ExtendsNode):
+                parent = self._load(node.parent_name)
+                if parent is not None:
+                    overrides = {
+                        block.name: block
+                        for block in node.nodelist.get_nodes_by_type(BlockNode)
+                        if isinstance(block, BlockNode)
+                    }
+                    yield from self.nodes_under_cache(
+                        parent.nodelist, cached=inner, blocks={**overrides, **(blocks or {})}
+                    )
+                continue
+            if isinstance(node, IncludeNode):
+                included = self._load(node.template)
+                if included is not None:
+                    yield from self.nodes_under_cache(included.nodelist, cached=inner)
+            for attr in node.child_nodelists:
+                yield from self.nodes_under_cache(
+                    getattr(node, attr, None) or NodeList(), cached=inner, blocks=blocks
+                )
+
+    def _load(self, name: Any) -> Any:
+        """The compiled template an include or extends names here, or ``None``."""
+        try:
+            value = name.resolve(self.context)
+            if isinstance(value, str) and self.context.template is not None:
+                value = self.context.template.engine.get_template(value)
+        except Exception:  # the render itself reports a missing template
+            return None
+        value = getattr(value, "template", value)  # a backend's Template wraps one
+        if not hasattr(value, "nodelist") or id(value) in self.seen:
+            return None
+        self.seen.add(id(value))
+        return value

@@ -1,0 +1,169 @@
+"""What a browser is told when a mint fails: one mapping from errors to HTTP.
+
+The endpoint and the template tag both go through ``api_exception_for``, so a
+failure reads the same wherever it happens: a status, a stable ``type`` a page
+can branch on, and a message for the site owner that never holds a secret.
+Upstream messages are not passed on (they are in the audit row); our own
+messages name settings, never their values.
+
+=======================================  ======  =================================
+error                                    status  ``type``
+=======================================  ======  =================================
+``MintRequestError``                     400     ``invalid_request`` (+ ``param``)
+``QuotaExceeded``                        429     ``quota_exceeded``, Retry-After
+``AuditUnavailable``                     503     ``audit_unavailable``, Retry-After
+``LimitsUnavailable``                    503     ``limits_unavailable``, Retry-After
+``GatewayConfigurationError``            502     ``configuration_error``
+``GatewayRateLimitError``                503     ``gateway_rate_limit_exceeded``,
+                                                 Retry-After
+``GatewayTimeoutError``                  504     ``gateway_timeout``
+any other ``GatewayError``               502     ``gateway_<error_type>``
+=======================================  ======  =================================
+
+``Retry-After`` is set by DRF's exception handler from each exception's
+``wait``; the 429s are ``Throttled`` subclasses, as DRF's own throttles raise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext as _
+from rest_framework import exceptions, status
+
+from gateway_realtime.exceptions import (
+    GatewayAuthenticationError,
+    GatewayConfigurationError,
+    GatewayConnectionError,
+    GatewayError,
+    GatewayForbiddenError,
+    GatewayModelNotFoundError,
+    GatewayRateLimitError,
+    GatewayResponseError,
+    GatewayTimeoutError,
+    MintRejected,
+    MintRequestError,
+    QuotaExceeded,
+)
+
+#: Seconds a client is told to wait when the cause gives no figure.
+DEFAULT_RETRY_AFTER = 5
+
+
+class GatewayFailed(exceptions.APIException):
+    """The Gateway (or this site's setup for it) could not issue a secret."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "The AI Gateway could not issue a client secret."
+    default_code = "gateway_error"
+
+
+class GatewayRateLimited(GatewayFailed):
+    """The Gateway is rate limiting this site; ``wait`` becomes ``Retry-After``."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE  # type: ignore[assignment]
+    default_code = "gateway_rate_limit_exceeded"
+
+    def __init__(self, detail: str, *, wait: int, code: str | None = None) -> None:
+        super().__init__(detail, code)
+        self.wait = wait
+
+
+class GatewayTimedOut(GatewayFailed):
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT  # type: ignore[assignment]
+    default_detail = "The AI Gateway did not answer in time."
+    default_code = "gateway_timeout"
+
+
+class QuotaUsedUp(exceptions.Throttled):
+    """The user's quota of mints is used up (429, ``Retry-After``)."""
+
+    default_detail = "Your quota of client secrets is used up."
+    default_code = "quota_exceeded"
+
+
+class MintingUnavailable(exceptions.APIException):
+    """The audit trail or the limits store is down, so minting fails closed (503)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Client secrets cannot be issued right now; try again shortly."
+    default_code = "audit_unavailable"
+
+    def __init__(self, *, wait: int, code: str) -> None:
+        super().__init__(None, code)
+        self.wait = wait
+
+
+def api_exception_for(error: Exception) -> exceptions.APIException | None:
+    """The ``APIException`` to answer with for a mint failure, or ``None`` if not ours."""
+    if isinstance(error, MintRequestError):
+        return exceptions.ValidationError(
+            {error.param or "non_field_errors": [error.message]}, code=error.code
+        )
+    if isinstance(error, QuotaExceeded):
+        return QuotaUsedUp(wait=error.retry_after or DEFAULT_RETRY_AFTER)
+    if isinstance(error, MintRejected):  # the audit trail or the limits store is down
+        return MintingUnavailable(
+            wait=error.retry_after or DEFAULT_RETRY_AFTER, code=error.error_type
+        )
+    if isinstance(error, GatewayConfigurationError):
+        return GatewayFailed(str(error), code=error.error_type)
+    if isinstance(error, GatewayError):
+        return _gateway_failure(error)
+    return None
+
+
+def _gateway_failure(error: GatewayError) -> GatewayFailed:
+    code = f"gateway_{error.error_type}"
+    if isinstance(error, GatewayRateLimitError):
+        wait = error.retry_after or DEFAULT_RETRY_AFTER
+        message = _("The AI Gateway is rate limiting this site; try again in %(wait)s seconds.")
+        return GatewayRateLimited(message % {"wait": wait}, wait=wait, code=code)
+    if isinstance(error, GatewayTimeoutError):
+        return GatewayTimedOut(code=code)
+    if isinstance(error, GatewayAuthenticationError):
+        if error.status_code is None:  # our own message: no credential configured
+            return GatewayFailed(error.message, code=code)
+        message = _(
+            "The AI Gateway did not accept this site's credential. Site owner: check "
+            "GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY environment variable."
+        )
+    elif isinstance(error, GatewayModelNotFoundError):
+        message = _("The AI Gateway does not know the configured model.")
+    elif isinstance(error, GatewayForbiddenError):
+        message = _("An AI Gateway policy rejected this request.")
+    elif isinstance(error, GatewayConnectionError):
+        message = _("The AI Gateway could not be reached.")
+    elif isinstance(error, GatewayResponseError):
+        message = _("The AI Gateway sent an answer this site cannot use.")
+    else:
+        message = _("The AI Gateway could not issue a client secret (HTTP %(status)s).") % {
+            "status": error.status_code or "?"
+        }
+    return GatewayFailed(message, code=code)
+
+
+def error_body(exc: exceptions.APIException) -> dict[str, Any]:
+    """``{"type", "message"[, "param"]}``: the ``error`` object of every error response."""
+    detail: Any = exc.detail
+    param = None
+    if isinstance(detail, dict):
+        param, detail = next(iter(detail.items()))
+    while isinstance(detail, list | dict) and detail:
+        detail = detail[0] if isinstance(detail, list) else next(iter(detail.values()))
+    if isinstance(exc, exceptions.ValidationError):
+        error_type = "invalid_request"
+    else:
+        error_type = getattr(detail, "code", None) or exc.default_code
+    body: dict[str, Any] = {"type": str(error_type), "message": str(detail)}
+    if param is not None and param != "non_field_errors":
+        body["param"] = param
+    return body
+
+
+def error_payload(error: Exception) -> dict[str, Any]:
+    """``error_body`` for a mint failure, for callers outside a DRF view (the tag)."""
+    exc = api_exception_for(error)
+    if exc is None:
+        raise TypeError(f"{type(error).__name__} is not a mint failure")
+    return error_body(exc)
