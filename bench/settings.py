@@ -118,7 +118,7 @@ LOGGING = {
 GATEWAY_REALTIME_API_KEY = "emulator-key"
 GATEWAY_REALTIME_BASE_URL = os.environ.get("BENCH_GATEWAY_BASE_URL", "http://127.0.0.1:8787/v4/ai")
 GATEWAY_REALTIME_CLIENT_CLASS = "bench.client.BenchGatewayClient"
-GATEWAY_REALTIME_MODELS = {
+GATEWAY_REALTIME_DEFAULT_MODELS = {
     "realtime": "openai/gpt-realtime-2",
     "transcription": "openai/gpt-4o-transcribe",
     "speech": "elevenlabs/eleven-v3",

@@ -115,7 +115,7 @@ GATEWAY_REALTIME_BASE_URL = os.environ.get(
     "AI_GATEWAY_BASE_URL", "https://ai-gateway.vercel.sh/v4/ai"
 )
 GATEWAY_REALTIME_TEAM = os.environ.get("AI_GATEWAY_TEAM") or None
-GATEWAY_REALTIME_MODELS = {
+GATEWAY_REALTIME_DEFAULT_MODELS = {
     "realtime": "openai/gpt-realtime-2",
     "transcription": "openai/gpt-4o-transcribe",
     "speech": "elevenlabs/eleven-v3",

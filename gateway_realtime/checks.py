@@ -33,18 +33,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="gateway_realtime.E001",
             )
         )
-    path = app_settings.API_KEY_FUNCTION
-    errors.extend(
-        _check_callable(
-            "API_KEY_FUNCTION",
-            path,
-            hint="Give the dotted path of a function that returns the API key.",
-            id="gateway_realtime.E002",
-        )
-    )
     if (
         not key
-        and not path
         and not os.environ.get("AI_GATEWAY_API_KEY")
         and not os.environ.get("VERCEL_OIDC_TOKEN")
         and not app_settings.TRUST_VERCEL_OIDC_HEADER
@@ -166,9 +156,9 @@ def _check_callable(name: str, value: Any, *, hint: str, id: str) -> list[CheckM
 
 def _check_models() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    models = getattr(settings, PREFIX + "MODELS", {})
+    models = getattr(settings, PREFIX + "DEFAULT_MODELS", {})
     allowed = getattr(settings, PREFIX + "ALLOWED_MODELS", {})
-    for name, value in (("MODELS", models), ("ALLOWED_MODELS", allowed)):
+    for name, value in (("DEFAULT_MODELS", models), ("ALLOWED_MODELS", allowed)):
         if not isinstance(value, Mapping) or not set(value) <= KIND_NAMES:
             errors.append(
                 Error(
@@ -183,7 +173,8 @@ def _check_models() -> list[CheckMessage]:
         if not isinstance(model, str) or not model or not model.isprintable() or " " in model:
             errors.append(
                 Error(
-                    f"GATEWAY_REALTIME_MODELS[{kind!r}] must be a model id like 'provider/model'.",
+                    f"GATEWAY_REALTIME_DEFAULT_MODELS[{kind!r}] must be a model id "
+                    "like 'provider/model'.",
                     hint="For example 'openai/gpt-realtime-2'.",
                     id="gateway_realtime.E007",
                 )
@@ -202,8 +193,10 @@ def _check_models() -> list[CheckMessage]:
     if not models:
         errors.append(
             Warning(
-                "GATEWAY_REALTIME_MODELS names no default model: the endpoints cannot mint.",
-                hint='Set e.g. GATEWAY_REALTIME_MODELS = {"realtime": "openai/gpt-realtime-2"}.',
+                "GATEWAY_REALTIME_DEFAULT_MODELS names no default model: the endpoints "
+                "cannot mint.",
+                hint="Set e.g. GATEWAY_REALTIME_DEFAULT_MODELS = "
+                '{"realtime": "openai/gpt-realtime-2"}.',
                 id="gateway_realtime.W003",
             )
         )
@@ -278,12 +271,12 @@ def _check_limits() -> list[CheckMessage]:
             id="gateway_realtime.E014",
         )
     )
-    cache_alias = getattr(settings, PREFIX + "THROTTLE_CACHE", DEFAULTS["THROTTLE_CACHE"])
+    cache_alias = getattr(settings, PREFIX + "RATE_CACHE", DEFAULTS["RATE_CACHE"])
     caches = getattr(settings, "CACHES", {"default": {}})
     if cache_alias not in caches:
         errors.append(
             Error(
-                f"GATEWAY_REALTIME_THROTTLE_CACHE {cache_alias!r} is not in CACHES.",
+                f"GATEWAY_REALTIME_RATE_CACHE {cache_alias!r} is not in CACHES.",
                 hint="Name a cache alias every worker shares (Redis in production).",
                 id="gateway_realtime.E015",
             )
@@ -293,7 +286,7 @@ def _check_limits() -> list[CheckMessage]:
             Warning(
                 "GATEWAY_REALTIME_RATE is counted in a local-memory cache: each worker "
                 "process counts on its own, so the rate is multiplied by the worker count.",
-                hint="Point GATEWAY_REALTIME_THROTTLE_CACHE at a shared cache such as Redis.",
+                hint="Point GATEWAY_REALTIME_RATE_CACHE at a shared cache such as Redis.",
                 id="gateway_realtime.W004",
             )
         )

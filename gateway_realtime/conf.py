@@ -24,7 +24,6 @@ DEFAULT_BASE_URL = "https://ai-gateway.vercel.sh/v4/ai"
 #: against this mapping by the test suite.
 DEFAULTS: dict[str, Any] = {
     "API_KEY": None,
-    "API_KEY_FUNCTION": None,
     "BASE_URL": DEFAULT_BASE_URL,
     "TEAM": None,
     "TRUST_VERCEL_OIDC_HEADER": None,
@@ -35,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RESPONSE_BYTES": 65536,
     "POOL_MAXSIZE": 16,
     "EXTRA_HEADERS": {},
-    "MODELS": {},
+    "DEFAULT_MODELS": {},
     "ALLOWED_MODELS": {},
     "DEFAULT_LIFETIME": None,
     "MAX_LIFETIME": 600,
@@ -44,8 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_DATABASE": "default",
     "MAX_REQUEST_BYTES": 16384,
     "RATE": None,
-    "THROTTLE_SCOPE": "gateway_realtime",
-    "THROTTLE_CACHE": "default",
+    "RATE_KEY_PREFIX": "gateway_realtime",
+    "RATE_CACHE": "default",
     "QUOTA": None,
     "QUOTA_PERIOD": 86400,
     "POLICY": None,
@@ -63,10 +62,6 @@ class AppSettings:
     @property
     def API_KEY(self) -> str | Callable[[], str] | None:
         return _get("API_KEY")  # type: ignore[no-any-return]
-
-    @property
-    def API_KEY_FUNCTION(self) -> str | None:
-        return _get("API_KEY_FUNCTION")  # type: ignore[no-any-return]
 
     @property
     def BASE_URL(self) -> str:
@@ -116,8 +111,8 @@ class AppSettings:
         return _get("EXTRA_HEADERS") or {}
 
     @property
-    def MODELS(self) -> Mapping[str, str]:
-        return _get("MODELS") or {}
+    def DEFAULT_MODELS(self) -> Mapping[str, str]:
+        return _get("DEFAULT_MODELS") or {}
 
     @property
     def ALLOWED_MODELS(self) -> Mapping[str, Sequence[str]]:
@@ -152,12 +147,12 @@ class AppSettings:
         return _get("RATE") or None
 
     @property
-    def THROTTLE_SCOPE(self) -> str:
-        return str(_get("THROTTLE_SCOPE"))
+    def RATE_KEY_PREFIX(self) -> str:
+        return str(_get("RATE_KEY_PREFIX"))
 
     @property
-    def THROTTLE_CACHE(self) -> str:
-        return str(_get("THROTTLE_CACHE"))
+    def RATE_CACHE(self) -> str:
+        return str(_get("RATE_CACHE"))
 
     @property
     def QUOTA(self) -> int | None:
@@ -179,7 +174,7 @@ class AppSettings:
     # Derived values -------------------------------------------------------
 
     def default_model(self, kind: Kind) -> str | None:
-        return self.MODELS.get(kind.value) or None
+        return self.DEFAULT_MODELS.get(kind.value) or None
 
     def allowed_models(self, kind: Kind) -> list[str]:
         """Models a client may ask for: the kind's default plus its allow-list."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.views.decorators.debug import sensitive_variables
 
-from gateway_realtime.conf import app_settings, resolve_callable
+from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import GatewayAuthenticationError, GatewayConfigurationError
 
 if TYPE_CHECKING:
@@ -56,9 +56,8 @@ def _call_provider(provider: Any, source: str) -> Credential:
 def resolve_credential(request: HttpRequest | None = None) -> Credential:
     """Return the credential for one mint, in the contract's order.
 
-    1. ``GATEWAY_REALTIME_API_KEY`` (a string, or a callable called now), or
-       ``GATEWAY_REALTIME_API_KEY_FUNCTION`` (a dotted path to such a callable);
-       a callable that gives no key is an error, never a fall-through.
+    1. ``GATEWAY_REALTIME_API_KEY``: a string, or a callable called now (a
+       callable that gives no key is an error, never a fall-through).
     2. The ``AI_GATEWAY_API_KEY`` environment variable.
     3. The Vercel OIDC token: the request's ``x-vercel-oidc-token`` header when
        ``GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER`` allows it (by default only
@@ -74,16 +73,6 @@ def resolve_credential(request: HttpRequest | None = None) -> Credential:
         return Credential(
             value=configured.strip(), method=API_KEY, source="GATEWAY_REALTIME_API_KEY"
         )
-
-    path = app_settings.API_KEY_FUNCTION
-    if path:
-        try:
-            provider = resolve_callable(path)
-        except (ImportError, TypeError) as err:
-            raise GatewayConfigurationError(
-                f"GATEWAY_REALTIME_API_KEY_FUNCTION: cannot use {path!r} ({err})."
-            ) from err
-        return _call_provider(provider, "GATEWAY_REALTIME_API_KEY_FUNCTION")
 
     value = os.environ.get("AI_GATEWAY_API_KEY", "").strip()
     if value:

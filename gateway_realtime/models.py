@@ -26,7 +26,6 @@ def token_hint(token: str) -> str:
 class Source(models.TextChoices):
     ENDPOINT = "endpoint", _("Endpoint")
     TEMPLATE = "template", _("Template tag")
-    COMMAND = "command", _("Management command")
     OTHER = "other", _("Other code")
 
 

@@ -106,7 +106,7 @@ def resolve_model(kind: Kind, model: str | None, policy: Policy | None = None) -
         if not default:
             raise GatewayConfigurationError(
                 f"No model is configured for {kind.value}: set "
-                f'GATEWAY_REALTIME_MODELS["{kind.value}"].'
+                f'GATEWAY_REALTIME_DEFAULT_MODELS["{kind.value}"].'
             )
         return default
     if model not in allowed:

@@ -159,11 +159,7 @@ def fake_token(counter: int, kind: Kind | str, model: str) -> str:
 
 
 def _needs_credential() -> bool:
-    return not (
-        getattr(settings, PREFIX + "API_KEY", None)
-        or getattr(settings, PREFIX + "API_KEY_FUNCTION", None)
-        or os.environ.get("AI_GATEWAY_API_KEY")
-    )
+    return not (getattr(settings, PREFIX + "API_KEY", None) or os.environ.get("AI_GATEWAY_API_KEY"))
 
 
 @contextmanager
@@ -207,7 +203,6 @@ def emulated_gateway(emulator: GatewayEmulator | None = None) -> Iterator[Gatewa
             **{
                 PREFIX + "BASE_URL": emu.base_url,
                 PREFIX + "API_KEY": api_key,
-                PREFIX + "API_KEY_FUNCTION": None,
                 PREFIX + "TEAM": emu.team,
                 PREFIX + "CLIENT_CLASS": "gateway_realtime.client.GatewayClient",
             }

@@ -44,8 +44,8 @@ class ClientSecretRateThrottle(BaseThrottle):
     """Per-user burst rate from the user's ``Policy.rate`` (``GATEWAY_REALTIME_RATE``).
 
     Anonymous requests are left to the permission classes. The cache is
-    ``GATEWAY_REALTIME_THROTTLE_CACHE``, the key prefix
-    ``GATEWAY_REALTIME_THROTTLE_SCOPE``. A cache that cannot be reached fails
+    ``GATEWAY_REALTIME_RATE_CACHE``, the key prefix
+    ``GATEWAY_REALTIME_RATE_KEY_PREFIX``. A cache that cannot be reached fails
     closed with ``LimitsUnavailable`` (503).
     """
 
@@ -70,7 +70,7 @@ class ClientSecretRateThrottle(BaseThrottle):
             raise GatewayConfigurationError(f"GATEWAY_REALTIME_RATE: {error}") from None
         now = time.time()
         window = math.floor(now / period)
-        key = f"{app_settings.THROTTLE_SCOPE}:rate:{user.pk}:{period}:{window}"
+        key = f"{app_settings.RATE_KEY_PREFIX}:rate:{user.pk}:{period}:{window}"
         count = self._increment(key, period)
         self._wait = max(1, math.ceil((window + 1) * period - now))
         if count <= limit:
@@ -93,7 +93,7 @@ class ClientSecretRateThrottle(BaseThrottle):
 
     def _increment(self, key: str, period: int) -> int:
         try:
-            cache = caches[app_settings.THROTTLE_CACHE]
+            cache = caches[app_settings.RATE_CACHE]
             redis = _redis_client(cache)
             if redis is not None:
                 # One round trip: create the key with its expiry if it is new

@@ -82,7 +82,7 @@ else:
 
 GATEWAY_REALTIME_API_KEY = "test-gateway-key"
 GATEWAY_REALTIME_BASE_URL = "https://gateway.test/v4/ai"
-GATEWAY_REALTIME_MODELS = {
+GATEWAY_REALTIME_DEFAULT_MODELS = {
     "realtime": "openai/gpt-realtime-2",
     "transcription": "openai/gpt-4o-transcribe",
     "speech": "elevenlabs/eleven-v3",

@@ -36,22 +36,6 @@ def test_registered_with_django() -> None:
 CASES: list[Any] = [
     pytest.param({"API_KEY": 12345}, "gateway_realtime.E001", id="E001-int"),
     pytest.param({"API_KEY": ["k"]}, "gateway_realtime.E001", id="E001-list"),
-    pytest.param(
-        {"API_KEY": None, "API_KEY_FUNCTION": "tests.nowhere.key"},
-        "gateway_realtime.E002",
-        id="E002-missing-module",
-    ),
-    pytest.param(
-        {"API_KEY": None, "API_KEY_FUNCTION": "tests.test_checks.nothing_here"},
-        "gateway_realtime.E002",
-        id="E002-missing-attribute",
-    ),
-    pytest.param(
-        {"API_KEY": None, "API_KEY_FUNCTION": "nodots"}, "gateway_realtime.E002", id="E002-nodots"
-    ),
-    pytest.param(
-        {"API_KEY": None, "API_KEY_FUNCTION": 42}, "gateway_realtime.E002", id="E002-not-callable"
-    ),
     pytest.param({"API_KEY": None}, "gateway_realtime.W001", id="W001-none"),
     pytest.param({"API_KEY": ""}, "gateway_realtime.W001", id="W001-empty"),
     pytest.param({"BASE_URL": "ftp://gateway.test/v4/ai"}, "gateway_realtime.E003", id="E003-ftp"),
@@ -71,18 +55,20 @@ CASES: list[Any] = [
     pytest.param(
         {"EXTRA_HEADERS": {"x-a": "b\r\nX-B: c"}}, "gateway_realtime.E006", id="E006-crlf"
     ),
-    pytest.param({"MODELS": ["openai/gpt-realtime-2"]}, "gateway_realtime.E007", id="E007-list"),
-    pytest.param({"MODELS": {"video": "x/y"}}, "gateway_realtime.E007", id="E007-kind"),
-    pytest.param({"MODELS": {"realtime": ""}}, "gateway_realtime.E007", id="E007-empty"),
-    pytest.param({"MODELS": {"realtime": "a b"}}, "gateway_realtime.E007", id="E007-space"),
-    pytest.param({"MODELS": {"realtime": 3}}, "gateway_realtime.E007", id="E007-int"),
+    pytest.param(
+        {"DEFAULT_MODELS": ["openai/gpt-realtime-2"]}, "gateway_realtime.E007", id="E007-list"
+    ),
+    pytest.param({"DEFAULT_MODELS": {"video": "x/y"}}, "gateway_realtime.E007", id="E007-kind"),
+    pytest.param({"DEFAULT_MODELS": {"realtime": ""}}, "gateway_realtime.E007", id="E007-empty"),
+    pytest.param({"DEFAULT_MODELS": {"realtime": "a b"}}, "gateway_realtime.E007", id="E007-space"),
+    pytest.param({"DEFAULT_MODELS": {"realtime": 3}}, "gateway_realtime.E007", id="E007-int"),
     pytest.param(
         {"ALLOWED_MODELS": {"realtime": "openai/x"}}, "gateway_realtime.E007", id="E007-str-list"
     ),
     pytest.param({"ALLOWED_MODELS": {"realtime": [""]}}, "gateway_realtime.E007", id="E007-blank"),
     pytest.param({"ALLOWED_MODELS": {"realtime": 5}}, "gateway_realtime.E007", id="E007-int-list"),
     pytest.param({"ALLOWED_MODELS": {"tts": ["x/y"]}}, "gateway_realtime.E007", id="E007-akind"),
-    pytest.param({"MODELS": {}}, "gateway_realtime.W003", id="W003"),
+    pytest.param({"DEFAULT_MODELS": {}}, "gateway_realtime.W003", id="W003"),
     pytest.param({"MAX_LIFETIME": 0}, "gateway_realtime.E008", id="E008-max-zero"),
     pytest.param({"MAX_LIFETIME": "600"}, "gateway_realtime.E008", id="E008-max-string"),
     pytest.param({"MAX_LIFETIME": True}, "gateway_realtime.E008", id="E008-max-bool"),
@@ -116,8 +102,7 @@ def test_bad_value(settings: Any, overrides: dict[str, Any], check_id: str) -> N
     "overrides",
     [
         {"API_KEY": lambda: "key"},
-        {"API_KEY": None, "API_KEY_FUNCTION": "tests.test_checks.key_function"},
-        {"API_KEY": None, "API_KEY_FUNCTION": key_function},
+        {"API_KEY": key_function},
         {"API_KEY": None, "TRUST_VERCEL_OIDC_HEADER": True},
         {"BASE_URL": "http://127.0.0.1:8765/v4/ai"},
         {"BASE_URL": "http://localhost:8765/v4/ai/"},
@@ -126,7 +111,7 @@ def test_bad_value(settings: Any, overrides: dict[str, Any], check_id: str) -> N
         {"TEAM": None},
         {"CONNECT_TIMEOUT": 1, "READ_TIMEOUT": 2.5, "TOTAL_TIMEOUT": 30},
         {"EXTRA_HEADERS": {"x-request-source": "site"}},
-        {"MODELS": {"speech": "elevenlabs/eleven-v3"}, "ALLOWED_MODELS": {}},
+        {"DEFAULT_MODELS": {"speech": "elevenlabs/eleven-v3"}, "ALLOWED_MODELS": {}},
         {"ALLOWED_MODELS": {"realtime": ("a/b", "c/d")}},
         {"DEFAULT_LIFETIME": 600, "MAX_LIFETIME": 600},
         {"DEFAULT_LIFETIME": None},

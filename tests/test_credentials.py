@@ -22,22 +22,10 @@ SECRET = "sk-credentials-DISTINCTIVE-5b1e"
 OIDC_HEADER_TOKEN = "oidc.header.jwt"
 OIDC_ENV_TOKEN = "oidc.env.jwt"
 
-calls = {"n": 0}
-
-
-def key_provider() -> str:
-    calls["n"] += 1
-    return f"key-from-function-{calls['n']}"
-
-
-def empty_provider() -> str:
-    return ""
-
 
 @pytest.fixture
 def no_key(settings: Any) -> Any:
     settings.GATEWAY_REALTIME_API_KEY = None
-    settings.GATEWAY_REALTIME_API_KEY_FUNCTION = None
     settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = None
     return settings
 
@@ -57,7 +45,6 @@ def test_explicit_string_wins_over_everything(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.GATEWAY_REALTIME_API_KEY = SECRET
-    settings.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.key_provider"
     settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
     monkeypatch.setenv("AI_GATEWAY_API_KEY", "from-env")
     monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
@@ -99,32 +86,6 @@ def test_callable_that_raises_is_a_configuration_error(settings: Any) -> None:
     assert "vault said" not in str(error)
     assert error.__cause__ is None
     assert error.__suppress_context__ is True
-
-
-def test_dotted_path(no_key: Any) -> None:
-    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.key_provider"
-    first = resolve_credential()
-    second = resolve_credential()
-    assert first.value.startswith("key-from-function-")
-    assert first.value != second.value  # resolved per mint
-    assert first.method == API_KEY
-    assert first.source == "GATEWAY_REALTIME_API_KEY_FUNCTION"
-
-
-def test_dotted_path_returning_nothing_is_an_error(
-    no_key: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AI_GATEWAY_API_KEY", "would-be-fallback")
-    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.test_credentials.empty_provider"
-    with pytest.raises(GatewayConfigurationError):
-        resolve_credential()
-
-
-def test_dotted_path_that_cannot_be_imported(no_key: Any) -> None:
-    no_key.GATEWAY_REALTIME_API_KEY_FUNCTION = "tests.nowhere.key_provider"
-    with pytest.raises(GatewayConfigurationError) as info:
-        resolve_credential()
-    assert "tests.nowhere.key_provider" in str(info.value)
 
 
 def test_empty_explicit_key_falls_through(no_key: Any, monkeypatch: pytest.MonkeyPatch) -> None:

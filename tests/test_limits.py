@@ -424,7 +424,7 @@ def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, mo
 @pytest.mark.django_db
 @override_settings(
     GATEWAY_REALTIME_RATE="5/min",
-    GATEWAY_REALTIME_THROTTLE_CACHE="down",
+    GATEWAY_REALTIME_RATE_CACHE="down",
     CACHES={
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         # A real Redis client pointed at a port nothing listens on.
@@ -466,7 +466,7 @@ def check_ids():
         ({"GATEWAY_REALTIME_QUOTA_PERIOD": 0}, "gateway_realtime.E013"),
         ({"GATEWAY_REALTIME_POLICY": "tests.nowhere.policy"}, "gateway_realtime.E014"),
         ({"GATEWAY_REALTIME_POLICY": 42}, "gateway_realtime.E014"),
-        ({"GATEWAY_REALTIME_THROTTLE_CACHE": "nope"}, "gateway_realtime.E015"),
+        ({"GATEWAY_REALTIME_RATE_CACHE": "nope"}, "gateway_realtime.E015"),
         ({"GATEWAY_REALTIME_AUDIT_RETENTION_DAYS": 0}, "gateway_realtime.E016"),
         (
             {

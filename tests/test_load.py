@@ -117,7 +117,7 @@ def site(emulator):
         # One window for the whole run, whenever it runs.
         LOAD_QUOTA_PERIOD=str(10 * 365 * 86400),
         LOAD_RATE=RATE,
-        LOAD_THROTTLE_SCOPE=f"load-{uuid.uuid4().hex}",
+        LOAD_RATE_KEY_PREFIX=f"load-{uuid.uuid4().hex}",
         LOAD_READ_TIMEOUT=str(READ_TIMEOUT),
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

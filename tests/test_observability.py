@@ -234,7 +234,7 @@ def test_admin_pages_show_hints_never_tokens(tokens, user, django_user_model):
 )
 def test_error_email_has_no_secret(url, model, tokens, user, captured_logs):
     if model:
-        with override_settings(GATEWAY_REALTIME_MODELS={"realtime": model}):
+        with override_settings(GATEWAY_REALTIME_DEFAULT_MODELS={"realtime": model}):
             response = _crash(url, user)
     else:
         response = _crash(url, user)

@@ -355,8 +355,8 @@ def test_resolve_model(settings: Any) -> None:
     with pytest.raises(MintRequestError) as info:
         resolve_model(Kind.TRANSCRIPTION, "openai/gpt-realtime-mini")
     assert info.value.param == "model"
-    settings.GATEWAY_REALTIME_MODELS = {}
-    with pytest.raises(GatewayConfigurationError, match="GATEWAY_REALTIME_MODELS"):
+    settings.GATEWAY_REALTIME_DEFAULT_MODELS = {}
+    with pytest.raises(GatewayConfigurationError, match="GATEWAY_REALTIME_DEFAULT_MODELS"):
         resolve_model(Kind.REALTIME, None)
 
 

@@ -274,7 +274,7 @@ def test_bad_lifetime_is_an_error_block(get, fake, lifetime):
 
 @pytest.mark.django_db
 def test_missing_model_setting_is_an_error_block(get, fake):
-    with override_settings(GATEWAY_REALTIME_MODELS={}):
+    with override_settings(GATEWAY_REALTIME_DEFAULT_MODELS={}):
         config = only_config(render("{% gateway_realtime_config %}", get()))
     assert config["error"]["type"] == "configuration_error"
 
@@ -300,7 +300,7 @@ def test_block_is_inert_json_whatever_the_values():
 @pytest.mark.django_db
 def test_hostile_model_id_from_settings_is_escaped(get, fake):
     model = "evil</script><!--\u2028"
-    with override_settings(GATEWAY_REALTIME_MODELS={"realtime": model}):
+    with override_settings(GATEWAY_REALTIME_DEFAULT_MODELS={"realtime": model}):
         html = render("{% gateway_realtime_config %}", get())
     assert html.count("</script>") == 1
     assert "<!--" not in html and "\u2028" not in html

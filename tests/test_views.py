@@ -507,9 +507,9 @@ def test_broken_credential_function(
 
 
 def test_no_default_model(same_origin: Post, mock: responses.RequestsMock, settings: Any) -> None:
-    settings.GATEWAY_REALTIME_MODELS = {"speech": "elevenlabs/eleven-v3"}
+    settings.GATEWAY_REALTIME_DEFAULT_MODELS = {"speech": "elevenlabs/eleven-v3"}
     error = assert_error(same_origin(REALTIME), 502, "configuration_error")
-    assert "GATEWAY_REALTIME_MODELS" in error["message"]
+    assert "GATEWAY_REALTIME_DEFAULT_MODELS" in error["message"]
     assert len(mock.calls) == 0
 
 
