@@ -11,7 +11,6 @@ from typing import Any
 # The scenarios measured at every concurrency, in legend order.
 SERIES = (
     "mint endpoint (ours)",
-    "design floor (bench-only)",
     "page with tag",
     "anchor (Node getToken)",
     "page without tag",

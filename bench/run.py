@@ -1,4 +1,4 @@
-"""``make bench``: measure the mint path against its floor, its anchor and at scale.
+"""``make bench``: measure the mint path next to its anchor, at scale and on the wire.
 
 Starts everything on loopback: the stand-in gateway (the package's emulator,
 in a child process), the bench site under gunicorn, and the AI SDK docs'
@@ -51,7 +51,7 @@ SETUP_BODY = json.dumps({"sessionConfig": {}}).encode()
 @dataclass
 class Profile:
     concurrencies: list[int]
-    headline: int  # the concurrency the ratios are taken at
+    headline: int  # the concurrency the headline figures are taken at
     seconds: float
     max_requests: int
     workers: list[int]
@@ -143,26 +143,6 @@ def prepare_cache(use_services: bool) -> str:
         return "redis"
     os.environ.pop("BENCH_REDIS_URL", None)
     return "locmem"
-
-
-def commit_latency_ms(samples: int = 50) -> float | None:
-    """p50 of one single-row autocommit INSERT: what each durable audit write waits for."""
-    url = os.environ.get("BENCH_DATABASE_URL")
-    if not url:
-        return None
-    import psycopg
-
-    from bench.stats import percentile
-
-    timings = []
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
-        for n in range(samples):
-            began = time.perf_counter()
-            conn.execute("INSERT INTO bench_commit_probe VALUES (%s)", [n])
-            timings.append((time.perf_counter() - began) * 1000)
-        conn.execute("DROP TABLE bench_commit_probe")
-    return round(percentile(timings, 50), 3)
 
 
 def machine() -> dict[str, Any]:
@@ -494,23 +474,6 @@ def _fixed_work_ms(result: Result) -> float | None:
     return sum(part for part in parts if part is not None)
 
 
-def _named(results: list[Result], name: str) -> list[Result]:
-    return [r for r in results if r.name == name]
-
-
-def _ratios_by_concurrency(results: list[Result], name: str) -> dict[int, float | None]:
-    """p50 of scenario ``name`` / (no-op p50 + direct mint p50), at each concurrency."""
-    return {
-        r.concurrency: ratio(r.p50, n.p50 + d.p50)
-        for r, n, d in zip(
-            _named(results, name),
-            _named(results, "no-op DRF endpoint"),
-            _named(results, "direct mint (GatewayClient)"),
-            strict=True,
-        )
-    }
-
-
 def tag_available() -> bool:
     from importlib.util import find_spec
 
@@ -601,25 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         if anchor:
             stack.callback(anchor.stop)
         has_tag = tag_available()
-        # bench/floor.py: the least a mint with this app's guarantees can cost,
-        # written for PostgreSQL and Redis only.
-        has_floor = database == "postgresql" and cache == "redis"
         if not has_tag:
             log("the gateway_realtime template tag library is not there yet: not measured")
 
-        # Where the rest goes: the same mint without the limits (rate in the
-        # cache, quota in the database), and with PostgreSQL not waiting for
-        # the disk flush at commit, each on a site of its own, taking turns
-        # with the headline's scenarios. Diagnostics, not recommended settings.
-        variant_env = {"limits_off": {"BENCH_LIMITS": "off"}}
-        if database == "postgresql":
-            variant_env["commit_flush_off"] = {"BENCH_SYNCHRONOUS_COMMIT": "off"}
-        variants = {}
-        for variant, extra_env in variant_env.items():
-            variants[variant] = gunicorn(2, threads, server_env(**extra_env))
-            stack.callback(variants[variant].stop)
-
-        # 1-3: floor, ours and the anchor side by side at each concurrency.
+        # 1-3: ours, the anchor and their references (the framework alone, a
+        # bare Gateway call, a page without the tag) side by side at each
+        # concurrency.
         headline: dict[str, Result] = {}
         for c in profile.concurrencies:
             scenarios: list[tuple[str, str, CallFactory, list[int] | None]] = [
@@ -633,15 +583,6 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 ("page", "page without tag", bench.get(site.port, "/bench/page/"), site.pids()),
             ]
-            if has_floor:
-                scenarios.append(
-                    (
-                        "floor",
-                        "design floor (bench-only)",
-                        bench.post(site.port, "/bench/floor-mint/"),
-                        site.pids(),
-                    )
-                )
             if has_tag:
                 scenarios.append(
                     (
@@ -660,32 +601,14 @@ def main(argv: list[str] | None = None) -> int:
                         anchor.pids(),
                     )
                 )
-            if c == profile.headline:
-                for variant, server in variants.items():
-                    name = f"mint endpoint, {variant.replace('_', ' ')}"
-                    path = "/api/realtime-token/realtime/"
-                    scenarios.append((variant, name, bench.post(server.port, path), server.pids()))
             row = bench.side_by_side(scenarios, c)
             if c == profile.headline:
                 headline = row
 
-        metrics["overhead_ratio_by_concurrency"] = _ratios_by_concurrency(
-            bench.results, "mint endpoint (ours)"
-        )
-        if has_floor:
-            metrics["overhead_ratio_design_floor_by_concurrency"] = _ratios_by_concurrency(
-                bench.results, "design floor (bench-only)"
-            )
-        ours, noop, direct = headline["ours"], headline["noop"], headline["direct"]
-        metrics["overhead_ratio"] = ratio(ours.p50, noop.p50 + direct.p50)
-        if "floor" in headline:
-            metrics["overhead_ratio_design_floor"] = ratio(
-                headline["floor"].p50, noop.p50 + direct.p50
-            )
-        if "page_tag" in headline:
-            metrics["tag_overhead_ratio"] = ratio(
-                headline["page_tag"].p50, headline["page"].p50 + direct.p50
-            )
+        ours = headline["ours"]
+        # Our server processes' CPU (gunicorn master and workers), ms per mint.
+        cpu_per_mint = ours.cpu_ms_per_request
+        metrics["cpu_per_mint"] = None if cpu_per_mint is None else round(cpu_per_mint, 3)
         if "anchor" in headline:
             metrics["cpu_per_mint_vs_anchor"] = ratio(
                 ours.cpu_ms_per_request, headline["anchor"].cpu_ms_per_request
@@ -700,13 +623,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         if anchor:
             anchor.stop()
-
-        for variant in variants:
-            metrics[f"overhead_ratio_{variant}"] = ratio(
-                headline[variant].p50, noop.p50 + direct.p50
-            )
-            variants[variant].stop()
-        metrics["db_commit_p50_ms"] = commit_latency_ms()
 
         # 4a: the audit table empty against a copy of the same database with a
         # million rows, each served by a site of its own, taking turns.

@@ -70,11 +70,6 @@ if _db_url:
             "CONN_MAX_AGE": None,
         }
     }
-    if os.environ.get("BENCH_SYNCHRONOUS_COMMIT"):
-        # Only for the "what does the disk flush cost" comparison in the docs.
-        DATABASES["default"]["OPTIONS"] = {
-            "options": f"-c synchronous_commit={os.environ['BENCH_SYNCHRONOUS_COMMIT']}"
-        }
 else:
     DATABASES = {
         "default": {
@@ -128,6 +123,5 @@ GATEWAY_REALTIME_DEFAULT_LIFETIME = 600
 GATEWAY_REALTIME_MAX_LIFETIME = 600
 # Limits on, as a site would run them, set high enough never to refuse the
 # bench: the cost of checking them is what is measured.
-if os.environ.get("BENCH_LIMITS", "on") == "on":
-    GATEWAY_REALTIME_RATE = "1000000/m"
-    GATEWAY_REALTIME_QUOTA = 1_000_000_000
+GATEWAY_REALTIME_RATE = "1000000/m"
+GATEWAY_REALTIME_QUOTA = 1_000_000_000

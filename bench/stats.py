@@ -194,8 +194,7 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 REQUIRED_KEYS = (
-    "overhead_ratio",
-    "tag_overhead_ratio",
+    "cpu_per_mint",
     "cpu_per_mint_vs_anchor",
     "scale_ratio_1m",
     "handshakes_per_1000",

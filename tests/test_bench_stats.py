@@ -75,13 +75,23 @@ def test_table_has_a_header_and_one_row_per_result():
 
 
 def test_json_line_has_every_required_key_first_and_parses():
-    line = json_line({"overhead_ratio": 1.1, "mode": "quick"})
+    line = json_line({"cpu_per_mint": 3.1, "mode": "quick"})
     assert "\n" not in line
     data = json.loads(line)
     assert list(data)[: len(REQUIRED_KEYS)] == list(REQUIRED_KEYS)
-    assert data["overhead_ratio"] == 1.1
+    assert data["cpu_per_mint"] == 3.1
     assert data["scale_ratio_1m"] is None
     assert data["mode"] == "quick"
+
+
+def test_json_line_keeps_what_the_next_bench_builds_on_and_not_the_retired_ratios():
+    assert {
+        "cpu_per_mint",
+        "cpu_per_mint_vs_anchor",
+        "scale_ratio_1m",
+        "handshakes_per_1000",
+    } <= set(REQUIRED_KEYS)
+    assert not [key for key in REQUIRED_KEYS if "overhead_ratio" in key]
 
 
 def test_plot_series_groups_by_scenario_and_sorts_by_concurrency():
@@ -114,12 +124,12 @@ def test_report_renders_results_metrics_and_machine():
 
     run = {
         "machine": {"cpus": 2},
-        "metrics": {"overhead_ratio": 1.2},
+        "metrics": {"cpu_per_mint": 1.2},
         "results": [Result("mint", 4, [1.0, 3.0], 0, 1.0, cpu_s=0.002).summary()],
     }
     text = render(run)
     assert "| mint | 4 | 2 | 0 | 2.0 |" in text
-    assert "| `overhead_ratio` | 1.2 |" in text
+    assert "| `cpu_per_mint` | 1.2 |" in text
     assert "| cpus | 2 |" in text
 
 
