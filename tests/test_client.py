@@ -131,10 +131,17 @@ class SlowOrBrokenBody(io.RawIOBase):
         return 0
 
 
-def streamed(mock: responses.RequestsMock, raw: io.RawIOBase, status: int = 200) -> None:
+def streamed(
+    mock: responses.RequestsMock,
+    raw: io.RawIOBase,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> None:
     # No Content-Length: the size is only known by reading.
     mock.add_callback(
-        responses.POST, MINT_URL, callback=lambda request: (status, {}, io.BufferedReader(raw, 8))
+        responses.POST,
+        MINT_URL,
+        callback=lambda request: (status, headers or {}, io.BufferedReader(raw, 8)),
     )
 
 
@@ -269,6 +276,18 @@ def test_mint_url_uses_only_the_origin(
     answer(mock, url=origin + MINT_PATH)
     mint(gw)
     assert mock.calls[0].request.url == origin + MINT_PATH
+
+
+def test_userinfo_in_the_base_url_is_never_sent(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    # requests would turn it into Basic auth, replacing the Bearer credential.
+    settings.GATEWAY_REALTIME_BASE_URL = "https://user:pass@gateway.test/v4/ai"
+    answer(mock)
+    mint(gw)
+    sent = mock.calls[0].request
+    assert sent.url == MINT_URL
+    assert sent.headers["Authorization"] == f"Bearer {SECRET}"
 
 
 @pytest.mark.parametrize(
@@ -565,6 +584,19 @@ def test_redirects_are_never_followed(
     assert type(error) is GatewayResponseError
     assert error.status_code == status
     assert len(mock.calls) == 1
+
+
+def test_a_redirect_body_is_never_read(
+    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+) -> None:
+    # requests reads a redirect's whole body even when it follows none: past the cap.
+    settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
+    body = SlowOrBrokenBody([b"x" * 60] * 3, None)
+    streamed(mock, body, 302, {"Location": "https://elsewhere.test/"})
+    error = failure(gw)
+    assert type(error) is GatewayResponseError
+    assert error.status_code == 302
+    assert len(body.chunks) == 3
 
 
 def test_declared_oversized_answer(
