@@ -40,10 +40,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bench.views import NoopView
-from gateway_realtime.client import MINT_PATH, build_ws_url, get_client
+from gateway_realtime.client import get_client
 from gateway_realtime.credentials import resolve_credential
-from gateway_realtime.kinds import Kind
 from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+from gateway_realtime.protocol import MINT_PATH, Kind, build_ws_url
 from gateway_realtime.throttling import _redis_client
 
 KIND = Kind.REALTIME

@@ -4,7 +4,8 @@ One ``GatewayClient`` per process holds one ``requests.Session`` whose
 keep-alive pool is shared by every thread, so a busy site pays the TCP and TLS
 handshake once per pooled connection, not once per mint. All network I/O goes
 through ``GatewayClient.send``; subclasses can override the ``build_*`` and
-``parse_*`` hooks.
+``parse_*`` hooks. The wire format itself (URLs, subprotocols, what a usable
+token is) lives in ``gateway_realtime.protocol``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ import email.utils
 import json
 import math
 import os
-import re
 import threading
 import time
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
@@ -39,51 +38,20 @@ from gateway_realtime.exceptions import (
     GatewayResponseError,
     GatewayTimeoutError,
 )
-from gateway_realtime.kinds import Kind, MintedSecret
+from gateway_realtime.protocol import (
+    PROTOCOL_VERSION,
+    GatewayClientProtocol,
+    Kind,
+    MintedSecret,
+    build_ws_url,
+    gateway_origin,
+    is_usable_token,
+    mint_url,
+)
 
-MINT_PATH = "/v1/realtime/client-secrets"
-PROTOCOL_VERSION = "0.0.1"
 USER_AGENT = f"django-gateway-realtime/{__version__}"
-
-# RFC 7230 token characters: what a Sec-WebSocket-Protocol value may contain.
-_SUBPROTOCOL_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-MAX_TOKEN_LENGTH = 2048
 # 9999-12-31T23:59:59Z, the last instant a datetime (and the audit row) can hold.
 MAX_EXPIRES_AT = 253402300799
-
-
-def gateway_origin(base_url: str) -> str:
-    """Scheme, host and port of the base URL: the mint route ignores its path.
-
-    User info (``user:password@``) is dropped: requests would send it as Basic
-    auth in place of the credential, and error messages name the origin.
-    """
-    parts = urlsplit(base_url.rstrip("/"))
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}"
-
-
-def form_encode(value: str) -> str:
-    """Encode like the browser's ``URLSearchParams`` (the official client uses it)."""
-    # quote_plus keeps "~" and escapes "*"; URLSearchParams does the opposite.
-    return quote_plus(value, safe="*").replace("~", "%7E")
-
-
-def build_ws_url(base_url: str, kind: Kind, model: str) -> str:
-    """The WebSocket URL a browser opens for ``kind`` and ``model`` (contract section 3)."""
-    base = base_url[:-1] if base_url.endswith("/") else base_url
-    if base.startswith("http"):
-        base = "ws" + base[len("http") :]
-    return f"{base}{kind.ws_path}?ai-model-id={form_encode(model)}"
-
-
-def is_usable_token(token: object) -> bool:
-    """A token the browser can send as ``ai-gateway-auth.<token>`` subprotocol."""
-    return (
-        isinstance(token, str)
-        and 0 < len(token) <= MAX_TOKEN_LENGTH
-        and _SUBPROTOCOL_TOKEN.match(token) is not None
-    )
 
 
 def _retry_after(value: str | None) -> int | None:
@@ -203,7 +171,7 @@ class GatewayClient:
     ) -> MintedSecret:
         """Mint one client secret; raise a ``GatewayError`` subclass on any failure."""
         base_url = app_settings.BASE_URL
-        url = gateway_origin(base_url) + MINT_PATH
+        url = mint_url(base_url)
         headers = self.build_headers(credential)
         body = self.build_body(kind, model, expires_in)
         status, response_headers, content = self.send(url, headers, body)
@@ -399,11 +367,15 @@ class _RejectAllCookies(DefaultCookiePolicy):
         return False
 
 
-_clients: dict[tuple[str, int], GatewayClient] = {}
+if TYPE_CHECKING:
+    # mypy checks here that the client satisfies the protocol get_client() returns.
+    _conforms: GatewayClientProtocol = GatewayClient()
+
+_clients: dict[tuple[str, int], GatewayClientProtocol] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client() -> GatewayClient:
+def get_client() -> GatewayClientProtocol:
     """The process's client of ``GATEWAY_REALTIME_CLIENT_CLASS``.
 
     Keyed by process id as well, so a worker forked from a parent that already

@@ -31,10 +31,10 @@ from gateway_realtime.exceptions import (
     QuotaExceeded,
     RateLimited,
 )
-from gateway_realtime.kinds import Kind
 from gateway_realtime.limits import get_policy
 from gateway_realtime.models import Source
 from gateway_realtime.parsers import RequestTooLarge, StrictJSONParser
+from gateway_realtime.protocol import Kind
 from gateway_realtime.serializers import MintRequestSerializer
 from gateway_realtime.services import IssuedSecret, mint_client_secret, resolve_model, resolve_tools
 from gateway_realtime.throttling import ClientSecretRateThrottle
