@@ -297,7 +297,7 @@ def direct_mint_factory() -> CallFactory:
     """Our GatewayClient, called in this process: the Gateway round trip plus the client."""
     from gateway_realtime.client import get_client
     from gateway_realtime.credentials import Credential
-    from gateway_realtime.kinds import Kind
+    from gateway_realtime.protocol import Kind
 
     credential = Credential(value="emulator-key", method="api-key", source="bench")
 

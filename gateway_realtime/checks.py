@@ -12,7 +12,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings, resolve_callable
-from gateway_realtime.kinds import Kind
+from gateway_realtime.protocol import Kind
 
 KIND_NAMES = {k.value for k in Kind}
 

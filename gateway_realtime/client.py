@@ -4,29 +4,26 @@ One ``GatewayClient`` per process holds one ``requests.Session`` whose
 keep-alive pool is shared by every thread, so a busy site pays the TCP and TLS
 handshake once per pooled connection, not once per mint. All network I/O goes
 through ``GatewayClient.send``; subclasses can override the ``build_*`` and
-``parse_*`` hooks.
+``parse_*`` hooks. The wire format itself (URLs, subprotocols, what a usable
+token is) lives in ``gateway_realtime.protocol``.
 """
 
 from __future__ import annotations
 
 import email.utils
-import functools
 import json
 import math
 import os
-import re
 import threading
 import time
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.exceptions
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from urllib3.util.retry import Retry
 
 from gateway_realtime import __version__
@@ -41,46 +38,20 @@ from gateway_realtime.exceptions import (
     GatewayResponseError,
     GatewayTimeoutError,
 )
-from gateway_realtime.kinds import Kind, MintedSecret
+from gateway_realtime.protocol import (
+    PROTOCOL_VERSION,
+    GatewayClientProtocol,
+    Kind,
+    MintedSecret,
+    build_ws_url,
+    gateway_origin,
+    is_usable_token,
+    mint_url,
+)
 
-MINT_PATH = "/v1/realtime/client-secrets"
-PROTOCOL_VERSION = "0.0.1"
 USER_AGENT = f"django-gateway-realtime/{__version__}"
-
-# RFC 7230 token characters: what a Sec-WebSocket-Protocol value may contain.
-_SUBPROTOCOL_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-MAX_TOKEN_LENGTH = 2048
 # 9999-12-31T23:59:59Z, the last instant a datetime (and the audit row) can hold.
 MAX_EXPIRES_AT = 253402300799
-
-
-def gateway_origin(base_url: str) -> str:
-    """Scheme, host and port of the base URL: the mint route ignores its path."""
-    parts = urlsplit(base_url.rstrip("/"))
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def form_encode(value: str) -> str:
-    """Encode like the browser's ``URLSearchParams`` (the official client uses it)."""
-    # quote_plus keeps "~" and escapes "*"; URLSearchParams does the opposite.
-    return quote_plus(value, safe="*").replace("~", "%7E")
-
-
-def build_ws_url(base_url: str, kind: Kind, model: str) -> str:
-    """The WebSocket URL a browser opens for ``kind`` and ``model`` (contract section 3)."""
-    base = base_url[:-1] if base_url.endswith("/") else base_url
-    if base.startswith("http"):
-        base = "ws" + base[len("http") :]
-    return f"{base}{kind.ws_path}?ai-model-id={form_encode(model)}"
-
-
-def is_usable_token(token: object) -> bool:
-    """A token the browser can send as ``ai-gateway-auth.<token>`` subprotocol."""
-    return (
-        isinstance(token, str)
-        and 0 < len(token) <= MAX_TOKEN_LENGTH
-        and _SUBPROTOCOL_TOKEN.match(token) is not None
-    )
 
 
 def _retry_after(value: str | None) -> int | None:
@@ -119,8 +90,8 @@ class GatewayClient:
         return self._session
 
     def build_session(self) -> requests.Session:
-        """A session with a keep-alive pool, connect-only retries and no cookies."""
-        session = requests.Session()
+        """A session with a keep-alive pool, connect-only retries, no cookies, no redirects."""
+        session = _GatewaySession()
         # Only our own headers: no requests defaults to drift from the contract.
         session.headers.clear()
         session.cookies.set_policy(_RejectAllCookies())
@@ -200,7 +171,7 @@ class GatewayClient:
     ) -> MintedSecret:
         """Mint one client secret; raise a ``GatewayError`` subclass on any failure."""
         base_url = app_settings.BASE_URL
-        url = gateway_origin(base_url) + MINT_PATH
+        url = mint_url(base_url)
         headers = self.build_headers(credential)
         body = self.build_body(kind, model, expires_in)
         status, response_headers, content = self.send(url, headers, body)
@@ -222,17 +193,26 @@ class GatewayClient:
     ) -> tuple[int, dict[str, str], bytes]:
         """POST once and read at most ``MAX_RESPONSE_BYTES`` within the deadlines.
 
-        Returns ``(status, headers, body)``. Transport failures become
-        ``GatewayTimeoutError`` or ``GatewayConnectionError``; the original
-        exception is not chained because its frames hold the request headers.
+        Returns ``(status, headers, body)``. A redirect is never followed.
+        Transport failures become ``GatewayTimeoutError`` or
+        ``GatewayConnectionError``; the original exception is not chained
+        because its frames hold the request headers.
         """
         limit = app_settings.MAX_RESPONSE_BYTES
         deadline = time.monotonic() + app_settings.TOTAL_TIMEOUT
         origin = gateway_origin(url)
         failure: GatewayError | None = None
         try:
-            response = self._post(url, headers, body)
-            try:
+            response = self.session.post(
+                url,
+                data=body,
+                headers=headers,
+                # The body is read below, within the size cap and the deadline.
+                stream=True,
+                timeout=(app_settings.CONNECT_TIMEOUT, app_settings.READ_TIMEOUT),
+                allow_redirects=False,
+            )
+            with response:
                 status = response.status_code
                 if 300 <= status < 400:
                     raise GatewayResponseError(
@@ -246,11 +226,9 @@ class GatewayClient:
                     )
                 content = self._read_capped(response, limit, deadline, status)
                 return status, dict(response.headers), content
-            finally:
-                response.close()
         except GatewayError:
             raise
-        # Reading the streamed body goes through urllib3 directly, so its own
+        # The streamed body is read from urllib3's response, so its own
         # exceptions (and raw socket errors) arrive here unwrapped by requests.
         except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError) as err:
             failure = GatewayTimeoutError(
@@ -262,36 +240,13 @@ class GatewayClient:
             )
         raise failure
 
-    @sensitive_variables()
-    def _post(self, url: str, headers: dict[str, str], body: bytes) -> requests.Response:
-        # Straight to the session's adapter (its pool and retries), as
-        # Session.send would, minus what this client never uses: cookie jars,
-        # redirects, hooks and environment settings. That halves requests' own
-        # CPU per call (see docs/performance.md).
-        session = self.session
-        request = requests.PreparedRequest()
-        request.method = "POST"
-        request.url = _prepared_url(url)
-        merged: CaseInsensitiveDict[Any] = CaseInsensitiveDict(session.headers)
-        merged.update(headers)
-        merged["Content-Length"] = str(len(body))
-        request.headers = merged
-        request.body = body
-        request.hooks = {"response": []}
-        return session.get_adapter(url).send(
-            request,
-            stream=True,
-            timeout=(app_settings.CONNECT_TIMEOUT, app_settings.READ_TIMEOUT),
-            verify=True if session.verify is None else session.verify,
-            cert=session.cert,
-            proxies=session.proxies,
-        )
-
     def _read_capped(
         self, response: requests.Response, limit: int, deadline: float, status: int
     ) -> bytes:
-        raw = response.raw
-        read = getattr(raw, "read1", None) or raw.read
+        # ``raw.read1`` rather than ``iter_content``: it returns what has
+        # arrived, so the deadline is checked between arrivals, and it lets a
+        # read time-out through as one (``iter_content`` makes it a
+        # ConnectionError, and the contract keeps time-outs distinct).
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -301,7 +256,7 @@ class GatewayClient:
                     f"GATEWAY_REALTIME_TOTAL_TIMEOUT ({app_settings.TOTAL_TIMEOUT:g} s).",
                     status_code=status,
                 )
-            chunk = read(8192)
+            chunk = response.raw.read1(8192)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
@@ -395,13 +350,16 @@ def _scrub(text: str, credential: Credential) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=16)
-def _prepared_url(url: str) -> str:
-    """``url`` as requests sends it (IDNA host, quoted path), worked out once."""
-    request = requests.PreparedRequest()
-    request.prepare_url(url, None)
-    assert request.url is not None
-    return request.url
+class _GatewaySession(requests.Session):
+    """A session for which no answer is a redirect, so none is followed or read.
+
+    With ``allow_redirects=False`` requests still reads a redirect's whole
+    body (to release its connection), past ``MAX_RESPONSE_BYTES``; without a
+    redirect target it leaves the body unread, and ``send`` refuses any 3xx.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None
 
 
 class _RejectAllCookies(DefaultCookiePolicy):
@@ -409,11 +367,15 @@ class _RejectAllCookies(DefaultCookiePolicy):
         return False
 
 
-_clients: dict[tuple[str, int], GatewayClient] = {}
+if TYPE_CHECKING:
+    # mypy checks here that the client satisfies the protocol get_client() returns.
+    _conforms: GatewayClientProtocol = GatewayClient()
+
+_clients: dict[tuple[str, int], GatewayClientProtocol] = {}
 _clients_lock = threading.Lock()
 
 
-def get_client() -> GatewayClient:
+def get_client() -> GatewayClientProtocol:
     """The process's client of ``GATEWAY_REALTIME_CLIENT_CLASS``.
 
     Keyed by process id as well, so a worker forked from a parent that already

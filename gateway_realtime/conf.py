@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from gateway_realtime.kinds import Kind
+from gateway_realtime.protocol import Kind
 
 PREFIX = "GATEWAY_REALTIME_"
 

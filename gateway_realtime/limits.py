@@ -39,8 +39,8 @@ from gateway_realtime.exceptions import (
     LimitsUnavailable,
     QuotaExceeded,
 )
-from gateway_realtime.kinds import Kind
 from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+from gateway_realtime.protocol import Kind
 
 if TYPE_CHECKING:
     from django.http import HttpRequest

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from gateway_realtime.kinds import KIND_CHOICES
+from gateway_realtime.protocol import KIND_CHOICES
 
 
 def token_fingerprint(token: str) -> str:

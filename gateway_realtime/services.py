@@ -8,7 +8,6 @@ and sends the signals.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import ipaddress
 import logging
@@ -33,7 +32,6 @@ from gateway_realtime.exceptions import (
     MintRequestError,
     QuotaExceeded,
 )
-from gateway_realtime.kinds import Kind
 from gateway_realtime.limits import (
     Policy,
     certainly_not_issued,
@@ -47,6 +45,7 @@ from gateway_realtime.models import (
     token_fingerprint,
     token_hint,
 )
+from gateway_realtime.protocol import Kind, websocket_protocols
 from gateway_realtime.signals import client_secret_failed, client_secret_issued
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class IssuedSecret:
     @property
     def protocols(self) -> list[str]:
         """The ``Sec-WebSocket-Protocol`` values a browser offers (contract section 4)."""
-        return websocket_protocols(self.kind, self.token, app_settings.TEAM)
+        return websocket_protocols(self.kind, self.token, team=app_settings.TEAM)
 
     def as_setup_response(self, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The body the AI SDK's realtime setup fetch expects (contract section 5)."""
@@ -80,15 +79,6 @@ class IssuedSecret:
         if tools:
             body["tools"] = tools
         return body
-
-
-def websocket_protocols(kind: Kind, token: str, team: str | None) -> list[str]:
-
-    protocols = [kind.subprotocol, f"ai-gateway-auth.{token}"]
-    if team:
-        encoded = base64.urlsafe_b64encode(team.encode()).rstrip(b"=").decode()
-        protocols.append(f"ai-gateway-team.{encoded}")
-    return protocols
 
 
 def resolve_model(kind: Kind, model: str | None, policy: Policy | None = None) -> str:

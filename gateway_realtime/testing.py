@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.conf import settings
 from django.test import override_settings
 
-from gateway_realtime.client import build_ws_url, reset_clients
+from gateway_realtime.client import reset_clients
 from gateway_realtime.conf import PREFIX, app_settings
 from gateway_realtime.credentials import Credential
 from gateway_realtime.exceptions import GatewayError
-from gateway_realtime.kinds import Kind, MintedSecret
+from gateway_realtime.protocol import GatewayClientProtocol, Kind, MintedSecret, build_ws_url
 
 if TYPE_CHECKING:
     from gateway_realtime.emulator import GatewayEmulator
@@ -150,6 +150,11 @@ class FakeGatewayClient:
         """Every token issued so far, oldest first."""
         with cls._lock:
             return [call.token for call in cls.calls if call.token is not None]
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the fake satisfies the protocol get_client() returns.
+    _conforms: GatewayClientProtocol = FakeGatewayClient()
 
 
 def fake_token(counter: int, kind: Kind | str, model: str) -> str:

@@ -28,8 +28,8 @@ from rest_framework.throttling import BaseThrottle
 
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import GatewayConfigurationError, LimitsUnavailable
-from gateway_realtime.kinds import Kind
 from gateway_realtime.limits import get_policy, parse_rate
+from gateway_realtime.protocol import Kind
 
 logger = logging.getLogger("gateway_realtime")
 

@@ -17,10 +17,10 @@ from rest_framework.views import APIView
 
 from gateway_realtime.api_errors import api_exception_for, error_body
 from gateway_realtime.authentication import SameOriginSessionAuthentication
-from gateway_realtime.kinds import Kind
 from gateway_realtime.limits import get_policy
 from gateway_realtime.models import Source
 from gateway_realtime.parsers import StrictJSONParser
+from gateway_realtime.protocol import Kind
 from gateway_realtime.serializers import MintRequestSerializer
 from gateway_realtime.services import IssuedSecret, mint_client_secret, resolve_model, resolve_tools
 from gateway_realtime.throttling import ClientSecretRateThrottle

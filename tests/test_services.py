@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -23,15 +22,14 @@ from gateway_realtime.exceptions import (
     GatewayTimeoutError,
     MintRequestError,
 )
-from gateway_realtime.kinds import Kind, MintedSecret
 from gateway_realtime.models import ClientSecretIssuance, Outcome, Source, token_hint
+from gateway_realtime.protocol import Kind, MintedSecret
 from gateway_realtime.services import (
     IssuedSecret,
     mint_client_secret,
     resolve_lifetime,
     resolve_model,
     resolve_tools,
-    websocket_protocols,
 )
 from gateway_realtime.signals import client_secret_failed, client_secret_issued
 from tests.conftest import MINT_URL
@@ -372,24 +370,6 @@ def test_resolve_lifetime(settings: Any) -> None:
         with pytest.raises(MintRequestError) as info:
             resolve_lifetime(bad)  # type: ignore[arg-type]
         assert info.value.param == "expiresAfterSeconds"
-
-
-def test_websocket_protocols() -> None:
-    assert websocket_protocols(Kind.REALTIME, "vcst_a", None) == [
-        "ai-gateway-realtime.v1",
-        "ai-gateway-auth.vcst_a",
-    ]
-    team = "équipe/ü?"
-    encoded = base64.urlsafe_b64encode(team.encode()).decode().rstrip("=")
-    protocols = websocket_protocols(Kind.TRANSCRIPTION, "vcst_b", team)
-    assert protocols == [
-        "ai-gateway-transcription.v1",
-        "ai-gateway-auth.vcst_b",
-        f"ai-gateway-team.{encoded}",
-    ]
-    assert "=" not in protocols[2]
-    assert "+" not in protocols[2]
-    assert "/" not in protocols[2]
 
 
 # Tools hook ------------------------------------------------------------------

@@ -18,7 +18,7 @@ import responses
 from gateway_realtime.client import GatewayClient
 from gateway_realtime.credentials import resolve_credential
 from gateway_realtime.exceptions import ERROR_TYPES, GatewayError
-from gateway_realtime.kinds import Kind
+from gateway_realtime.protocol import Kind
 
 HOST = "gateway.vectors.test"
 LOCAL_COPY = Path(__file__).resolve().parent / "data" / "test-vectors.jsonl"

@@ -16,8 +16,8 @@ from gateway_realtime.exceptions import (
     GatewayInternalServerError,
     GatewayRateLimitError,
 )
-from gateway_realtime.kinds import Kind
 from gateway_realtime.models import ClientSecretIssuance, Outcome
+from gateway_realtime.protocol import Kind
 from gateway_realtime.services import mint_client_secret
 from gateway_realtime.testing import (
     FAKE_API_KEY,

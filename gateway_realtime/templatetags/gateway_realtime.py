@@ -39,10 +39,10 @@ from gateway_realtime.exceptions import (
     MintRejected,
     MintRequestError,
 )
-from gateway_realtime.kinds import Kind
 from gateway_realtime.middleware import mark_secret_in_response
 from gateway_realtime.models import Source
-from gateway_realtime.services import mint_client_secret, websocket_protocols
+from gateway_realtime.protocol import Kind, websocket_protocols
+from gateway_realtime.services import mint_client_secret
 
 register = template.Library()
 logger = logging.getLogger("gateway_realtime")
@@ -98,9 +98,7 @@ def _no_token_config(
     kind: Kind, reason: str, error: dict[str, str] | None = None
 ) -> dict[str, Any]:
     # The non-auth subprotocols, so the JS helper can add a fresh token later.
-    protocols = [
-        p for p in websocket_protocols(kind, "", app_settings.TEAM) if p != "ai-gateway-auth."
-    ]
+    protocols = websocket_protocols(kind, team=app_settings.TEAM)
     return {
         "token": None,
         "url": None,
