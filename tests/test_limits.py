@@ -12,7 +12,7 @@ from django.db import OperationalError, connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from gateway_realtime.exceptions import LimitsUnavailable, QuotaExceeded
+from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
@@ -213,6 +213,46 @@ def test_concurrent_claims_never_pass_the_quota(django_user_model):
     assert QuotaCounter.objects.get(user=user).used == 7
 
 
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=7)
+def test_concurrent_mints_never_pass_the_quota_and_each_claim_has_its_row(
+    django_user_model, gateway
+):
+    if connection.vendor == "sqlite":
+        pytest.skip("needs a server database (GATEWAY_REALTIME_TEST_SERVICES=1): SQLite in memory")
+    user = django_user_model.objects.create_user(username="racer")
+    outcomes = []
+    barrier = threading.Barrier(12)
+
+    def mint():
+        from django.db import connections
+
+        try:
+            barrier.wait()
+            for _ in range(2):
+                try:
+                    mint_client_secret(user=user, kind="realtime")
+                    outcomes.append("issued")
+                except QuotaExceeded:
+                    outcomes.append("rejected")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=mint) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("issued") == 7
+    assert outcomes.count("rejected") == 12 * 2 - 7
+    assert QuotaCounter.objects.get(user=user).used == 7
+    rows = ClientSecretIssuance.objects.filter(user=user)
+    assert rows.filter(outcome=Outcome.ISSUED).count() == 7
+    assert rows.filter(outcome=Outcome.REJECTED).count() == 12 * 2 - 7
+    assert not rows.filter(outcome=Outcome.PENDING).exists()
+    assert len(gateway.calls) == 7
+
+
 # --- the policy hook ---------------------------------------------------------
 
 
@@ -406,19 +446,25 @@ def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, us
     assert row.outcome == Outcome.PENDING
 
 
-@pytest.mark.django_db
+def _audit_insert_fails(execute, sql, params, many, context):
+    if sql.startswith("INSERT") and ClientSecretIssuance._meta.db_table in sql:
+        raise OperationalError("could not extend file: No space left on device")
+    return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
 @override_settings(GATEWAY_REALTIME_QUOTA=5)
-def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, monkeypatch):
-    from gateway_realtime import services
-
-    def broken_save(issuance):
-        raise services.AuditUnavailable("down")
-
-    monkeypatch.setattr(services, "_save", broken_save)
-    with pytest.raises(services.AuditUnavailable):
+@pytest.mark.parametrize("earlier_mints", [0, 1], ids=["new-window", "counted-window"])
+def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, earlier_mints):
+    for _ in range(earlier_mints):
         mint_client_secret(user=user, kind="realtime")
-    assert QuotaCounter.objects.get(user=user).used == 0
-    assert len(gateway.calls) == 0
+    with connection.execute_wrapper(_audit_insert_fails), pytest.raises(AuditUnavailable):
+        mint_client_secret(user=user, kind="realtime")
+    # The claim and the row are one transaction: the failed row took the claim with it.
+    counters = QuotaCounter.objects.filter(user=user).values_list("used", flat=True)
+    assert sum(counters) == earlier_mints
+    assert ClientSecretIssuance.objects.count() == earlier_mints
+    assert len(gateway.calls) == earlier_mints
 
 
 @pytest.mark.django_db
