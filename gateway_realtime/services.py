@@ -201,7 +201,8 @@ def mint_client_secret(
     is written or sent), ``GatewayConfigurationError`` for a settings problem,
     and a ``GatewayError`` subclass when the Gateway fails; in the last two
     cases the audit row records the failure. The audit row is written before
-    the Gateway is called, so no token is ever issued without one.
+    the Gateway is called (in one transaction with the quota claim: both or
+    neither) and completed after it, so no token is ever issued without one.
 
     Limits (see ``gateway_realtime.limits``): the user's ``Policy`` decides the
     models, lifetime and quota. ``QuotaExceeded`` when the quota is used up
