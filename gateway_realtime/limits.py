@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import Error as DatabaseError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 
-from gateway_realtime import statements
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
@@ -39,7 +38,7 @@ from gateway_realtime.exceptions import (
     LimitsUnavailable,
     QuotaExceeded,
 )
-from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+from gateway_realtime.models import QuotaCounter
 from gateway_realtime.protocol import Kind
 
 if TYPE_CHECKING:
@@ -151,38 +150,39 @@ class QuotaClaim:
     window_start: dt.datetime
     window_end: dt.datetime
 
+    def _counter(self, alias: str) -> QuerySet[QuotaCounter]:
+        return QuotaCounter.objects.using(alias).filter(
+            user_id=self.user_id, window_start=self.window_start, window_end=self.window_end
+        )
+
+    def _take(self, quota: int, alias: str) -> bool:
+        """Add one to the counter if it is below ``quota``; ``False``: no row yet, or full."""
+        return bool(self._counter(alias).filter(used__lt=quota).update(used=F("used") + 1))
+
     def release(self) -> None:
         """Give the mint back, for one that certainly issued nothing (best effort)."""
         alias = app_settings.AUDIT_DATABASE
         # Keeping the claim when the database is gone only errs on the quota's side.
-        with contextlib.suppress(DatabaseError):
-            QuotaCounter.objects.using(alias).filter(
-                user_id=self.user_id,
-                window_start=self.window_start,
-                window_end=self.window_end,
-                used__gt=0,
-            ).update(used=F("used") - 1)
+        # The savepoint keeps a caller's transaction usable if the write fails.
+        with contextlib.suppress(DatabaseError), transaction.atomic(using=alias):
+            self._counter(alias).filter(used__gt=0).update(used=F("used") - 1)
 
 
-def claim_quota(
-    user_id: int, policy: Policy, issuance: ClientSecretIssuance | None = None
-) -> QuotaClaim | None:
+def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
     """Claim one mint from the user's quota (``None`` when the policy has no quota).
 
     Raises ``QuotaExceeded`` (with ``retry_after``) when the window is used
     up, and ``LimitsUnavailable`` when the database cannot be reached.
 
-    With ``issuance`` (an unsaved audit row), the database may insert the
-    row in the same statement as the claim (PostgreSQL, outside a
-    transaction; see ``gateway_realtime.statements``). ``issuance.pk`` is set
-    when it did; otherwise the caller saves the row itself.
+    The claim is one conditional ``UPDATE ... SET used = used + 1 WHERE used
+    < quota`` on the (user, window) row, which the database serialises per
+    row, so concurrent workers on any number of hosts cannot pass the quota.
+    A missing row is created (in a savepoint); if a concurrent mint created
+    it first (the unique constraint), the ``UPDATE`` is tried again.
 
-    The claim is one conditional ``UPDATE`` on the (user, window) row; a
-    missing row is inserted, and a concurrent insert of the same row (unique
-    constraint) falls back to the ``UPDATE``. Each statement commits on its
-    own (or joins the caller's transaction), and the database's row lock
-    makes the check and the increment one step on PostgreSQL, MySQL and
-    SQLite alike.
+    ``services.mint_client_secret`` calls this inside the transaction that
+    also writes the pending audit row, so the claim and the row are made
+    together or not at all.
     """
     if policy.quota is None:
         return None
@@ -192,19 +192,10 @@ def claim_quota(
         window_end = window + dt.timedelta(seconds=policy.quota_period)
         claim = QuotaClaim(user_id, window, window_end)
         try:
-            together = None
-            if issuance is not None:
-                together = statements.claim_quota_and_insert_issuance(
-                    issuance, user_id, window, window_end, policy.quota, alias
-                )
-                if together:
-                    return claim
-            # False: no counter row for this window yet, or it is at the
-            # limit; the INSERT below tells the two apart.
-            if together is None and _increment(claim, policy.quota, alias):
+            if claim._take(policy.quota, alias):
                 return claim
             try:
-                # A savepoint, so a lost insert race leaves the caller's transaction usable.
+                # A savepoint, so a lost insert race leaves the transaction usable.
                 with transaction.atomic(using=alias):
                     QuotaCounter.objects.using(alias).create(
                         user_id=user_id, window_start=window, window_end=window_end, used=1
@@ -212,7 +203,7 @@ def claim_quota(
                 return claim
             except IntegrityError:
                 pass
-            if _increment(claim, policy.quota, alias):
+            if claim._take(policy.quota, alias):
                 return claim
         except DatabaseError as error:
             raise LimitsUnavailable(
@@ -222,25 +213,6 @@ def claim_quota(
         f"The quota of {policy.quota} client secrets per {policy.quota_period} s is used up.",
         retry_after=retry_after,
     )
-
-
-def _increment(claim: QuotaClaim, quota: int, alias: str) -> bool:
-    """One conditional ``UPDATE ... SET used = used + 1 WHERE used < quota``."""
-    claimed = statements.increment_quota(
-        claim.user_id, claim.window_start, claim.window_end, quota, alias
-    )
-    if claimed is None:
-        claimed = bool(
-            QuotaCounter.objects.using(alias)
-            .filter(
-                user_id=claim.user_id,
-                window_start=claim.window_start,
-                window_end=claim.window_end,
-                used__lt=quota,
-            )
-            .update(used=F("used") + 1)
-        )
-    return claimed
 
 
 def certainly_not_issued(error: Exception) -> bool:

@@ -19,7 +19,6 @@ from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 
-from gateway_realtime import statements
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
@@ -34,6 +33,7 @@ from gateway_realtime.exceptions import (
 )
 from gateway_realtime.limits import (
     Policy,
+    QuotaClaim,
     certainly_not_issued,
     claim_quota,
     get_policy,
@@ -191,7 +191,8 @@ def mint_client_secret(
     is written or sent), ``GatewayConfigurationError`` for a settings problem,
     and a ``GatewayError`` subclass when the Gateway fails; in the last two
     cases the audit row records the failure. The audit row is written before
-    the Gateway is called, so no token is ever issued without one.
+    the Gateway is called (in one transaction with the quota claim: both or
+    neither) and completed after it, so no token is ever issued without one.
 
     Limits (see ``gateway_realtime.limits``): the user's ``Policy`` decides the
     models, lifetime and quota. ``QuotaExceeded`` when the quota is used up
@@ -216,35 +217,21 @@ def mint_client_secret(
         source=Source(source),
         requested_lifetime=lifetime,
     )
-    claim = None
-    if issuance.user_id is not None:
-        try:
-            # May write the audit row too, in the same statement.
-            claim = claim_quota(issuance.user_id, policy, issuance)
-        except QuotaExceeded as error:
-            _record_rejection(issuance, error)
-            client_secret_failed.send(
-                sender=ClientSecretIssuance,
-                issuance=issuance,
-                user=user,
-                request=request,
-                error=error,
-            )
-            raise
-        except LimitsUnavailable:
-            logger.error(
-                "Could not check the quota for a %s client secret; nothing was minted",
-                kind.value,
-                extra=_log_fields(issuance, outcome="rejected", error_type="limits_unavailable"),
-            )
-            raise
-    if issuance.pk is None:
-        try:
-            _save(issuance)
-        except AuditUnavailable:
-            if claim is not None:
-                claim.release()
-            raise
+    try:
+        claim = _claim_and_record(issuance, policy)
+    except QuotaExceeded as error:
+        _record_rejection(issuance, error)
+        client_secret_failed.send(
+            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
+        )
+        raise
+    except LimitsUnavailable:
+        logger.error(
+            "Could not check the quota for a %s client secret; nothing was minted",
+            kind.value,
+            extra=_log_fields(issuance, outcome="rejected", error_type="limits_unavailable"),
+        )
+        raise
 
     started = time.monotonic()
     try:
@@ -335,36 +322,68 @@ _COMPLETION_FIELDS = [
 ]
 
 
-def _save(issuance: ClientSecretIssuance, *, completing: bool = False) -> None:
-    # The endpoint runs outside ATOMIC_REQUESTS, so each save commits at once.
-    # Sites that mint inside their own transaction can point
-    # GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same database.
+def _claim_and_record(issuance: ClientSecretIssuance, policy: Policy) -> QuotaClaim | None:
+    """Claim one mint from the user's quota and write the pending row: both or neither.
+
+    Raises ``QuotaExceeded`` (nothing written), ``LimitsUnavailable`` when the
+    claim fails and ``AuditUnavailable`` when the row cannot be written; a
+    failed write rolls back the other, so no claim is ever left without its
+    row, nor a row without its claim.
+    """
+    if issuance.user_id is None or policy.quota is None:
+        # Nothing to claim: quotas are per user.
+        _save(issuance)
+        return None
     alias = app_settings.AUDIT_DATABASE
-    fields = _COMPLETION_FIELDS if completing else None
     try:
-        if transaction.get_connection(alias).in_atomic_block:
-            # A savepoint, so a failed write leaves the caller's transaction usable.
-            with transaction.atomic(using=alias):
-                _write(issuance, alias, fields)
-        else:
-            # Autocommit: the one statement commits by itself. atomic() here would
-            # add a BEGIN and a COMMIT round trip to both audit writes of every mint.
-            _write(issuance, alias, fields)
+        # A savepoint inside a caller's transaction, so a failure leaves it usable.
+        with transaction.atomic(using=alias):
+            claim = claim_quota(issuance.user_id, policy)
+            _write(issuance, alias)
     except DatabaseError as error:
-        # Logged with the traceback: "unavailable" may also be a bug worth fixing.
-        logger.error("Could not write the audit row", exc_info=True, extra=_log_fields(issuance))
-        raise AuditUnavailable(
-            f"The audit trail could not be written ({type(error).__name__})."
+        # Beginning or committing the transaction failed, so neither write was
+        # kept (the key of a rolled-back row names nothing). The claim comes
+        # first: a database that cannot start or keep it is the quota store
+        # being down.
+        issuance.pk = None
+        raise LimitsUnavailable(
+            f"The quota store could not be reached ({type(error).__name__})."
         ) from None
+    return claim
 
 
-def _write(issuance: ClientSecretIssuance, alias: str, fields: list[str] | None) -> None:
-    if fields is None:
-        done = statements.insert_issuance(issuance, alias)
-    else:
-        done = statements.update_issuance(issuance, fields, alias)
-    if not done:
-        issuance.save(using=alias, update_fields=fields)
+def _save(issuance: ClientSecretIssuance, *, completing: bool = False) -> None:
+    """Write the audit row (insert, or with ``completing`` its completion) in a transaction.
+
+    The endpoint runs outside ATOMIC_REQUESTS, so each write commits at once.
+    Inside a caller's transaction it is a savepoint, so a failed write leaves
+    that transaction usable. Sites that mint inside their own transaction can
+    point GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same
+    database, so the audit trail does not roll back with their work.
+    """
+    alias = app_settings.AUDIT_DATABASE
+    try:
+        with transaction.atomic(using=alias):
+            _write(issuance, alias, _COMPLETION_FIELDS if completing else None)
+    except DatabaseError as error:
+        # Beginning or committing the transaction failed.
+        raise _audit_unavailable(issuance, error) from None
+
+
+def _write(
+    issuance: ClientSecretIssuance, alias: str, update_fields: list[str] | None = None
+) -> None:
+    """``save()`` the row, so a site's ``pre_save``/``post_save`` receivers run."""
+    try:
+        issuance.save(using=alias, update_fields=update_fields)
+    except DatabaseError as error:
+        raise _audit_unavailable(issuance, error) from None
+
+
+def _audit_unavailable(issuance: ClientSecretIssuance, error: DatabaseError) -> AuditUnavailable:
+    # Logged with the traceback: "unavailable" may also be a bug worth fixing.
+    logger.error("Could not write the audit row", exc_info=error, extra=_log_fields(issuance))
+    return AuditUnavailable(f"The audit trail could not be written ({type(error).__name__}).")
 
 
 def _record_rejection(issuance: ClientSecretIssuance, error: MintRejected) -> None:

@@ -1,4 +1,4 @@
-"""Per-user limits: burst rate, hard quota, the policy hook, and failing closed."""
+"""Per-user limits: the quota, the policy hook, failing closed (the throttle: test_throttling)."""
 
 import dataclasses
 import threading
@@ -9,10 +9,10 @@ import responses as responses_lib
 from django.core.cache import cache
 from django.core.checks import run_checks
 from django.db import OperationalError, connection
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.urls import reverse
 
-from gateway_realtime.exceptions import LimitsUnavailable, QuotaExceeded
+from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
@@ -213,6 +213,46 @@ def test_concurrent_claims_never_pass_the_quota(django_user_model):
     assert QuotaCounter.objects.get(user=user).used == 7
 
 
+@pytest.mark.django_db(transaction=True)
+@override_settings(GATEWAY_REALTIME_QUOTA=7)
+def test_concurrent_mints_never_pass_the_quota_and_each_claim_has_its_row(
+    django_user_model, gateway
+):
+    if connection.vendor == "sqlite":
+        pytest.skip("needs a server database (GATEWAY_REALTIME_TEST_SERVICES=1): SQLite in memory")
+    user = django_user_model.objects.create_user(username="racer")
+    outcomes = []
+    barrier = threading.Barrier(12)
+
+    def mint():
+        from django.db import connections
+
+        try:
+            barrier.wait()
+            for _ in range(2):
+                try:
+                    mint_client_secret(user=user, kind="realtime")
+                    outcomes.append("issued")
+                except QuotaExceeded:
+                    outcomes.append("rejected")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=mint) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("issued") == 7
+    assert outcomes.count("rejected") == 12 * 2 - 7
+    assert QuotaCounter.objects.get(user=user).used == 7
+    rows = ClientSecretIssuance.objects.filter(user=user)
+    assert rows.filter(outcome=Outcome.ISSUED).count() == 7
+    assert rows.filter(outcome=Outcome.REJECTED).count() == 12 * 2 - 7
+    assert not rows.filter(outcome=Outcome.PENDING).exists()
+    assert len(gateway.calls) == 7
+
+
 # --- the policy hook ---------------------------------------------------------
 
 
@@ -286,53 +326,7 @@ def test_policy_is_resolved_once_per_request(rf, user):
     assert isinstance(first, Policy)
 
 
-# --- the burst rate ----------------------------------------------------------
-
-
-@pytest.mark.django_db
-@override_settings(GATEWAY_REALTIME_RATE="2/min")
-def test_rate_limit_429_before_anything_is_written_or_sent(same_origin, gateway, captured_logs):
-    assert same_origin(REALTIME).status_code == 200
-    assert same_origin(SPEECH).status_code == 200
-    response = same_origin(REALTIME)
-    assert response.status_code == 429
-    assert error_of(response)["type"] == "rate_limited"
-    assert 1 <= int(response["Retry-After"]) <= 60
-    assert response["Cache-Control"] == "no-store, private"
-    assert len(gateway.calls) == 2
-    # Rate-limited requests are cheap on purpose: a log record, no audit row.
-    assert ClientSecretIssuance.objects.count() == 2
-    fields = [getattr(r, "gateway_realtime", None) for r in captured_logs.records]
-    assert {"outcome": "rejected", "error_type": "rate_limited"}.items() <= next(
-        f for f in fields if f and f.get("error_type") == "rate_limited"
-    ).items()
-
-
-@pytest.mark.django_db
-@override_settings(GATEWAY_REALTIME_RATE="1/h")
-def test_rate_limit_is_per_user(same_origin, gateway, other_user):
-    assert same_origin(REALTIME).status_code == 200
-    assert same_origin(REALTIME).status_code == 429
-    other = Client(enforce_csrf_checks=True)
-    other.force_login(other_user)
-    response = other.post(
-        REALTIME,
-        data="{}",
-        content_type="application/json",
-        HTTP_ORIGIN="http://testserver",
-        HTTP_SEC_FETCH_SITE="same-origin",
-    )
-    assert response.status_code == 200
-
-
-@pytest.mark.django_db
-@override_settings(GATEWAY_REALTIME_RATE="1/min")
-def test_anonymous_requests_are_refused_by_permissions_not_counted(client, gateway):
-    for _ in range(3):
-        response = client.post(
-            REALTIME, data="{}", content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin"
-        )
-        assert response.status_code in (401, 403)
+# --- parsing the burst rate (the throttle itself: tests/test_throttling.py) ----
 
 
 @pytest.mark.parametrize(
@@ -406,41 +400,25 @@ def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, us
     assert row.outcome == Outcome.PENDING
 
 
-@pytest.mark.django_db
+def _audit_insert_fails(execute, sql, params, many, context):
+    if sql.startswith("INSERT") and ClientSecretIssuance._meta.db_table in sql:
+        raise OperationalError("could not extend file: No space left on device")
+    return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
 @override_settings(GATEWAY_REALTIME_QUOTA=5)
-def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, monkeypatch):
-    from gateway_realtime import services
-
-    def broken_save(issuance):
-        raise services.AuditUnavailable("down")
-
-    monkeypatch.setattr(services, "_save", broken_save)
-    with pytest.raises(services.AuditUnavailable):
+@pytest.mark.parametrize("earlier_mints", [0, 1], ids=["new-window", "counted-window"])
+def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, earlier_mints):
+    for _ in range(earlier_mints):
         mint_client_secret(user=user, kind="realtime")
-    assert QuotaCounter.objects.get(user=user).used == 0
-    assert len(gateway.calls) == 0
-
-
-@pytest.mark.django_db
-@override_settings(
-    GATEWAY_REALTIME_RATE="5/min",
-    GATEWAY_REALTIME_RATE_CACHE="down",
-    CACHES={
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        # A real Redis client pointed at a port nothing listens on.
-        "down": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:9/0",
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        },
-    },
-)
-def test_rate_cache_down_fails_closed(same_origin, gateway):
-    response = same_origin(REALTIME)
-    assert response.status_code == 503
-    assert error_of(response)["type"] == "limits_unavailable"
-    assert len(gateway.calls) == 0
-    assert ClientSecretIssuance.objects.count() == 0
+    with connection.execute_wrapper(_audit_insert_fails), pytest.raises(AuditUnavailable):
+        mint_client_secret(user=user, kind="realtime")
+    # The claim and the row are one transaction: the failed row took the claim with it.
+    counters = QuotaCounter.objects.filter(user=user).values_list("used", flat=True)
+    assert sum(counters) == earlier_mints
+    assert ClientSecretIssuance.objects.count() == earlier_mints
+    assert len(gateway.calls) == earlier_mints
 
 
 def test_limits_unavailable_is_not_a_gateway_error():

@@ -12,17 +12,27 @@ from typing import Any
 import pytest
 import responses
 from django.contrib.auth.models import AnonymousUser
+from django.db import OperationalError, connection, transaction
+from django.db.models.signals import post_save, pre_save
 from django.test import RequestFactory
 
 from gateway_realtime.client import GatewayClient
 from gateway_realtime.exceptions import (
+    AuditUnavailable,
     GatewayAuthenticationError,
     GatewayConfigurationError,
     GatewayRateLimitError,
     GatewayTimeoutError,
+    LimitsUnavailable,
     MintRequestError,
 )
-from gateway_realtime.models import ClientSecretIssuance, Outcome, Source, token_hint
+from gateway_realtime.models import (
+    ClientSecretIssuance,
+    Outcome,
+    QuotaCounter,
+    Source,
+    token_hint,
+)
 from gateway_realtime.protocol import Kind, MintedSecret
 from gateway_realtime.services import (
     IssuedSecret,
@@ -408,6 +418,112 @@ def test_invalid_tools(settings: Any, user: Any, tools: Any) -> None:
     settings.GATEWAY_REALTIME_TOOLS_FUNCTION = lambda **kw: tools
     with pytest.raises(GatewayConfigurationError, match="GATEWAY_REALTIME_TOOLS_FUNCTION"):
         resolve_tools(request=None, user=user, kind=Kind.REALTIME, model="m")
+
+
+# The writes: plain ORM, the claim and the pending row together ----------------
+
+TABLE = ClientSecretIssuance._meta.db_table
+QUOTA_TABLE = QuotaCounter._meta.db_table
+
+
+def failing_writes(table: str) -> Any:
+    """An execute wrapper under which every write to ``table`` fails."""
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if table in sql and sql.startswith(("INSERT", "UPDATE")):
+            raise OperationalError("could not extend file: No space left on device")
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("quota", [None, 2])
+@pytest.mark.parametrize("signal", [pre_save, post_save])
+def test_save_receivers_run_for_every_audit_write(
+    mock: responses.RequestsMock, user: Any, settings: Any, signal: Any, quota: int | None
+) -> None:
+    settings.GATEWAY_REALTIME_QUOTA = quota
+    success(mock)
+    seen: list[tuple[str, Any]] = []
+
+    def receiver(sender: Any, instance: ClientSecretIssuance, **kwargs: Any) -> None:
+        seen.append((instance.outcome, kwargs.get("update_fields")))
+
+    signal.connect(receiver, sender=ClientSecretIssuance)
+    try:
+        mint_client_secret(user=user, kind="realtime")
+    finally:
+        signal.disconnect(receiver, sender=ClientSecretIssuance)
+    assert [outcome for outcome, _ in seen] == [Outcome.PENDING, Outcome.ISSUED]
+    assert seen[0][1] is None
+    assert "token_fingerprint" in seen[1][1]
+    assert ClientSecretIssuance.objects.get().outcome == Outcome.ISSUED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("earlier_mints", [0, 1], ids=["new-window", "counted-window"])
+def test_a_failed_claim_writes_no_row(
+    mock: responses.RequestsMock, user: Any, settings: Any, earlier_mints: int
+) -> None:
+    settings.GATEWAY_REALTIME_QUOTA = 5
+    success(mock)
+    for _ in range(earlier_mints):
+        mint_client_secret(user=user, kind="realtime")
+    with (
+        connection.execute_wrapper(failing_writes(QUOTA_TABLE)),
+        pytest.raises(LimitsUnavailable),
+    ):
+        mint_client_secret(user=user, kind="realtime")
+    assert ClientSecretIssuance.objects.count() == earlier_mints
+    assert sum(QuotaCounter.objects.values_list("used", flat=True)) == earlier_mints
+    assert len(mock.calls) == earlier_mints
+
+
+def test_a_row_gone_before_completion_hands_nothing_out(
+    mock: responses.RequestsMock, user: Any
+) -> None:
+    def callback(request: Any) -> tuple[int, dict[str, str], str]:
+        ClientSecretIssuance.objects.all().delete()
+        return 200, JSON, json.dumps({"token": TOKEN, "expiresAt": EXPIRES_AT})
+
+    mock.add_callback(responses.POST, MINT_URL, callback=callback)
+    with pytest.raises(AuditUnavailable) as caught:
+        mint_client_secret(user=user, kind="realtime")
+    assert TOKEN not in str(caught.value)
+    assert not ClientSecretIssuance.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("quota", "table", "error"),
+    [
+        (None, TABLE, AuditUnavailable),
+        (5, TABLE, AuditUnavailable),
+        (5, QUOTA_TABLE, LimitsUnavailable),
+    ],
+)
+def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(
+    mock: responses.RequestsMock,
+    user: Any,
+    settings: Any,
+    django_user_model: Any,
+    quota: int | None,
+    table: str,
+    error: type[Exception],
+) -> None:
+    settings.GATEWAY_REALTIME_QUOTA = quota
+    success(mock)
+    with transaction.atomic():
+        django_user_model.objects.create_user(username="made-in-the-same-transaction")
+        with connection.execute_wrapper(failing_writes(table)), pytest.raises(error):
+            mint_client_secret(user=user, kind="realtime")
+        # The savepoint rolled back only the mint's writes.
+        issued = mint_client_secret(user=user, kind="realtime")
+    assert django_user_model.objects.filter(username="made-in-the-same-transaction").exists()
+    assert ClientSecretIssuance.objects.get().pk == issued.issuance.pk
+    if quota is not None:
+        assert QuotaCounter.objects.get(user=user).used == 1
+    assert len(mock.calls) == 1
 
 
 # Signals ---------------------------------------------------------------------
