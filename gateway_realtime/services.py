@@ -240,17 +240,11 @@ def mint_client_secret(
         secret = get_client().mint(
             kind=kind, model=model, credential=credential, expires_in=lifetime
         )
-    except (GatewayError, GatewayConfigurationError) as error:
+    except Exception as error:
+        # Any failure completes the row, a bug or a custom client's own
+        # exception too, so that no attempt stays "pending" for ever.
         if claim is not None and certainly_not_issued(error):
             claim.release()
-        _record_failure(issuance, error, started)
-        client_secret_failed.send(
-            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
-        )
-        raise
-    except Exception as error:
-        # A bug, or a custom client's own exception: the row is completed all
-        # the same, so that no attempt stays "pending" for ever.
         _record_failure(issuance, error, started)
         client_secret_failed.send(
             sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
