@@ -1127,3 +1127,41 @@ def test_cli_refuses_non_loopback() -> None:
     out, err = process.communicate(timeout=10)
     assert process.returncode == 2
     assert "loopback" in err and out == ""
+
+
+# --------------------------------------------------------------------------
+# aiohttp is the emulator's extra, never the app's dependency.
+
+BLOCK_AIOHTTP = "import sys; sys.modules['aiohttp'] = None; "
+
+
+def run_without_aiohttp(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_AIOHTTP + code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )
+
+
+def test_cli_without_aiohttp_says_how_to_install_it() -> None:
+    result = run_without_aiohttp(
+        "import runpy; runpy.run_module('gateway_realtime.emulator', run_name='__main__')"
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert 'pip install "django-gateway-realtime[emulator]"' in last_line
+
+
+def test_the_app_imports_nothing_of_aiohttp() -> None:
+    result = run_without_aiohttp(
+        "import importlib, pkgutil, django; django.setup(); import gateway_realtime\n"
+        "for module in pkgutil.walk_packages(gateway_realtime.__path__, 'gateway_realtime.'):\n"
+        "    if not module.name.startswith('gateway_realtime.emulator'):\n"
+        "        importlib.import_module(module.name)\n"
+        "print('ok')"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -162,6 +162,16 @@ part {error: {type, message}} and a 1008 close; unknown frame types are
 ignored.
 """
 
+try:
+    import aiohttp  # noqa: F401
+except ModuleNotFoundError as exc:  # the app works without it; the emulator does not
+    if exc.name != "aiohttp":
+        raise
+    raise ModuleNotFoundError(
+        'The Gateway emulator needs aiohttp: pip install "django-gateway-realtime[emulator]"',
+        name="aiohttp",
+    ) from None
+
 from .server import (
     MINT_PATH,
     REDIRECTED_MINT_PATH,
