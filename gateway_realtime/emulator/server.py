@@ -364,7 +364,7 @@ class GatewayEmulator:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._sockets: set[web.WebSocketResponse] = set()
+        self._sockets: dict[web.WebSocketResponse, WsSession] = {}
         # Open connections and their numbers (only the loop's thread touches these).
         self._connections: dict[asyncio.Transport, int] = {}
         self._connection_ids = itertools.count(1)
@@ -585,10 +585,10 @@ class GatewayEmulator:
         return 0 if transport is None else self._connections.get(transport, 0)
 
     async def _close_websockets(self, app: web.Application) -> None:
-        closing = [
-            ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping")
-            for ws in list(self._sockets)
-        ]
+        closing = []
+        for ws, record in list(self._sockets.items()):
+            record.close_code = int(WSCloseCode.GOING_AWAY)
+            closing.append(ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping"))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 1)
 
@@ -986,11 +986,11 @@ class GatewayEmulator:
             if request.transport is not None:
                 request.transport.abort()
 
-        self._sockets.add(ws)
+        self._sockets[ws] = record
         try:
             await run_session(ws, record, delay=self.stream_delay, drop=drop)
         finally:
-            self._sockets.discard(ws)
+            self._sockets.pop(ws, None)
             with self._lock:
                 self._ws_sessions.append(record)
         return ws

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 __all__ = ["WsSession", "run_session"]
 
@@ -148,7 +148,7 @@ class _Script:
 
     async def close(self, code: int, reason: str = "") -> None:
         """Start the closing handshake; the session ends with ``code``."""
-        self.record.close_code = code
+        self.record.close_code = int(code)
         await self.ws.close(code=code, message=reason.encode("utf-8"))
 
     async def pause(self) -> None:
@@ -160,7 +160,7 @@ class _Script:
         """Apply a WebSocket fault model; True when the session is over."""
         model = self.record.model
         if model == "emulator/ws-drop":
-            self.record.close_code = WSCloseCode.ABNORMAL_CLOSURE
+            self.record.close_code = int(WSCloseCode.ABNORMAL_CLOSURE)
             self.drop()
             return True
         if model == "emulator/ws-error":
@@ -182,8 +182,11 @@ class _Script:
             # Answer the peer's close frame with its own code, as RFC 6455
             # section 5.5.1 suggests.
             code = message.data if _echoable(message.data) else WSCloseCode.OK
-            self.record.close_code = code
+            self.record.close_code = int(code)
             await self.ws.close(code=code, drain=False)
+        elif message.type is WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+            # aiohttp has already closed with the protocol error's code.
+            self.record.close_code = int(message.data.code)
         raise _Closed
 
     async def run(self) -> None:
@@ -751,6 +754,6 @@ async def run_session(
     except _Closed:
         pass
     finally:
-        if record.close_code is None:
-            record.close_code = ws.close_code
+        if record.close_code is None and ws.close_code is not None:
+            record.close_code = int(ws.close_code)
         record.ended_at = time.time()
