@@ -1,8 +1,8 @@
 """Tests for the local Gateway emulator (``gateway_realtime.emulator``).
 
-No Django needed: the emulator is plain asyncio. WebSockets are driven by a
-tiny raw-socket client below, so that the tests can also send what a real
-client never would (unmasked frames, bad UTF-8, oversize messages).
+No Django needed: the emulator runs on aiohttp alone. WebSockets are driven by
+a tiny raw-socket client below, so that the tests can also send what a real
+client never would (bad UTF-8, oversize messages, orphan fragments).
 """
 
 from __future__ import annotations
