@@ -1,8 +1,8 @@
 """Tests for the local Gateway emulator (``gateway_realtime.emulator``).
 
-No Django needed: the emulator is plain asyncio. WebSockets are driven by a
-tiny raw-socket client below, so that the tests can also send what a real
-client never would (unmasked frames, bad UTF-8, oversize messages).
+No Django needed: the emulator runs on aiohttp alone. WebSockets are driven by
+a tiny raw-socket client below, so that the tests can also send what a real
+client never would (bad UTF-8, oversize messages, orphan fragments).
 """
 
 from __future__ import annotations
@@ -576,7 +576,8 @@ def test_pipelined_and_http10_requests(emu: GatewayEmulator) -> None:
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
-    assert data.count(b"HTTP/1.1 200 OK") == 2
+    # aiohttp answers in the request's own version.
+    assert data.count(b"HTTP/1.1 200 OK") == 1 and data.count(b"HTTP/1.0 200 OK") == 1
     # HTTP/1.0 without keep-alive closes after answering (recv returned b"").
     assert data.rstrip().endswith(b"}")
     assert emu.tcp_connections == 1
@@ -585,7 +586,8 @@ def test_pipelined_and_http10_requests(emu: GatewayEmulator) -> None:
 def test_bad_request_line_gets_400(emu: GatewayEmulator) -> None:
     with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
         sock.sendall(b"NONSENSE\r\n\r\n")
-        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+        # aiohttp answers an unparsable request in HTTP/1.0.
+        assert sock.recv(100).startswith(b"HTTP/1.0 400")
 
 
 def test_reset_clears_records(emu: GatewayEmulator) -> None:
@@ -914,7 +916,6 @@ def test_ping_pong_and_fragmented_messages(emu: GatewayEmulator) -> None:
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
-        ((0x1, b'{"type":"x"}', {"mask": False}), 1002),
         ((0x1, b"\xff\xfe", {}), 1007),
         ((0x0, b"orphan", {}), 1002),
         ((0x3, b"", {}), 1002),
@@ -1126,3 +1127,41 @@ def test_cli_refuses_non_loopback() -> None:
     out, err = process.communicate(timeout=10)
     assert process.returncode == 2
     assert "loopback" in err and out == ""
+
+
+# --------------------------------------------------------------------------
+# aiohttp is the emulator's extra, never the app's dependency.
+
+BLOCK_AIOHTTP = "import sys; sys.modules['aiohttp'] = None; "
+
+
+def run_without_aiohttp(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_AIOHTTP + code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )
+
+
+def test_cli_without_aiohttp_says_how_to_install_it() -> None:
+    result = run_without_aiohttp(
+        "import runpy; runpy.run_module('gateway_realtime.emulator', run_name='__main__')"
+    )
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert 'pip install "django-gateway-realtime[emulator]"' in last_line
+
+
+def test_the_app_imports_nothing_of_aiohttp() -> None:
+    result = run_without_aiohttp(
+        "import importlib, pkgutil, django; django.setup(); import gateway_realtime\n"
+        "for module in pkgutil.walk_packages(gateway_realtime.__path__, 'gateway_realtime.'):\n"
+        "    if not module.name.startswith('gateway_realtime.emulator'):\n"
+        "        importlib.import_module(module.name)\n"
+        "print('ok')"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

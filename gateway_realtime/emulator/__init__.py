@@ -1,8 +1,10 @@
 """A local stand-in for the Vercel AI Gateway's realtime surfaces.
 
-Standard library only (asyncio): one small HTTP/1.1 server that also speaks
-RFC 6455 WebSocket, so the mint route and the WebSocket routes share one
-port, exactly as a browser derives the WebSocket URL from the base URL::
+Built on aiohttp, installed with the ``emulator`` extra (``pip install
+"django-gateway-realtime[emulator]"``); the app itself never imports it. One
+aiohttp server answers plain HTTP and WebSocket, so the mint route and the
+WebSocket routes share one port, exactly as a browser derives the WebSocket
+URL from the base URL::
 
     from gateway_realtime.emulator import GatewayEmulator
 
@@ -92,9 +94,10 @@ contract-shaped JSON body whose ``error.type`` says why: 400
 ``invalid_subprotocol`` / ``invalid_request_error``, 401 ``token_missing``,
 ``token_invalid``, ``token_used``, ``token_expired``, 403 ``kind_mismatch``,
 ``model_mismatch``, ``team_required``, ``team_mismatch``, 404, 426, 431. The
-101 answer selects the marker. Client frames must be masked; fragmented
-messages, ping/pong and the close handshake are handled; a message over
-``max_message_size`` (256 KiB, the Gateway's frame cap) closes with 1009.
+101 answer selects the marker; no extension is negotiated. aiohttp handles
+the framing: fragmented messages, ping/pong, and the close handshake (a
+client's close code is echoed); a message over ``max_message_size`` (256 KiB,
+the Gateway's frame cap) closes with 1009.
 
 The formats were read from the official packages (``ai`` 7.0.x,
 ``@ai-sdk/gateway`` 4.0.146, ``@ai-sdk/provider`` 4.0.38,
@@ -158,6 +161,16 @@ In both envelopes a bad first frame or malformed frame gets an ``error``
 part {error: {type, message}} and a 1008 close; unknown frame types are
 ignored.
 """
+
+try:
+    import aiohttp  # noqa: F401
+except ModuleNotFoundError as exc:  # the app works without it; the emulator does not
+    if exc.name != "aiohttp":
+        raise
+    raise ModuleNotFoundError(
+        'The Gateway emulator needs aiohttp: pip install "django-gateway-realtime[emulator]"',
+        name="aiohttp",
+    ) from None
 
 from .server import (
     MINT_PATH,

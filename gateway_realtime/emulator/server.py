@@ -1,7 +1,8 @@
-"""The emulator's HTTP/1.1 server, mint route, WebSocket handshake and API.
+"""The emulator's server (aiohttp), mint route, WebSocket handshake and API.
 
 See the package docstring (``gateway_realtime.emulator``) for what it serves
-and the fault models it understands.
+and the fault models it understands. aiohttp does the HTTP/1.1 and RFC 6455
+work; this module decides what to answer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import http
 import ipaddress
 import itertools
 import json
@@ -20,14 +20,15 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs
 
+from aiohttp import WSCloseCode, web
+
 from .sessions import WsSession, run_session
-from .websocket import CLOSE_GOING_AWAY, WebSocket, accept_key, is_valid_client_key
 
 __all__ = [
     "MINT_PATH",
@@ -48,6 +49,7 @@ HEALTH_PATH = "/healthz"
 PROTOCOL_VERSION = "0.0.1"
 AUTH_METHODS = ("api-key", "oidc")
 TEAM_HEADER = "x-vercel-ai-gateway-team"
+SERVER_NAME = "ai-gateway-emulator"
 
 # The emulator plays the Gateway, so it keeps its own copy of the wire names
 # instead of importing the client's: a typo on either side then shows up as
@@ -66,9 +68,12 @@ _MAX_BODY = 1024 * 1024
 _MAX_PROTOCOL_HEADER = 8 * 1024
 _HUGE_BODY_BYTES = 5 * 1024 * 1024
 _DEFAULT_SLOW_SECONDS = 5.0
+# How long a WebSocket close waits for the peer's close frame, and how long
+# stop() lets a request in flight finish before cancelling it.
+_CLOSE_TIMEOUT = 2.0
+_SHUTDOWN_GRACE = 1.0
 _SLOW_RE = re.compile(r"^emulator/slow-(headers|body)(?:-(\d+(?:\.\d+)?))?$")
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-_TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -165,44 +170,10 @@ class _Refused(Exception):
         self.headers = list(headers)
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class _Request:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
-
-    def all_headers(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [value for key, value in self.headers if key.lower() == wanted]
-
-    def tokens(self, name: str) -> set[str]:
-        """Comma-separated header tokens, lower-cased (e.g. Connection)."""
-        return {
-            item.strip().lower()
-            for value in self.all_headers(name)
-            for item in value.split(",")
-            if item.strip()
-        }
-
-
 @dataclass
 class _Reply:
+    """What to answer, decided before any byte goes out."""
+
     status: int
     body: bytes = b""
     content_type: str | None = "application/json"
@@ -241,95 +212,73 @@ def _generation_id() -> str:
     return f"gen_emu_{secrets.token_hex(8)}"
 
 
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+def _response(reply: _Reply) -> web.StreamResponse:
+    response = web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+    if reply.content_type is not None:
+        response.content_type = reply.content_type
+    return response
 
 
-def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_reason(status)}"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def _raw_headers(request: web.BaseRequest) -> list[tuple[str, str]]:
+    # As sent: aiohttp's raw headers keep the client's spelling and order.
+    return [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers
+    ]
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError as exc:
-            raise _HttpError(400, "Bad chunk size") from exc
-        if size == 0:
-            # Trailers, if any, end with an empty line.
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return bytes(body)
-        if len(body) + size > _MAX_BODY:
-            raise _HttpError(413, "Request body too large")
-        body.extend(await reader.readexactly(size))
-        if await reader.readexactly(2) != b"\r\n":
-            raise _HttpError(400, "Bad chunk terminator")
+def _tokens(request: web.BaseRequest, name: str) -> set[str]:
+    """Comma-separated header tokens, lower-cased (e.g. Connection)."""
+    return {
+        item.strip().lower()
+        for value in request.headers.getall(name, [])
+        for item in value.split(",")
+        if item.strip()
+    }
 
 
-async def _read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> _Request | None:
-    """Read one request; None on a clean end of stream between requests."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
-            return None
-        raise _HttpError(400, "Incomplete request head") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise _HttpError(431, "Request head too large") from exc
-    lines = head.decode("latin-1").split("\r\n")
-    # RFC 9112 section 2.2: ignore empty lines before the request line.
-    while lines and not lines[0]:
-        lines.pop(0)
-    if not lines:
-        return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise _HttpError(400, "Bad request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _HttpError(505, "HTTP version not supported")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":
-            raise _HttpError(400, "Obsolete header folding")
-        name, sep, value = line.partition(":")
-        if not sep or not name or not _TOKEN_CHARS.match(name):
-            raise _HttpError(400, "Bad header line")
-        headers.append((name, value.strip(" \t")))
-    request = _Request(method, target, version, headers, b"")
-    transfer = request.tokens("transfer-encoding")
-    lengths = {value.strip() for value in request.all_headers("content-length")}
-    if transfer and lengths:
-        raise _HttpError(400, "Both Transfer-Encoding and Content-Length")
-    length = 0
-    if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise _HttpError(400, "Bad Content-Length")
-        length = int(next(iter(lengths)))
-        if length > _MAX_BODY:
-            raise _HttpError(413, "Request body too large")
-    if (transfer or length) and "100-continue" in request.tokens("expect"):
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    if transfer:
-        if "chunked" not in transfer:
-            raise _HttpError(501, "Unsupported Transfer-Encoding")
-        request.body = await _read_chunked(reader)
-    elif length:
-        request.body = await reader.readexactly(length)
-    return request
+def _client(request: web.BaseRequest) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_NAME
+
+
+class _Connection(asyncio.Protocol):
+    """aiohttp's protocol for one connection, passed through unchanged.
+
+    It lets the emulator count and number connections and abort what is
+    left when it stops, using nothing but asyncio's ``Protocol`` interface.
+    """
+
+    def __init__(self, emulator: GatewayEmulator, inner: asyncio.Protocol) -> None:
+        self.emulator = emulator
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transports are always full Transports.
+        self.transport = cast(asyncio.Transport, transport)
+        self.emulator._connection_made(self.transport)
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.emulator._connection_lost(self.transport)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 class GatewayEmulator:
@@ -415,9 +364,9 @@ class GatewayEmulator:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._sockets: set[WebSocket] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._sockets: dict[web.WebSocketResponse, WsSession] = {}
+        # Open connections and their numbers (only the loop's thread touches these).
+        self._connections: dict[asyncio.Transport, int] = {}
         self._connection_ids = itertools.count(1)
 
     # ----------------------------------------------------------------- API
@@ -569,151 +518,99 @@ class GatewayEmulator:
         if self.tls_cert and self.tls_key:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.tls_cert, self.tls_key)
-        server = await asyncio.start_server(
-            self._on_connection,
-            self.host,
-            self._requested_port,
-            ssl=ssl_context,
-            limit=_MAX_HEAD,
-            backlog=512,
-            reuse_address=True,
+        app = web.Application(client_max_size=_MAX_BODY)
+        # One handler for every path: an upgrade request is a WebSocket
+        # handshake wherever it is sent, and each refusal has a contract body.
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        app.on_response_prepare.append(_server_header)
+        app.on_shutdown.append(self._close_websockets)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=self.keep_alive_timeout,
+            max_line_size=_MAX_HEAD,
+            max_field_size=_MAX_HEAD,
+            shutdown_timeout=_SHUTDOWN_GRACE,
         )
+        await runner.setup()
+        try:
+            server = await self._loop.create_server(
+                self._counting(runner),
+                self.host,
+                self._requested_port,
+                ssl=ssl_context,
+                backlog=512,
+                reuse_address=True,
+                ssl_shutdown_timeout=_CLOSE_TIMEOUT if ssl_context else None,
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._port = int(server.sockets[0].getsockname()[1])
         self._ready.set()
         try:
             await self._stopping.wait()
         finally:
             server.close()
-            for ws in list(self._sockets):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        ws.close(CLOSE_GOING_AWAY, "emulator stopping", wait=False), 1
-                    )
-            for task in list(self._connections):
-                task.cancel()
-            if self._connections:
-                await asyncio.wait(list(self._connections), timeout=5)
-            for writer in list(self._writers):
-                writer.transport.abort()
-            server.close()
+            await runner.cleanup()
+            # A TLS close waits for the peer's close_notify: do not let one
+            # outlive the loop.
+            for transport in list(self._connections):
+                transport.abort()
             await server.wait_closed()
             # Let the aborted transports run their connection_lost callbacks.
             await asyncio.sleep(0)
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        self._writers.add(writer)
+    def _counting(self, runner: web.AppRunner) -> Callable[[], asyncio.Protocol]:
+        """The runner's protocol factory, watched to count and number connections.
+
+        aiohttp documents ``web.Server`` (``runner.server``) as a protocol
+        factory for ``loop.create_server()``; each protocol it makes is seen
+        through asyncio's ``Protocol`` interface by a ``_Connection``.
+        """
+        server = runner.server
+        assert server is not None  # runner.setup() made it
+        return lambda: _Connection(self, server())
+
+    def _connection_made(self, transport: asyncio.Transport) -> None:
+        self._connections[transport] = next(self._connection_ids)
         with self._lock:
             self._tcp_connections += 1
-        connection_id = next(self._connection_ids)
-        peer = writer.get_extra_info("peername")
-        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-        try:
-            await self._serve(reader, writer, client, connection_id)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass
-        except asyncio.CancelledError:
-            # Stopping: end quietly so the loop can close.
-            pass
-        finally:
-            self._connections.discard(task)
-            await self._close_writer(writer)
 
-    async def _close_writer(self, writer: asyncio.StreamWriter) -> None:
-        stopping = self._stopping is not None and self._stopping.is_set()
-        if not stopping:
-            writer.close()
-            # A TLS close waits for the peer's close_notify; do not hang on it.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(writer.wait_closed(), 1)
-        if not writer.transport.is_closing() or stopping:
-            # Abort whatever is left so no transport outlives the loop.
-            writer.transport.abort()
-        self._writers.discard(writer)
+    def _connection_lost(self, transport: asyncio.Transport) -> None:
+        self._connections.pop(transport, None)
 
-    async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        client: tuple[str, int] | None,
-        connection_id: int,
-    ) -> None:
-        while True:
-            try:
-                request = await asyncio.wait_for(
-                    _read_request(reader, writer), self.keep_alive_timeout
-                )
-            except TimeoutError:
-                return
-            except _HttpError as exc:
-                reply = _error(exc.status, exc.message, "invalid_request_error")
-                await self._send(writer, reply, keep_alive=False)
-                return
-            if request is None:
-                return
-            if request.version == "HTTP/1.1":
-                keep_alive = "close" not in request.tokens("connection")
-            else:
-                keep_alive = "keep-alive" in request.tokens("connection")
-            path = request.target.partition("?")[0]
-            if path in self._ws_routes or "websocket" in request.tokens("upgrade"):
-                await self._websocket(request, reader, writer, client)
-                return
-            if not await self._http(request, writer, client, connection_id, keep_alive):
-                return
+    def _connection_id(self, request: web.BaseRequest) -> int:
+        transport = request.transport
+        return 0 if transport is None else self._connections.get(transport, 0)
 
-    async def _send(self, writer: asyncio.StreamWriter, reply: _Reply, *, keep_alive: bool) -> None:
-        headers: list[tuple[str, str]] = [("Server", "ai-gateway-emulator")]
-        if reply.content_type is not None:
-            headers.append(("Content-Type", reply.content_type))
-        headers.append(("Content-Length", str(len(reply.body))))
-        headers.append(("Connection", "keep-alive" if keep_alive else "close"))
-        headers.extend(reply.headers)
-        head = _head(reply.status, headers)
-        if reply.mode == "slow-headers":
-            await asyncio.sleep(reply.delay)
-        if reply.mode != "slow-body" or len(reply.body) < 2:
-            writer.write(head + reply.body)
-            await writer.drain()
-            return
-        # Headers and half the body now, the rest a byte group at a time.
-        half = len(reply.body) // 2
-        writer.write(head + reply.body[:half])
-        await writer.drain()
-        rest = reply.body[half:]
-        steps = min(10, len(rest))
-        size = -(-len(rest) // steps)
-        for offset in range(0, len(rest), size):
-            await asyncio.sleep(reply.delay / steps)
-            writer.write(rest[offset : offset + size])
-            await writer.drain()
+    async def _close_websockets(self, app: web.Application) -> None:
+        closing = []
+        for ws, record in list(self._sockets.items()):
+            record.close_code = int(WSCloseCode.GOING_AWAY)
+            closing.append(ws.close(code=WSCloseCode.GOING_AWAY, message=b"emulator stopping"))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 1)
 
-    # ------------------------------------------------------------- HTTP
-
-    async def _http(
-        self,
-        request: _Request,
-        writer: asyncio.StreamWriter,
-        client: tuple[str, int] | None,
-        connection_id: int,
-        keep_alive: bool,
-    ) -> bool:
-        """Answer one plain request; return whether to keep the connection."""
-        path = request.target.partition("?")[0]
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.raw_path.partition("?")[0]
+        if path in self._ws_routes or "websocket" in _tokens(request, "upgrade"):
+            return await self._websocket(request)
         if path == HEALTH_PATH and request.method == "GET":
-            await self._send(writer, _Reply(200, b'{"ok":true}'), keep_alive=keep_alive)
-            return keep_alive
+            return _response(_Reply(200, b'{"ok":true}'))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            response = _response(_error(413, "Request body too large", "invalid_request_error"))
+            response.force_close()
+            return response
         record = RecordedRequest(
             method=request.method,
-            path=request.target,
-            headers=list(request.headers),
-            body=request.body,
-            client=client,
-            connection_id=connection_id,
+            path=request.raw_path,
+            headers=_raw_headers(request),
+            body=body,
+            client=_client(request),
+            connection_id=self._connection_id(request),
             received_at=time.time(),
         )
         with self._lock:
@@ -723,19 +620,47 @@ class GatewayEmulator:
                 reply = _error(405, "Use POST", "invalid_request_error")
                 reply.headers.append(("Allow", "POST"))
             else:
-                reply = self._mint(request, redirected=path == REDIRECTED_MINT_PATH)
+                reply = self._mint(request, body, redirected=path == REDIRECTED_MINT_PATH)
         else:
             reply = _error(404, f"No route for {request.method} {path}", "not_found")
-        logger.info("%s %s -> %s", request.method, request.target, reply.status)
-        if reply.mode == "drop":
-            # Fault injection: hang up without a single byte of answer.
-            return False
-        record.status = reply.status
-        await self._send(writer, reply, keep_alive=keep_alive)
-        return keep_alive
+        logger.info("%s %s -> %s", request.method, request.raw_path, reply.status)
+        if reply.mode != "drop":
+            record.status = reply.status
+        return await self._deliver(request, reply)
 
-    def _check_credentials(self, request: _Request) -> _Reply | None:
-        authorization = request.all_headers("authorization")
+    async def _deliver(self, request: web.BaseRequest, reply: _Reply) -> web.StreamResponse:
+        if reply.mode == "drop":
+            # Fault injection: hang up without a single byte of answer. aiohttp
+            # then finds the transport closing and never writes this response.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()
+        if reply.mode == "slow-headers":
+            await asyncio.sleep(reply.delay)
+        if reply.mode != "slow-body" or len(reply.body) < 2:
+            return _response(reply)
+        # Headers and half the body now, the rest a byte group at a time.
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        if reply.content_type is not None:
+            response.content_type = reply.content_type
+        response.content_length = len(reply.body)
+        half = len(reply.body) // 2
+        rest = reply.body[half:]
+        steps = min(10, len(rest))
+        size = -(-len(rest) // steps)
+        with contextlib.suppress(ConnectionError):  # the client gave up
+            await response.prepare(request)
+            await response.write(reply.body[:half])
+            for offset in range(0, len(rest), size):
+                await asyncio.sleep(reply.delay / steps)
+                await response.write(rest[offset : offset + size])
+        return response
+
+    # ------------------------------------------------------------- HTTP
+
+    def _check_credentials(self, request: web.BaseRequest) -> _Reply | None:
+        headers = request.headers
+        authorization = headers.getall("authorization", [])
         if not authorization:
             return _error(401, "Missing Authorization header", "authentication_error")
         scheme, _, credential = authorization[0].partition(" ")
@@ -743,7 +668,7 @@ class GatewayEmulator:
             return _error(
                 401, "Authorization must be one 'Bearer <credential>'", "authentication_error"
             )
-        method = request.header("ai-gateway-auth-method")
+        method = headers.get("ai-gateway-auth-method")
         if method not in AUTH_METHODS:
             return _error(
                 400,
@@ -755,14 +680,14 @@ class GatewayEmulator:
         if credential.strip() not in accepted:
             message = "Invalid API key" if method == "api-key" else "Invalid OIDC token"
             return _error(401, message, "authentication_error", code="invalid_credentials")
-        if request.header("ai-gateway-protocol-version") != PROTOCOL_VERSION:
+        if headers.get("ai-gateway-protocol-version") != PROTOCOL_VERSION:
             return _error(
                 400,
                 f"ai-gateway-protocol-version must be {PROTOCOL_VERSION}",
                 "invalid_request_error",
                 param={"header": "ai-gateway-protocol-version"},
             )
-        if self.team is not None and request.header(TEAM_HEADER) != self.team:
+        if self.team is not None and headers.get(TEAM_HEADER) != self.team:
             return _error(
                 403,
                 "This credential is not allowed for the requested team",
@@ -771,16 +696,18 @@ class GatewayEmulator:
             )
         return None
 
-    def _parse_body(self, request: _Request) -> tuple[dict[str, Any] | None, _Reply | None]:
+    def _parse_body(
+        self, request: web.BaseRequest, raw: bytes
+    ) -> tuple[dict[str, Any] | None, _Reply | None]:
         def invalid(message: str, name: str | None = None) -> tuple[None, _Reply]:
             param = {"field": name} if name else None
             return None, _error(400, message, "invalid_request_error", param=param)
 
-        content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return invalid("Content-Type must be application/json")
         try:
-            body = json.loads(request.body)
+            body = json.loads(raw)
         except ValueError:
             return invalid("Body is not valid JSON")
         if not isinstance(body, dict):
@@ -819,11 +746,11 @@ class GatewayEmulator:
             self._issued[info.token] = info
         return info
 
-    def _mint(self, request: _Request, *, redirected: bool) -> _Reply:
+    def _mint(self, request: web.BaseRequest, raw: bytes, *, redirected: bool) -> _Reply:
         failure = self._check_credentials(request)
         if failure is not None:
             return failure
-        body, failure = self._parse_body(request)
+        body, failure = self._parse_body(request, raw)
         if failure is not None or body is None:
             return failure or _error(400, "Bad body", "invalid_request_error")
         model: str = body["model"]
@@ -925,41 +852,47 @@ class GatewayEmulator:
     # -------------------------------------------------------- WebSocket
 
     def _check_upgrade(
-        self, request: _Request, kind: str | None, query: str, protocols: list[str]
+        self,
+        request: web.BaseRequest,
+        ws: web.WebSocketResponse,
+        kind: str | None,
+        query: str,
+        protocols: list[str],
     ) -> tuple[IssuedToken, str | None]:
         """Validate a WebSocket handshake; return (token info, team) or raise _Refused."""
         if kind is None:
             raise _Refused(404, "not_found", "No WebSocket route here")
         if request.method != "GET":
             raise _Refused(405, "invalid_request_error", "Use GET")
-        if "websocket" not in request.tokens("upgrade"):
+        if "websocket" not in _tokens(request, "upgrade"):
             raise _Refused(
                 426,
                 "upgrade_required",
                 "This route only speaks WebSocket",
                 ("Upgrade", "websocket"),
             )
-        if "upgrade" not in request.tokens("connection"):
+        if "upgrade" not in _tokens(request, "connection"):
             raise _Refused(400, "invalid_request_error", "Connection: Upgrade is needed")
-        if request.header("sec-websocket-version") != "13":
+        if request.headers.get("sec-websocket-version") != "13":
             raise _Refused(
                 426,
                 "upgrade_required",
                 "Only WebSocket version 13",
                 ("Sec-WebSocket-Version", "13"),
             )
-        if not is_valid_client_key(request.header("sec-websocket-key") or ""):
-            raise _Refused(400, "invalid_request_error", "Bad Sec-WebSocket-Key")
         models = parse_qs(query, keep_blank_values=True).get("ai-model-id", [])
         if len(models) != 1 or not models[0]:
             raise _Refused(400, "invalid_request_error", "Exactly one ai-model-id is needed")
         model = models[0]
-        offered = request.all_headers("sec-websocket-protocol")
+        offered = request.headers.getall("sec-websocket-protocol", [])
         if sum(len(value) for value in offered) > _MAX_PROTOCOL_HEADER:
             raise _Refused(431, "header_too_large", "Sec-WebSocket-Protocol is too large")
         marker = KIND_MARKERS[kind]
         if not protocols or protocols[0] != marker:
             raise _Refused(400, "invalid_subprotocol", f"The first subprotocol must be {marker}")
+        if not ws.can_prepare(request).ok:
+            # aiohttp's own handshake checks, the Sec-WebSocket-Key among them.
+            raise _Refused(400, "invalid_request_error", "Not a valid WebSocket handshake")
         if len(protocols) < 2 or not protocols[1].startswith(AUTH_PREFIX):
             raise _Refused(401, "token_missing", f"The second subprotocol must be {AUTH_PREFIX}…")
         token = protocols[1][len(AUTH_PREFIX) :]
@@ -996,60 +929,49 @@ class GatewayEmulator:
 
     def _record_handshake(
         self,
-        request: _Request,
+        request: web.BaseRequest,
         path: str,
         protocols: list[str],
         status: int,
         error_type: str | None,
-        client: tuple[str, int] | None,
     ) -> None:
-        handshake = WsHandshake(path, list(request.headers), protocols, status, error_type, client)
+        handshake = WsHandshake(
+            path, _raw_headers(request), protocols, status, error_type, _client(request)
+        )
         with self._lock:
             self._ws_handshakes.append(handshake)
-        logger.info("WS %s -> %s %s", request.target, status, error_type or "")
+        logger.info("WS %s -> %s %s", request.raw_path, status, error_type or "")
 
-    async def _websocket(
-        self,
-        request: _Request,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        client: tuple[str, int] | None,
-    ) -> None:
-        path, _, query = request.target.partition("?")
+    async def _websocket(self, request: web.BaseRequest) -> web.StreamResponse:
+        path, _, query = request.raw_path.partition("?")
         kind = self._ws_routes.get(path)
         protocols = [
             item.strip()
-            for value in request.all_headers("sec-websocket-protocol")
+            for value in request.headers.getall("sec-websocket-protocol", [])
             for item in value.split(",")
             if item.strip()
         ]
+        ws = web.WebSocketResponse(
+            protocols=[KIND_MARKERS[kind]] if kind else [],
+            max_msg_size=self.max_message_size,
+            timeout=_CLOSE_TIMEOUT,
+            # The script answers a close frame itself, echoing the peer's code.
+            autoclose=False,
+            # Negotiate no extension (no permessage-deflate), as the emulator never has.
+            compress=False,
+        )
         try:
-            info, team = self._check_upgrade(request, kind, query, protocols)
+            info, team = self._check_upgrade(request, ws, kind, query, protocols)
         except _Refused as refused:
-            self._record_handshake(
-                request, path, protocols, refused.status, refused.error_type, client
-            )
+            self._record_handshake(request, path, protocols, refused.status, refused.error_type)
             reply = _error(refused.status, refused.message, refused.error_type)
             reply.headers.extend(refused.headers)
-            await self._send(writer, reply, keep_alive=False)
-            return
+            response = _response(reply)
+            response.force_close()
+            return response
         assert kind is not None  # _check_upgrade refuses unknown routes
-        self._record_handshake(request, path, protocols, 101, None, client)
-        marker = KIND_MARKERS[kind]
-        writer.write(
-            _head(
-                101,
-                [
-                    ("Upgrade", "websocket"),
-                    ("Connection", "Upgrade"),
-                    ("Sec-WebSocket-Accept", accept_key(request.header("sec-websocket-key") or "")),
-                    ("Sec-WebSocket-Protocol", marker),
-                    ("Server", "ai-gateway-emulator"),
-                ],
-            )
-        )
-        await writer.drain()
-        ws = WebSocket(reader, writer, max_message_size=self.max_message_size)
+        self._record_handshake(request, path, protocols, 101, None)
+        await ws.prepare(request)
         record = WsSession(
             kind=kind,
             model=info.model,
@@ -1058,16 +980,20 @@ class GatewayEmulator:
             subprotocols=protocols,
             started_at=time.time(),
         )
-        self._sockets.add(ws)
+
+        def drop() -> None:
+            # Fault injection: end the TCP stream without a close frame.
+            if request.transport is not None:
+                request.transport.abort()
+
+        self._sockets[ws] = record
         try:
-            await run_session(ws, record, delay=self.stream_delay)
+            await run_session(ws, record, delay=self.stream_delay, drop=drop)
         finally:
-            self._sockets.discard(ws)
-            if not ws.closed:
-                await ws.abort()
-            record.close_code = ws.close_code
+            self._sockets.pop(ws, None)
             with self._lock:
                 self._ws_sessions.append(record)
+        return ws
 
 
 def _decode_team(value: str) -> str | None:

@@ -26,18 +26,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .websocket import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
-    CLOSE_POLICY_VIOLATION,
-    ConnectionClosed,
-    Message,
-    WebSocket,
-)
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 __all__ = ["WsSession", "run_session"]
 
 JsonObject = dict[str, Any]
+#: One data message: text frames arrive as ``str``, binary ones as ``bytes``.
+Message = str | bytes
 
 _SOURCE = "ai-gateway-emulator"
 _DEFAULT_RATE = 24000
@@ -111,13 +106,33 @@ def _rate_of(audio_format: object) -> int:
     return _DEFAULT_RATE
 
 
-class _Script:
-    """Shared plumbing: sending JSON, recording, fault models."""
+class _Closed(Exception):
+    """The WebSocket is closed (or closing): the script is over."""
 
-    def __init__(self, ws: WebSocket, record: WsSession, delay: float) -> None:
+
+# Codes a peer may put on the wire (RFC 6455 section 7.4); 1005 and 1006
+# only ever describe a close locally.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
+
+
+def _echoable(code: object) -> bool:
+    return isinstance(code, int) and (code in _SENDABLE_CODES or 3000 <= code <= 4999)
+
+
+class _Script:
+    """Shared plumbing: sending JSON, recording, closing, fault models."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        record: WsSession,
+        delay: float,
+        drop: Callable[[], None],
+    ) -> None:
         self.ws = ws
         self.record = record
         self.delay = delay
+        self.drop = drop
         self.counter = 0
 
     def new_id(self, prefix: str) -> str:
@@ -126,7 +141,15 @@ class _Script:
 
     async def send(self, event: JsonObject) -> None:
         self.record.sent.append(str(event.get("type")))
-        await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+        try:
+            await self.ws.send_str(json.dumps(event, separators=(",", ":")))
+        except ConnectionError as exc:
+            raise _Closed from exc
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Start the closing handshake; the session ends with ``code``."""
+        self.record.close_code = int(code)
+        await self.ws.close(code=code, message=reason.encode("utf-8"))
 
     async def pause(self) -> None:
         # Lets a demo show streaming; zero (the default) in tests.
@@ -137,11 +160,12 @@ class _Script:
         """Apply a WebSocket fault model; True when the session is over."""
         model = self.record.model
         if model == "emulator/ws-drop":
-            await self.ws.abort()
+            self.record.close_code = int(WSCloseCode.ABNORMAL_CLOSURE)
+            self.drop()
             return True
         if model == "emulator/ws-error":
             await self.send(self.error_event("Emulated upstream failure", "internal_server_error"))
-            await self.ws.close(CLOSE_INTERNAL_ERROR, "emulated failure")
+            await self.close(WSCloseCode.INTERNAL_ERROR, "emulated failure")
             return True
         return False
 
@@ -149,8 +173,21 @@ class _Script:
         raise NotImplementedError
 
     async def receive(self) -> Message:
-        message = await self.ws.recv()
-        return message
+        """The next data message; raises ``_Closed`` once the peer closes."""
+        message = await self.ws.receive()
+        if message.type is WSMsgType.TEXT or message.type is WSMsgType.BINARY:
+            data: Message = message.data
+            return data
+        if message.type is WSMsgType.CLOSE:
+            # Answer the peer's close frame with its own code, as RFC 6455
+            # section 5.5.1 suggests.
+            code = message.data if _echoable(message.data) else WSCloseCode.OK
+            self.record.close_code = int(code)
+            await self.ws.close(code=code, drain=False)
+        elif message.type is WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+            # aiohttp has already closed with the protocol error's code.
+            self.record.close_code = int(message.data.code)
+        raise _Closed
 
     async def run(self) -> None:
         raise NotImplementedError
@@ -165,8 +202,14 @@ class _RealtimeScript(_Script):
     by ``itemId``.
     """
 
-    def __init__(self, ws: WebSocket, record: WsSession, delay: float) -> None:
-        super().__init__(ws, record, delay)
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        record: WsSession,
+        delay: float,
+        drop: Callable[[], None],
+    ) -> None:
+        super().__init__(ws, record, delay, drop)
         self.session_id = f"sess_emu_{secrets.token_hex(8)}"
         self.started = time.monotonic()
         self.config: JsonObject = {}
@@ -194,12 +237,12 @@ class _RealtimeScript(_Script):
             return
         while True:
             message = await self.receive()
-            if not message.is_text:
+            if not isinstance(message, str):
                 self.record.received.append("binary")
                 await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
                 continue
             try:
-                event = json.loads(message.data)
+                event = json.loads(message)
             except ValueError:
                 self.record.received.append("invalid-json")
                 await self.send(self.error_event("Invalid JSON", "invalid_json"))
@@ -282,7 +325,7 @@ class _RealtimeScript(_Script):
                 "raw": self.raw("session"),
             }
         )
-        await self.ws.close(CLOSE_NORMAL)
+        await self.close(WSCloseCode.OK)
         return True
 
     async def on_item_create(self, event: JsonObject) -> None:
@@ -551,7 +594,7 @@ class _StreamScript(_Script):
     async def refuse(self, message: str) -> None:
         # Envelope rule 5: an error part is terminal, then a non-1000 close.
         await self.send(self.error_event(message, "invalid_request_error"))
-        await self.ws.close(CLOSE_POLICY_VIOLATION, "invalid frame")
+        await self.close(WSCloseCode.POLICY_VIOLATION, "invalid frame")
 
     async def begin(self) -> JsonObject | None:
         """Read and check the start frame; answer stream-start/metadata."""
@@ -567,11 +610,11 @@ class _StreamScript(_Script):
         return frame
 
     def parse(self, message: Message) -> JsonObject | None:
-        if not message.is_text:
+        if not isinstance(message, str):
             self.record.received.append("binary")
             return None
         try:
-            frame = json.loads(message.data)
+            frame = json.loads(message)
         except ValueError:
             self.record.received.append("invalid-json")
             return None
@@ -601,10 +644,9 @@ class _TranscriptionScript(_StreamScript):
         words: list[str] = []
         while True:
             message = await self.receive()
-            if not message.is_text:
-                assert isinstance(message.data, bytes)
+            if isinstance(message, bytes):
                 self.record.received.append("binary")
-                received += len(message.data)
+                received += len(message)
                 word = _TRANSCRIPT_WORDS[len(words) % len(_TRANSCRIPT_WORDS)]
                 delta = word if not words else " " + word
                 words.append(word)
@@ -639,7 +681,7 @@ class _TranscriptionScript(_StreamScript):
             if pcm:
                 finish["durationInSeconds"] = seconds
             await self.send(finish)
-            await self.ws.close(CLOSE_NORMAL)
+            await self.close(WSCloseCode.OK)
             return
 
 
@@ -684,7 +726,7 @@ class _SpeechScript(_StreamScript):
                 )
             elif frame["type"] == f"{self.prefix}.text-done":
                 await self.send({"type": "finish", "usage": {"inputCharacters": characters}})
-                await self.ws.close(CLOSE_NORMAL)
+                await self.close(WSCloseCode.OK)
                 return
 
 
@@ -695,13 +737,23 @@ _SCRIPTS: dict[str, type[_Script]] = {
 }
 
 
-async def run_session(ws: WebSocket, record: WsSession, *, delay: float = 0.0) -> None:
-    """Run the kind's script until either side closes."""
-    script = _SCRIPTS[record.kind](ws, record, delay)
+async def run_session(
+    ws: web.WebSocketResponse,
+    record: WsSession,
+    *,
+    delay: float = 0.0,
+    drop: Callable[[], None],
+) -> None:
+    """Run the kind's script until either side closes.
+
+    ``drop`` ends the connection without a close frame (the ``ws-drop`` fault).
+    """
+    script = _SCRIPTS[record.kind](ws, record, delay, drop)
     try:
         await script.run()
-    except ConnectionClosed:
+    except _Closed:
         pass
     finally:
-        record.close_code = ws.close_code
+        if record.close_code is None and ws.close_code is not None:
+            record.close_code = int(ws.close_code)
         record.ended_at = time.time()
