@@ -9,6 +9,11 @@ from gateway_realtime.client import reset_clients
 
 MINT_URL = "https://gateway.test/v1/realtime/client-secrets"
 CREDENTIAL = "test-gateway-key"
+TOKEN = "vcst_test_0123456789abcdefghijklmnop"
+EXPIRES_AT = 4102444800  # 2100-01-01
+JSON = {"Content-Type": "application/json"}
+#: The headers a browser's same-origin ``fetch`` sends with the AI SDK's POST.
+SAME_ORIGIN = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
 
 
 @pytest.fixture(autouse=True)
@@ -21,22 +26,64 @@ def _fresh_clients(monkeypatch):
     reset_clients()
 
 
+# The Gateway, through ``responses`` ----------------------------------------------
+
+
 @pytest.fixture
-def gateway():
-    """``responses`` mock of the Gateway's mint route, answering a fresh token per call."""
+def gateway_mock():
+    """An empty ``responses`` mock: the test registers the Gateway's answers (``answer``).
+
+    Answers a test leaves unused are not an error; a module that wants them to
+    be overrides this fixture and sets ``assert_all_requests_are_fired``.
+    """
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        counter = {"n": 0}
-
-        def mint(request):
-            counter["n"] += 1
-            body = {
-                "token": f"vcst_test{counter['n']:04d}abcdefghijklmnop",
-                "expiresAt": 4102444800,
-            }
-            return 200, {"Content-Type": "application/json"}, json.dumps(body)
-
-        mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
         yield mock
+
+
+@pytest.fixture
+def gateway(gateway_mock):
+    """``gateway_mock`` answering every mint with a fresh token."""
+    counter = {"n": 0}
+
+    def mint(request):
+        counter["n"] += 1
+        body = {"token": f"vcst_test{counter['n']:04d}abcdefghijklmnop", "expiresAt": EXPIRES_AT}
+        return 200, JSON, json.dumps(body)
+
+    gateway_mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
+    return gateway_mock
+
+
+def gateway_error(
+    error_type, message="upstream says no", *, param=None, code=None, generation_id="gen_123"
+):
+    """A failure body as the wire contract shapes it."""
+    error = {"message": message, "type": error_type, "param": param, "code": code}
+    return {"error": error, "generationId": generation_id}
+
+
+def answer(mock, body=None, status=200, *, url=MINT_URL, **headers):
+    """Register one answer of the Gateway's mint route on ``mock``.
+
+    ``body``: a JSON value (default: a token expiring in 2100), ``bytes`` sent
+    as they are, or an exception the request raises instead.
+    Headers are ``Content-Type: application/json`` plus ``headers``.
+    """
+    if isinstance(body, BaseException):
+        mock.add(responses_lib.POST, url, body=body)
+        return
+    if body is None:
+        body = {"token": TOKEN, "expiresAt": EXPIRES_AT}
+    content = body if isinstance(body, bytes) else json.dumps(body)
+    mock.add(responses_lib.POST, url, body=content, status=status, headers={**JSON, **headers})
+
+
+def sent_body(mock, index=0):
+    """The JSON body of the ``index``-th request the Gateway received."""
+    return json.loads(mock.calls[index].request.body)
+
+
+# The browser -----------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -49,23 +96,57 @@ def other_user(django_user_model):
     return django_user_model.objects.create_user(username="bob", password="pw-bob")
 
 
+class SameOriginClient(Client):
+    """A test client that enforces CSRF, as a browser's requests are checked.
+
+    Calling it sends what the AI SDK's same-origin ``fetch`` sends: a JSON body
+    (any JSON value, default ``{"sessionConfig": {}}``; ``bytes`` go as they are)
+    with ``Origin`` and ``Sec-Fetch-Site``, so every request goes through the
+    same-origin check that replaces the CSRF token. Override a header by its
+    META name, drop it with ``None``, or send none of the pair with
+    ``origin_headers=False``. It is still a ``Client`` (``.post``, ``.cookies``).
+    """
+
+    def __init__(self, user=None):
+        super().__init__(enforce_csrf_checks=True)
+        if user is not None:
+            self.force_login(user)
+
+    def __call__(
+        self,
+        url,
+        body=None,
+        *,
+        method="POST",
+        content_type="application/json",
+        origin_headers=True,
+        **headers,
+    ):
+        if body is None:
+            body = {"sessionConfig": {}}
+        data = body if isinstance(body, bytes) else json.dumps(body)
+        sent = {**(SAME_ORIGIN if origin_headers else {}), **headers}
+        sent = {name: value for name, value in sent.items() if value is not None}
+        return self.generic(method, url, data=data, content_type=content_type, **sent)
+
+
+def assert_private(response):
+    """The response may not be stored by any cache, nor shared between users."""
+    assert response["Cache-Control"] == "no-store, private"
+    vary = [v.strip().lower() for v in response["Vary"].split(",")]
+    assert "cookie" in vary
+
+
 @pytest.fixture
 def same_origin(user):
-    """A logged-in test client whose POSTs look like the AI SDK's same-origin fetch.
+    """A ``SameOriginClient`` logged in as ``user``."""
+    return SameOriginClient(user)
 
-    CSRF checks are enforced, as in a real browser, so every request goes
-    through the same-origin check that replaces the CSRF token.
-    """
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
 
-    def post(url, body=None, **headers):
-        headers.setdefault("HTTP_ORIGIN", "http://testserver")
-        headers.setdefault("HTTP_SEC_FETCH_SITE", "same-origin")
-        data = json.dumps({"sessionConfig": {}} if body is None else body)
-        return client.post(url, data=data, content_type="application/json", **headers)
-
-    return post
+@pytest.fixture
+def same_origin_as(db):
+    """``SameOriginClient`` for someone else: ``same_origin_as(other_user)``, or ``(None)``."""
+    return SameOriginClient
 
 
 class CapturingHandler(logging.Handler):
