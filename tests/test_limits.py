@@ -5,6 +5,7 @@ import threading
 import types
 
 import pytest
+import requests
 import responses as responses_lib
 from django.core.cache import cache
 from django.core.checks import run_checks
@@ -16,7 +17,7 @@ from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, Quo
 from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
-from tests.conftest import MINT_URL
+from tests.conftest import MINT_URL, answer, gateway_error
 
 REALTIME = reverse("gateway_realtime:realtime")
 SPEECH = reverse("gateway_realtime:speech")
@@ -126,27 +127,23 @@ def test_anonymous_service_mints_have_no_quota(gateway):
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=2)
-def test_a_gateway_error_answer_gives_the_claim_back(same_origin, user):
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, status=500, json={"error": {"message": "x"}})
+def test_a_gateway_error_answer_gives_the_claim_back(same_origin, gateway_mock, user):
+    answer(gateway_mock, gateway_error("internal_server_error"), 500)
+    for _ in range(3):
         assert same_origin(REALTIME).status_code == 502
-        assert same_origin(REALTIME).status_code == 502
-        assert same_origin(REALTIME).status_code == 502
+    assert len(gateway_mock.calls) == 3
     # The Gateway said no each time, so no secret exists: nothing is used up.
     assert QuotaCounter.objects.get(user=user).used == 0
 
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=2, GATEWAY_REALTIME_READ_TIMEOUT=0.5)
-def test_a_timeout_keeps_the_claim_because_a_secret_may_exist(same_origin, user):
-    import requests
-
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, body=requests.exceptions.ReadTimeout("slow"))
-        assert same_origin(REALTIME).status_code == 504
-        assert same_origin(REALTIME).status_code == 504
-        assert same_origin(REALTIME).status_code == 429
-        assert len(mock.calls) == 2
+def test_a_timeout_keeps_the_claim_because_a_secret_may_exist(same_origin, gateway_mock, user):
+    answer(gateway_mock, requests.exceptions.ReadTimeout("slow"))
+    assert same_origin(REALTIME).status_code == 504
+    assert same_origin(REALTIME).status_code == 504
+    assert same_origin(REALTIME).status_code == 429
+    assert len(gateway_mock.calls) == 2
 
 
 @pytest.mark.django_db
@@ -381,18 +378,18 @@ def test_audit_database_down_fails_closed(same_origin, gateway):
 
 
 @pytest.mark.django_db
-def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, user):
+def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, gateway_mock, user):
     # The pending row is written, then the database goes away mid-mint.
     def mint(request):
         connection.execute_wrappers.append(_audit_store_down)
         return 200, {}, '{"token": "vcst_lost0123456789abcdef", "expiresAt": 4102444800}'
 
-    with responses_lib.RequestsMock() as mock:
-        mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
-        try:
-            response = same_origin(REALTIME)
-        finally:
-            connection.execute_wrappers.clear()
+    gateway_mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
+    try:
+        response = same_origin(REALTIME)
+    finally:
+        connection.execute_wrappers.clear()
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 503
     assert error_of(response)["type"] == "audit_unavailable"
     assert b"vcst_lost" not in response.content
