@@ -87,9 +87,8 @@ class Tokens:
 
 
 @pytest.fixture
-def tokens():
-    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield Tokens(mock)
+def tokens(gateway_mock):
+    return Tokens(gateway_mock)
 
 
 @pytest.fixture
