@@ -8,7 +8,7 @@ import pytest
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
-from django.test import Client, RequestFactory, override_settings
+from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
@@ -185,29 +185,18 @@ def test_rate_limit_429_before_anything_is_written_or_sent(same_origin, gateway,
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_RATE="1/h")
-def test_rate_limit_is_per_user(same_origin, gateway, other_user):
+def test_rate_limit_is_per_user(same_origin, same_origin_as, gateway, other_user):
     assert same_origin(REALTIME).status_code == 200
     assert same_origin(REALTIME).status_code == 429
-    other = Client(enforce_csrf_checks=True)
-    other.force_login(other_user)
-    response = other.post(
-        REALTIME,
-        data="{}",
-        content_type="application/json",
-        HTTP_ORIGIN="http://testserver",
-        HTTP_SEC_FETCH_SITE="same-origin",
-    )
-    assert response.status_code == 200
+    assert same_origin_as(other_user)(REALTIME, {}).status_code == 200
 
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_RATE="1/min")
-def test_anonymous_requests_are_refused_by_permissions_not_counted(client, gateway):
+def test_anonymous_requests_are_refused_by_permissions_not_counted(same_origin_as, gateway):
+    anonymous = same_origin_as(None)
     for _ in range(3):
-        response = client.post(
-            REALTIME, data="{}", content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin"
-        )
-        assert response.status_code in (401, 403)
+        assert anonymous(REALTIME, {}).status_code in (401, 403)
 
 
 # --- failing closed ----------------------------------------------------------------
