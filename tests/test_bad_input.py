@@ -10,7 +10,7 @@ import io
 import json
 
 import pytest
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.urls import reverse
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -21,9 +21,9 @@ from gateway_realtime.models import ClientSecretIssuance
 from gateway_realtime.parsers import RequestTooLarge, StrictJSONParser
 from gateway_realtime.serializers import MintRequestSerializer
 from gateway_realtime.services import resolve_lifetime
+from tests.conftest import SAME_ORIGIN
 
 URL = reverse("gateway_realtime:realtime")
-SAME_ORIGIN = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
 JSON = "application/json"
 GOOD_MODEL = "openai/gpt-realtime-2"
 
@@ -187,18 +187,15 @@ def test_the_table_is_big_enough():
     assert len(CASES) >= 60
 
 
-@pytest.fixture
-def strict_client(user):
-    return Client(enforce_csrf_checks=True)
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize(("method", "body", "content_type", "headers", "status", "login"), CASES)
-def test_hostile_request(method, body, content_type, headers, status, login, gateway, user):
-    client = Client(enforce_csrf_checks=True)
-    if login:
-        client.force_login(user)
-    response = client.generic(method, URL, data=body, content_type=content_type, **headers)
+def test_hostile_request(
+    method, body, content_type, headers, status, login, gateway, user, same_origin_as
+):
+    client = same_origin_as(user if login else None)
+    response = client(
+        URL, body, method=method, content_type=content_type, origin_headers=False, **headers
+    )
     assert 400 <= response.status_code < 500, (response.status_code, response.content[:200])
     if status is not None:
         assert response.status_code == status, response.content[:200]
@@ -212,11 +209,9 @@ def test_hostile_request(method, body, content_type, headers, status, login, gat
 
 
 @pytest.mark.django_db
-def test_the_same_client_mints_with_a_good_request(gateway, user):
+def test_the_same_client_mints_with_a_good_request(gateway, same_origin):
     # The control: the table fails for its hostile part, not for its setup.
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    response = client.post(URL, data=b'{"sessionConfig": {}}', content_type=JSON, **SAME_ORIGIN)
+    response = same_origin(URL)
     assert response.status_code == 200
     assert len(gateway.calls) == 1
 
