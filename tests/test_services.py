@@ -16,6 +16,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import OperationalError, connection, transaction
 from django.db.models.signals import post_save, pre_save
 from django.test import RequestFactory
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 
 from gateway_realtime.client import GatewayClient
 from gateway_realtime.exceptions import (
@@ -44,6 +46,7 @@ from gateway_realtime.services import (
 )
 from gateway_realtime.signals import client_secret_failed, client_secret_issued
 from tests.conftest import EXPIRES_AT, JSON, MINT_URL, TOKEN, answer, gateway_error
+from tests.strategies import json_values
 
 pytestmark = pytest.mark.django_db
 
@@ -359,6 +362,18 @@ def test_resolve_lifetime(settings: Any) -> None:
         with pytest.raises(MintRequestError) as info:
             resolve_lifetime(bad)  # type: ignore[arg-type]
         assert info.value.param == "expiresAfterSeconds"
+
+
+@given(value=json_values)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_lifetime_is_validated_in_one_place(value: Any) -> None:
+    try:
+        lifetime = resolve_lifetime(value)
+    except MintRequestError as error:
+        assert error.param == "expiresAfterSeconds"
+        return
+    assert lifetime is None or (type(lifetime) is int and 1 <= lifetime <= 600)
+    assert value is None or value == lifetime
 
 
 # Tools hook ------------------------------------------------------------------
