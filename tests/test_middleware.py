@@ -1,4 +1,7 @@
-"""Pages with a secret are never cached: the middleware, the decorator, Django's caches."""
+"""``gateway_realtime.middleware``: pages with a secret are never cached, by anyone.
+
+The middleware, the helpers the decorator shares, and Django's page caches.
+"""
 
 from __future__ import annotations
 
@@ -32,13 +35,13 @@ PAGE = (
 TOKEN = re.compile(r'"token":("[^"]*"|null)')
 
 
-def _render(request):
+def render_page(request):
     return engines["django"].from_string(PAGE).render({}, request)
 
 
 @cache_control(public=True, max_age=600)
 def public_page(request):
-    response = HttpResponse(_render(request))
+    response = HttpResponse(render_page(request))
     response["ETag"] = '"fixed"'
     response["Expires"] = "Thu, 01 Jan 2099 00:00:00 GMT"
     return response
@@ -56,8 +59,6 @@ def plain_page(request):
 
 urlpatterns = [
     path("public/", public_page),
-    path("decorated/", no_store_secrets(public_page)),
-    path("decorated-template/", no_store_secrets(template_page)),
     path("cached/", cache_page(600)(public_page)),
     path("cached-template/", cache_page(600)(template_page)),
     path("cached-outer-decorated/", no_store_secrets(cache_page(600)(template_page))),
@@ -154,37 +155,17 @@ def test_middleware_under_asgi(user):
     request.user = user
 
     async def view(request):
-        return HttpResponse(await sync_to_async(_render)(request))
+        return HttpResponse(await sync_to_async(render_page)(request))
 
     middleware = NoStoreSecretsMiddleware(view)
     response = async_to_sync(middleware)(request)
     assert response["Cache-Control"] == "no-store, private"
 
 
-# The decorator ------------------------------------------------------------------
+# The helpers the decorator shares (the decorator: tests/test_decorators.py) ---------
 
 
-@pytest.mark.parametrize("url", ["/decorated/", "/decorated-template/"])
-def test_decorator(client, user, url):
-    client.force_login(user)
-    response = client.get(url)
-    assert token_of(response)
-    assert response["Cache-Control"] == "no-store, private"
-
-
-def test_decorator_on_async_view(user):
-    request = RequestFactory().get("/")
-    request.user = user
-
-    @no_store_secrets
-    async def view(request):
-        return HttpResponse(await sync_to_async(_render)(request))
-
-    response = async_to_sync(view)(request)
-    assert response["Cache-Control"] == "no-store, private"
-
-
-def test_protect_response_waits_for_a_template_to_render(user):
+def test_protect_response_waits_for_a_template_torender_page(user):
     request = RequestFactory().get("/")
     request.user = user
     response = protect_response(request, template_page(request))
