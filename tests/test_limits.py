@@ -13,7 +13,7 @@ from django.db import OperationalError, connection
 from django.test import override_settings
 from django.urls import reverse
 
-from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, QuotaExceeded
+from gateway_realtime.exceptions import AuditUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
@@ -416,12 +416,6 @@ def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, ea
     assert sum(counters) == earlier_mints
     assert ClientSecretIssuance.objects.count() == earlier_mints
     assert len(gateway.calls) == earlier_mints
-
-
-def test_limits_unavailable_is_not_a_gateway_error():
-    from gateway_realtime.exceptions import GatewayError
-
-    assert not issubclass(LimitsUnavailable, GatewayError)
 
 
 # --- system checks -------------------------------------------------------------
