@@ -1,17 +1,24 @@
 import json
 import logging
+import threading
+import types
 
 import pytest
 import responses as responses_lib
+from django.core.cache import cache
+from django.db import OperationalError, connections
 from django.test import Client
 
 from gateway_realtime.client import reset_clients
+from gateway_realtime.signals import client_secret_failed, client_secret_issued
 
 MINT_URL = "https://gateway.test/v1/realtime/client-secrets"
 CREDENTIAL = "test-gateway-key"
 TOKEN = "vcst_test_0123456789abcdefghijklmnop"
 EXPIRES_AT = 4102444800  # 2100-01-01
 JSON = {"Content-Type": "application/json"}
+#: 30 s into a minute, an hour and a day: where ``limits_clock`` stands.
+FROZEN_NOW = 1_800_000_030.0
 #: The headers a browser's same-origin ``fetch`` sends with the AI SDK's POST.
 SAME_ORIGIN = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
 
@@ -137,6 +144,14 @@ def assert_private(response):
     assert "cookie" in vary
 
 
+def error_of(response):
+    """The ``error`` object of an error answer, after checking the answer's shape."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"type", "message"} <= set(body["error"]), body
+    return body["error"]
+
+
 @pytest.fixture
 def same_origin(user):
     """A ``SameOriginClient`` logged in as ``user``."""
@@ -147,6 +162,90 @@ def same_origin(user):
 def same_origin_as(db):
     """``SameOriginClient`` for someone else: ``same_origin_as(other_user)``, or ``(None)``."""
     return SameOriginClient
+
+
+# Limits, signals, failures --------------------------------------------------------
+
+
+@pytest.fixture
+def limits_clock(monkeypatch):
+    """The clock of the rate and quota windows, at ``FROZEN_NOW``; set ``.now`` to move it.
+
+    Windows are clock-aligned: a test sets the time instead of straddling a
+    boundary by chance.
+    """
+    clock = types.SimpleNamespace(now=FROZEN_NOW)
+    frozen = types.SimpleNamespace(time=lambda: clock.now)
+    monkeypatch.setattr("gateway_realtime.throttling.time", frozen)
+    monkeypatch.setattr("gateway_realtime.limits.time", frozen)
+    return clock
+
+
+@pytest.fixture
+def empty_cache():
+    # Rate counters live in the cache, which outlives a test's database.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def mint_signals():
+    """``("issued" | "failed", kwargs)`` for each mint signal sent during the test."""
+    received = []
+
+    def on_issued(**kwargs):
+        received.append(("issued", kwargs))
+
+    def on_failed(**kwargs):
+        received.append(("failed", kwargs))
+
+    client_secret_issued.connect(on_issued, weak=False)
+    client_secret_failed.connect(on_failed, weak=False)
+    yield received
+    client_secret_issued.disconnect(on_issued)
+    client_secret_failed.disconnect(on_failed)
+
+
+def database_down(execute, sql, params, many, context):
+    """An execute wrapper under which every query on this app's tables fails."""
+    if "gateway_realtime_" in sql:
+        raise OperationalError("could not connect to server: Connection refused")
+    return execute(sql, params, many, context)
+
+
+def failing_writes(table):
+    """An execute wrapper under which every write to ``table`` fails."""
+
+    def wrapper(execute, sql, params, many, context):
+        if table in sql and sql.startswith(("INSERT", "UPDATE")):
+            raise OperationalError("could not extend file: No space left on device")
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+def run_at_once(count, work):
+    """Run ``work()`` in ``count`` threads released together; re-raise what any raised."""
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def run():
+        try:
+            barrier.wait()
+            work()
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class CapturingHandler(logging.Handler):

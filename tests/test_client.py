@@ -7,7 +7,6 @@ import email.utils
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +32,7 @@ from gateway_realtime.exceptions import (
     GatewayTimeoutError,
 )
 from gateway_realtime.protocol import MINT_PATH, Kind, MintedSecret
-from tests.conftest import EXPIRES_AT, MINT_URL, TOKEN, answer, gateway_error
+from tests.conftest import EXPIRES_AT, MINT_URL, TOKEN, answer, gateway_error, run_at_once
 
 SECRET = "sk-client-DISTINCTIVE-credential-7f3a9c"
 KEY = Credential(value=SECRET, method=API_KEY, source="tests")
@@ -603,27 +602,16 @@ def test_one_session_across_threads(
     gw: GatewayClient, gateway_mock: responses.RequestsMock
 ) -> None:
     answer(gateway_mock)
-    barrier = threading.Barrier(8)
     sessions: list[requests.Session] = []
     clients: list[GatewayClient] = []
-    errors: list[BaseException] = []
 
     def work() -> None:
-        try:
-            barrier.wait()
-            client = get_client()
-            clients.append(client)
-            sessions.append(client.session)
-            mint(client)
-        except BaseException as err:
-            errors.append(err)
+        client = get_client()
+        clients.append(client)
+        sessions.append(client.session)
+        mint(client)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_at_once(8, work)
     assert len({id(c) for c in clients}) == 1
     assert len({id(s) for s in sessions}) == 1
     assert len(gateway_mock.calls) == 8

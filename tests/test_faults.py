@@ -15,7 +15,7 @@ from urllib3.util import connection as urllib3_connection
 
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import ClientSecretIssuance, Outcome
-from tests.conftest import answer, gateway_error
+from tests.conftest import answer, error_of, gateway_error
 
 REALTIME = reverse("gateway_realtime:realtime")
 EMULATOR_KEY = "emulator-key"
@@ -65,13 +65,6 @@ def emu_settings(emulator):
         GATEWAY_REALTIME_TOTAL_TIMEOUT=0.6,
     ):
         yield emulator
-
-
-def error_of(response):
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) >= {"type", "message"}
-    return body["error"]
 
 
 def assert_completed_failure(error_type, upstream_status):

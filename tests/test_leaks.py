@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +23,6 @@ from django.views.debug import ExceptionReporter
 
 from gateway_realtime.models import ClientSecretIssuance
 from gateway_realtime.services import mint_client_secret
-from gateway_realtime.signals import client_secret_failed, client_secret_issued
 from tests.conftest import EXPIRES_AT, JSON, MINT_URL, answer, gateway_error
 
 pytestmark = pytest.mark.django_db
@@ -125,20 +124,6 @@ SCENARIOS: dict[str, tuple[Setup, dict[str, Any], int]] = {
 }
 
 
-@pytest.fixture
-def signal_kwargs() -> Iterator[list[dict[str, Any]]]:
-    received: list[dict[str, Any]] = []
-
-    def receiver(**kwargs: Any) -> None:
-        received.append(kwargs)
-
-    client_secret_issued.connect(receiver, weak=False)
-    client_secret_failed.connect(receiver, weak=False)
-    yield received
-    client_secret_issued.disconnect(receiver)
-    client_secret_failed.disconnect(receiver)
-
-
 def audit_dump() -> str:
     return serializers.serialize("json", ClientSecretIssuance.objects.all())
 
@@ -164,7 +149,7 @@ def test_endpoint_leaks_nothing(
     gateway_mock: responses.RequestsMock,
     settings: Any,
     captured_logs: Any,
-    signal_kwargs: list[dict[str, Any]],
+    mint_signals: list[tuple[str, dict[str, Any]]],
 ) -> None:
     setup, overrides, status = SCENARIOS[scenario]
     configure(settings, overrides)
@@ -181,8 +166,8 @@ def test_endpoint_leaks_nothing(
     assert SECRET not in captured_logs.text()
     assert ClientSecretIssuance.objects.count() == 1
     assert SECRET not in audit_dump()
-    assert len(signal_kwargs) == 1
-    error = signal_kwargs[0].get("error")
+    [(_, sent)] = mint_signals
+    error = sent.get("error")
     if status == 200:
         assert error is None
     else:
@@ -193,8 +178,8 @@ def test_endpoint_leaks_nothing(
     # The raw token: only in the 200 response, and nowhere else.
     assert TOKEN not in captured_logs.text()
     assert TOKEN not in audit_dump()
-    assert TOKEN not in repr(signal_kwargs)
-    assert TOKEN not in repr(vars(signal_kwargs[0]["issuance"]))
+    assert TOKEN not in repr(mint_signals)
+    assert TOKEN not in repr(vars(sent["issuance"]))
     if status == 200:
         assert response.json()["token"] == TOKEN
     else:

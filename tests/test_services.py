@@ -6,14 +6,13 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 import responses
 from django.contrib.auth.models import AnonymousUser
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save, pre_save
 from django.test import RequestFactory
 from hypothesis import given
@@ -44,28 +43,18 @@ from gateway_realtime.services import (
     resolve_model,
     resolve_tools,
 )
-from gateway_realtime.signals import client_secret_failed, client_secret_issued
-from tests.conftest import EXPIRES_AT, JSON, MINT_URL, TOKEN, answer, gateway_error
+from tests.conftest import (
+    EXPIRES_AT,
+    JSON,
+    MINT_URL,
+    TOKEN,
+    answer,
+    failing_writes,
+    gateway_error,
+)
 from tests.strategies import json_values
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def signals() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    received: list[tuple[str, dict[str, Any]]] = []
-
-    def on_issued(**kwargs: Any) -> None:
-        received.append(("issued", kwargs))
-
-    def on_failed(**kwargs: Any) -> None:
-        received.append(("failed", kwargs))
-
-    client_secret_issued.connect(on_issued, weak=False)
-    client_secret_failed.connect(on_failed, weak=False)
-    yield received
-    client_secret_issued.disconnect(on_issued)
-    client_secret_failed.disconnect(on_failed)
 
 
 def browser_request(**meta: Any) -> Any:
@@ -322,14 +311,14 @@ def test_long_user_agent_is_cut(gateway_mock: responses.RequestsMock, user: Any)
     ],
 )
 def test_refused_requests_write_nothing_and_send_nothing(
-    gateway_mock: responses.RequestsMock, user: Any, signals: list[Any], kwargs: dict[str, Any]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[Any], kwargs: dict[str, Any]
 ) -> None:
     kwargs.setdefault("kind", "realtime")
     with pytest.raises(MintRequestError):
         mint_client_secret(user=user, **kwargs)
     assert len(gateway_mock.calls) == 0
     assert ClientSecretIssuance.objects.count() == 0
-    assert signals == []
+    assert mint_signals == []
 
 
 def test_unknown_kind(user: Any) -> None:
@@ -418,17 +407,6 @@ def test_invalid_tools(settings: Any, user: Any, tools: Any) -> None:
 
 TABLE = ClientSecretIssuance._meta.db_table
 QUOTA_TABLE = QuotaCounter._meta.db_table
-
-
-def failing_writes(table: str) -> Any:
-    """An execute wrapper under which every write to ``table`` fails."""
-
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if table in sql and sql.startswith(("INSERT", "UPDATE")):
-            raise OperationalError("could not extend file: No space left on device")
-        return execute(sql, params, many, context)
-
-    return wrapper
 
 
 @pytest.mark.parametrize("quota", [None, 2])
@@ -524,13 +502,13 @@ def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(
 
 
 def test_issued_signal(
-    gateway_mock: responses.RequestsMock, user: Any, signals: list[tuple[str, dict[str, Any]]]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[tuple[str, dict[str, Any]]]
 ) -> None:
     answer(gateway_mock)
     request = browser_request()
     mint_client_secret(user=user, kind="realtime", request=request)
-    assert [name for name, _ in signals] == ["issued"]
-    kwargs = signals[0][1]
+    assert [name for name, _ in mint_signals] == ["issued"]
+    kwargs = mint_signals[0][1]
     assert kwargs["sender"] is ClientSecretIssuance
     assert kwargs["issuance"] == ClientSecretIssuance.objects.get()
     assert kwargs["issuance"].outcome == Outcome.ISSUED
@@ -542,13 +520,13 @@ def test_issued_signal(
 
 
 def test_failed_signal(
-    gateway_mock: responses.RequestsMock, user: Any, signals: list[tuple[str, dict[str, Any]]]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[tuple[str, dict[str, Any]]]
 ) -> None:
     answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **{"Retry-After": "3"})
     with pytest.raises(GatewayRateLimitError) as info:
         mint_client_secret(user=user, kind="realtime")
-    assert [name for name, _ in signals] == ["failed"]
-    kwargs = signals[0][1]
+    assert [name for name, _ in mint_signals] == ["failed"]
+    kwargs = mint_signals[0][1]
     assert kwargs["sender"] is ClientSecretIssuance
     assert kwargs["issuance"].outcome == Outcome.FAILED
     assert kwargs["issuance"].pk == ClientSecretIssuance.objects.get().pk
