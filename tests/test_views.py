@@ -14,6 +14,7 @@ from django.urls import path, resolve, reverse
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 
+from gateway_realtime.api_errors import DEFAULT_RETRY_AFTER
 from gateway_realtime.models import ClientSecretIssuance, Outcome, Source
 from gateway_realtime.views import RealtimeClientSecretView, SpeechClientSecretView
 from tests.conftest import (
@@ -137,25 +138,6 @@ def test_allowed_model(same_origin: SameOriginClient, gateway_mock: responses.Re
     assert ClientSecretIssuance.objects.get().model == "openai/gpt-realtime-mini"
 
 
-@pytest.mark.parametrize(
-    ("url", "model"),
-    [
-        (REALTIME, "openai/not-listed"),
-        (REALTIME, "OPENAI/GPT-REALTIME-2"),
-        (REALTIME, " openai/gpt-realtime-2"),
-        ("/gateway/speech/", "openai/gpt-realtime-mini"),
-    ],
-)
-def test_unlisted_model(
-    same_origin: SameOriginClient, gateway_mock: responses.RequestsMock, url: str, model: str
-):
-    response = same_origin(url, {"model": model})
-    error = assert_error(response, 400, "invalid_request")
-    assert error["param"] == "model"
-    assert len(gateway_mock.calls) == 0
-    assert ClientSecretIssuance.objects.count() == 0
-
-
 def test_lifetime(same_origin: SameOriginClient, gateway_mock: responses.RequestsMock) -> None:
     answer(gateway_mock)
     assert same_origin(REALTIME, {"expiresAfterSeconds": 600}).status_code == 200
@@ -173,32 +155,37 @@ def test_default_lifetime(
     assert sent_body(gateway_mock) == {"model": "openai/gpt-realtime-2", "expiresIn": 90}
 
 
-@pytest.mark.parametrize("value", ["60", 60.0, 1.5, True, False, -1, 0, 601, 10**30, [60], {}])
-def test_bad_lifetime(
-    same_origin: SameOriginClient, gateway_mock: responses.RequestsMock, value: Any
-) -> None:
-    error = assert_error(same_origin(REALTIME, {"expiresAfterSeconds": value}), 400)
-    assert error["type"] == "invalid_request"
-    assert error["param"] == "expiresAfterSeconds"
-    assert len(gateway_mock.calls) == 0
-    assert ClientSecretIssuance.objects.count() == 0
+BAD_LIFETIMES = ["60", 60.0, 1.5, True, False, -1, 0, 601, 10**30, [60], {}]
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("url", "body", "param"),
     [
-        {"model": 5},
-        {"model": ""},
-        {"model": ["openai/gpt-realtime-2"]},
-        {"model": "x" * 201},
-        {"sessionConfig": "voice"},
-        {"sessionConfig": [1]},
+        # Models the site does not offer for the kind.
+        (REALTIME, {"model": "openai/not-listed"}, "model"),
+        (REALTIME, {"model": "OPENAI/GPT-REALTIME-2"}, "model"),
+        (REALTIME, {"model": " openai/gpt-realtime-2"}, "model"),
+        ("/gateway/speech/", {"model": "openai/gpt-realtime-mini"}, "model"),
+        # Fields of the wrong type or size.
+        (REALTIME, {"model": 5}, "model"),
+        (REALTIME, {"model": ""}, "model"),
+        (REALTIME, {"model": ["openai/gpt-realtime-2"]}, "model"),
+        (REALTIME, {"model": "x" * 201}, "model"),
+        (REALTIME, {"sessionConfig": "voice"}, "sessionConfig"),
+        (REALTIME, {"sessionConfig": [1]}, "sessionConfig"),
+        # Lifetimes that are not whole seconds within the maximum.
+        *[(REALTIME, {"expiresAfterSeconds": v}, "expiresAfterSeconds") for v in BAD_LIFETIMES],
     ],
 )
-def test_bad_fields(
-    same_origin: SameOriginClient, gateway_mock: responses.RequestsMock, body: Any
+def test_refused_bodies(
+    same_origin: SameOriginClient,
+    gateway_mock: responses.RequestsMock,
+    url: str,
+    body: dict[str, Any],
+    param: str,
 ) -> None:
-    assert_error(same_origin(REALTIME, body), 400, "invalid_request")
+    error = assert_error(same_origin(url, body), 400, "invalid_request")
+    assert error["param"] == param
     assert len(gateway_mock.calls) == 0
     assert ClientSecretIssuance.objects.count() == 0
 
@@ -388,23 +375,22 @@ def test_other_methods(
 # Gateway failures --------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("headers", "retry_after"),
+    [({"Retry-After": "12"}, 12), ({}, DEFAULT_RETRY_AFTER)],
+    ids=["the-gateways-wait", "no-retry-after"],
+)
 def test_gateway_rate_limit(
-    same_origin: SameOriginClient, gateway_mock: responses.RequestsMock
+    same_origin: SameOriginClient,
+    gateway_mock: responses.RequestsMock,
+    headers: dict[str, str],
+    retry_after: int,
 ) -> None:
-    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **{"Retry-After": "12"})
+    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **headers)
     response = same_origin(REALTIME)
     error = assert_error(response, 503, "gateway_rate_limit_exceeded")
-    assert response["Retry-After"] == "12"
-    assert "12 seconds" in error["message"]
-
-
-def test_gateway_rate_limit_without_retry_after(
-    same_origin: SameOriginClient, gateway_mock: responses.RequestsMock
-) -> None:
-    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429)
-    response = same_origin(REALTIME)
-    assert_error(response, 503, "gateway_rate_limit_exceeded")
-    assert int(response["Retry-After"]) > 0
+    assert response["Retry-After"] == str(retry_after)
+    assert f"{retry_after} seconds" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -507,20 +493,25 @@ def test_views_opt_out_of_atomic_requests() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failed_mint_is_recorded_under_atomic_requests(
-    atomic_requests: None, same_origin: SameOriginClient, gateway_mock: responses.RequestsMock
+@pytest.mark.parametrize(
+    ("body", "upstream_status", "status", "outcome"),
+    [
+        (None, 200, 200, Outcome.ISSUED),
+        (gateway_error("authentication_error"), 401, 502, Outcome.FAILED),
+    ],
+    ids=["issued", "failed"],
+)
+def test_the_row_is_recorded_under_atomic_requests(
+    atomic_requests: None,
+    same_origin: SameOriginClient,
+    gateway_mock: responses.RequestsMock,
+    body: Any,
+    upstream_status: int,
+    status: int,
+    outcome: Outcome,
 ) -> None:
-    answer(gateway_mock, gateway_error("authentication_error"), 401)
-    assert_error(same_origin(REALTIME), 502)
+    answer(gateway_mock, body, upstream_status)
+    assert same_origin(REALTIME).status_code == status
     row = ClientSecretIssuance.objects.get()
-    assert row.outcome == Outcome.FAILED
-    assert row.upstream_status == 401
-
-
-@pytest.mark.django_db(transaction=True)
-def test_issued_mint_is_recorded_under_atomic_requests(
-    atomic_requests: None, same_origin: SameOriginClient, gateway_mock: responses.RequestsMock
-) -> None:
-    answer(gateway_mock)
-    assert same_origin(REALTIME).status_code == 200
-    assert ClientSecretIssuance.objects.get().outcome == Outcome.ISSUED
+    assert row.outcome == outcome
+    assert row.upstream_status == upstream_status
