@@ -15,7 +15,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.http import HttpResponse
 from django.template import engines
 from django.template.response import TemplateResponse
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from django.urls import include, path
 from django.utils.cache import patch_cache_control
 from django.views.decorators.cache import cache_control, cache_page
@@ -185,8 +185,23 @@ def test_mark_is_per_request():
 # Django's page caches ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["/cached/", "/cached-template/", "/cached-outer-decorated/"])
-def test_cache_page_never_stores_a_page_with_a_secret(client, user, other_user, url):
+SITE_WIDE = {"MIDDLEWARE": SITE_CACHE, "CACHE_MIDDLEWARE_SECONDS": 600}
+
+
+@pytest.mark.parametrize(
+    ("url", "overrides"),
+    [
+        pytest.param("/cached/", {}, id="cache_page"),
+        pytest.param("/cached-template/", {}, id="cache_page-template"),
+        pytest.param("/cached-outer-decorated/", {}, id="cache_page-inside-the-decorator"),
+        pytest.param("/public/", SITE_WIDE, id="site-wide"),
+    ],
+)
+def test_page_caches_never_store_a_page_with_a_secret(
+    client, user, other_user, settings, url, overrides
+):
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     client.force_login(user)
     first = token_of(client.get(url))
     second = token_of(client.get(url))
@@ -196,21 +211,8 @@ def test_cache_page_never_stores_a_page_with_a_secret(client, user, other_user, 
     assert_not_cached(first, second, third)
 
 
-def test_site_wide_cache_never_stores_a_page_with_a_secret(client, user, other_user, settings):
-    settings.MIDDLEWARE = SITE_CACHE
-    settings.CACHE_MIDDLEWARE_SECONDS = 600
-    client.force_login(user)
-    first = token_of(client.get("/public/"))
-    second = token_of(client.get("/public/"))
-    client.force_login(other_user)
-    third = token_of(client.get("/public/"))
-    assert len({first, second, third}) == 3
-    assert_not_cached(first, second, third)
-
-
-def test_site_wide_cache_still_caches_pages_without_a_secret(client, settings):
-    settings.MIDDLEWARE = SITE_CACHE
-    settings.CACHE_MIDDLEWARE_SECONDS = 600
+@override_settings(**SITE_WIDE)
+def test_site_wide_cache_still_caches_pages_without_a_secret(client):
     client.get("/plain/")
     assert any(b"no secret here" in v for v in cached_values())
 
