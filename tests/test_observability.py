@@ -200,14 +200,14 @@ def test_admin_pages_show_hints_never_tokens(tokens, user, django_user_model):
     assert row.token_hint in client.get(changelist).content.decode()
 
 
+# Django's error email, as a site in production sends it. No EMAIL_BACKEND: the
+# test environment already delivers to mail.outbox (and Django 6.1 deprecates
+# the setting in favour of MAILERS).
+ERROR_EMAIL = override_settings(DEBUG=False, ADMINS=ADMINS, ROOT_URLCONF=__name__)
+
+
 @pytest.mark.django_db
-@override_settings(
-    DEBUG=False,
-    ADMINS=ADMINS,
-    # No EMAIL_BACKEND: the test environment already delivers to mail.outbox
-    # (and Django 6.1 deprecates the setting in favour of MAILERS).
-    ROOT_URLCONF="tests.test_observability",
-)
+@ERROR_EMAIL
 @pytest.mark.parametrize(
     ("url", "model"),
     [("/crash/", None), ("/unhandled/", "openai/gpt-realtime-mini")],
@@ -237,11 +237,7 @@ def _crash(url, user):
 
 
 @pytest.mark.django_db
-@override_settings(
-    DEBUG=False,
-    ADMINS=ADMINS,
-    ROOT_URLCONF="tests.test_observability",
-)
+@ERROR_EMAIL
 @pytest.mark.parametrize("url", ["/crash/", "/crash-with-body/"])
 def test_error_email_with_html_has_no_secret(url, tokens, user):
     # The HTML report holds every frame's local variables and the settings.
