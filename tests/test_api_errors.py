@@ -47,60 +47,49 @@ def upstream(cls: type[GatewayError], status: int | None, **kwargs: Any) -> Gate
     return cls(f"upstream echoed {SECRET}", status_code=status, **kwargs)
 
 
-# error -> (status, type, Retry-After)
-TABLE: list[Any] = [
-    pytest.param(
+WAIT = DEFAULT_RETRY_AFTER
+
+# case -> (error, status, type, Retry-After)
+TABLE: dict[str, tuple[Exception, int, str, int | None]] = {
+    "request": (
         MintRequestError("No such model here.", param="model", code="model_not_allowed"),
         400,
         "invalid_request",
         None,
-        id="MintRequestError",
     ),
-    pytest.param(QuotaExceeded("used up", retry_after=42), 429, "quota_exceeded", 42, id="quota"),
-    pytest.param(
-        QuotaExceeded("used up"), 429, "quota_exceeded", DEFAULT_RETRY_AFTER, id="quota-no-wait"
-    ),
-    pytest.param(
-        AuditUnavailable("down"), 503, "audit_unavailable", DEFAULT_RETRY_AFTER, id="audit"
-    ),
-    pytest.param(
-        LimitsUnavailable("down", retry_after=3), 503, "limits_unavailable", 3, id="limits"
-    ),
-    pytest.param(
+    "quota": (QuotaExceeded("used up", retry_after=42), 429, "quota_exceeded", 42),
+    "quota-no-wait": (QuotaExceeded("used up"), 429, "quota_exceeded", WAIT),
+    "audit": (AuditUnavailable("down"), 503, "audit_unavailable", WAIT),
+    "limits": (LimitsUnavailable("down", retry_after=3), 503, "limits_unavailable", 3),
+    "configuration": (
         GatewayConfigurationError("Set GATEWAY_REALTIME_DEFAULT_MODELS."),
         502,
         "configuration_error",
         None,
-        id="configuration",
     ),
-    pytest.param(
+    "gateway-rate-limit": (
         upstream(GatewayRateLimitError, 429, retry_after=12),
         503,
         "gateway_rate_limit_exceeded",
         12,
-        id="gateway-rate-limit",
     ),
-    pytest.param(
+    "gateway-rate-limit-no-wait": (
         upstream(GatewayRateLimitError, 429),
         503,
         "gateway_rate_limit_exceeded",
-        DEFAULT_RETRY_AFTER,
-        id="gateway-rate-limit-no-wait",
+        WAIT,
     ),
-    pytest.param(
-        # A date in the past reads as 0; Retry-After: 0 would invite a retry storm.
+    # A Retry-After date in the past reads as 0 (tests/test_client.py).
+    "gateway-rate-limit-zero-wait": (
         upstream(GatewayRateLimitError, 429, retry_after=0),
         503,
         "gateway_rate_limit_exceeded",
-        DEFAULT_RETRY_AFTER,
-        id="gateway-rate-limit-zero-wait",
+        WAIT,
     ),
-    pytest.param(upstream(GatewayTimeoutError, None), 504, "gateway_timeout", None, id="timeout"),
-    pytest.param(
-        upstream(GatewayTimeoutError, 200), 504, "gateway_timeout", None, id="timeout-in-body"
-    ),
-    *[
-        pytest.param(upstream(cls, status), 502, f"gateway_{cls.error_type}", None, id=cls.__name__)
+    "timeout": (upstream(GatewayTimeoutError, None), 504, "gateway_timeout", None),
+    "timeout-in-body": (upstream(GatewayTimeoutError, 200), 504, "gateway_timeout", None),
+    **{
+        cls.__name__: (upstream(cls, status), 502, f"gateway_{cls.error_type}", None)
         for cls, status in [
             (GatewayAuthenticationError, 401),
             (GatewayInvalidRequestError, 400),
@@ -112,11 +101,12 @@ TABLE: list[Any] = [
             (GatewayConnectionError, None),
             (GatewayError, 418),
         ]
-    ],
-]
+    },
+}
+CASES = [pytest.param(*row, id=case) for case, row in TABLE.items()]
 
 
-@pytest.mark.parametrize(("error", "status", "error_type", "retry_after"), TABLE)
+@pytest.mark.parametrize(("error", "status", "error_type", "retry_after"), CASES)
 def test_each_error_maps_to_its_status_type_and_wait(
     error: Exception, status: int, error_type: str, retry_after: int | None
 ) -> None:
@@ -133,7 +123,7 @@ def test_each_error_maps_to_its_status_type_and_wait(
         assert response["Retry-After"] == str(retry_after)
 
 
-@pytest.mark.parametrize(("error", "status", "error_type", "retry_after"), TABLE)
+@pytest.mark.parametrize(("error", "status", "error_type", "retry_after"), CASES)
 def test_messages_never_carry_an_upstream_credential(
     error: Exception, status: int, error_type: str, retry_after: int | None
 ) -> None:
