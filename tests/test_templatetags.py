@@ -51,11 +51,6 @@ def only_config(html):
 
 
 @pytest.fixture
-def rf():
-    return RequestFactory()
-
-
-@pytest.fixture
 def get(rf, user):
     def make(path="/", user_=user, method="get", **headers):
         request = getattr(rf, method)(path, **headers)
