@@ -165,7 +165,7 @@ def test_middleware_under_asgi(user):
 # The helpers the decorator shares (the decorator: tests/test_decorators.py) ---------
 
 
-def test_protect_response_waits_for_a_template_torender_page(user):
+def test_protect_response_waits_for_a_template_to_render(user):
     request = RequestFactory().get("/")
     request.user = user
     response = protect_response(request, template_page(request))
