@@ -40,8 +40,8 @@ def _fresh_clients(monkeypatch):
 def gateway_mock():
     """An empty ``responses`` mock: the test registers the Gateway's answers (``answer``).
 
-    Answers a test leaves unused are not an error; a module that wants them to
-    be overrides this fixture and sets ``assert_all_requests_are_fired``.
+    Answers a test leaves unused are not an error: a test whose meaning needs
+    the Gateway to be called says how often (``len(mock.calls)``).
     """
     with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
