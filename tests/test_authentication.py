@@ -1,19 +1,17 @@
 """``gateway_realtime.authentication``: the same-origin check that replaces the CSRF token.
 
-Every request here goes through ``Client(enforce_csrf_checks=True)``: Django's
-default test client skips CSRF checks altogether, which would prove nothing.
+Every request here goes through ``SameOriginClient``, which enforces CSRF checks:
+Django's default test client skips them altogether, which would prove nothing.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import responses
 from django.conf import settings as django_settings
-from django.test import Client, RequestFactory
+from django.test import RequestFactory
 from django.utils.crypto import get_random_string
 from rest_framework import exceptions
 
@@ -24,49 +22,11 @@ from gateway_realtime.authentication import (
     request_origin,
 )
 from gateway_realtime.models import ClientSecretIssuance
-from tests.conftest import MINT_URL
+from tests.conftest import SAME_ORIGIN, SameOriginClient, assert_private
 
 pytestmark = pytest.mark.django_db
 
 REALTIME = "/gateway/realtime/"
-TOKEN = "vcst_auth_0123456789abcdefghijklmnop"
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(
-            responses.POST,
-            MINT_URL,
-            json={"token": TOKEN, "expiresAt": 4102444800},
-        )
-        yield rsps
-
-
-@pytest.fixture
-def csrf_client(user: Any) -> Client:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    return client
-
-
-def post(
-    client: Client,
-    headers: dict[str, str],
-    content_type: str = "application/json",
-    data: Any = None,
-) -> Any:
-    if data is None:
-        data = json.dumps({"sessionConfig": {}})
-    return client.post(REALTIME, data=data, content_type=content_type, **headers)
-
-
-SAME = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
-
-
-def assert_private(response: Any) -> None:
-    assert response["Cache-Control"] == "no-store, private"
-    assert "cookie" in response["Vary"].lower()
 
 
 # Accepted ----------------------------------------------------------------------
@@ -75,7 +35,7 @@ def assert_private(response: Any) -> None:
 @pytest.mark.parametrize(
     "headers",
     [
-        pytest.param(SAME, id="origin+fetch-site"),
+        pytest.param(SAME_ORIGIN, id="origin+fetch-site"),
         pytest.param({"HTTP_ORIGIN": "http://testserver"}, id="origin-only"),
         pytest.param({"HTTP_SEC_FETCH_SITE": "same-origin"}, id="fetch-site-only"),
         pytest.param({"HTTP_ORIGIN": "HTTP://TestServer"}, id="origin-case"),
@@ -86,45 +46,52 @@ def assert_private(response: Any) -> None:
     ],
 )
 def test_same_origin_is_accepted(
-    csrf_client: Client, mock: responses.RequestsMock, headers: dict[str, str]
+    same_origin: SameOriginClient, gateway: responses.RequestsMock, headers: dict[str, str]
 ) -> None:
-    response = post(csrf_client, headers)
+    response = same_origin(REALTIME, origin_headers=False, **headers)
     assert response.status_code == 200, response.content
-    assert response.json()["token"] == TOKEN
-    assert len(mock.calls) == 1
+    assert response.json()["token"].startswith("vcst_test")
+    assert len(gateway.calls) == 1
 
 
-def test_json_with_charset_is_accepted(csrf_client: Client, mock: responses.RequestsMock) -> None:
-    response = post(csrf_client, SAME, content_type="application/json; charset=utf-8")
+def test_json_with_charset_is_accepted(
+    same_origin: SameOriginClient, gateway: responses.RequestsMock
+) -> None:
+    response = same_origin(REALTIME, content_type="application/json; charset=utf-8")
     assert response.status_code == 200
 
 
-def test_valid_csrf_token_is_accepted(csrf_client: Client, mock: responses.RequestsMock) -> None:
+def test_valid_csrf_token_is_accepted(
+    same_origin: SameOriginClient, gateway: responses.RequestsMock
+) -> None:
     token = get_random_string(32)
-    csrf_client.cookies[django_settings.CSRF_COOKIE_NAME] = token
-    response = post(csrf_client, {"HTTP_X_CSRFTOKEN": token})
+    same_origin.cookies[django_settings.CSRF_COOKIE_NAME] = token
+    response = same_origin(REALTIME, origin_headers=False, HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 200, response.content
-    assert len(mock.calls) == 1
+    assert len(gateway.calls) == 1
 
 
 def test_wrong_csrf_token_without_origin_headers_is_rejected(
-    csrf_client: Client, mock: responses.RequestsMock
+    same_origin: SameOriginClient, gateway: responses.RequestsMock
 ) -> None:
-    csrf_client.cookies[django_settings.CSRF_COOKIE_NAME] = get_random_string(32)
-    response = post(csrf_client, {"HTTP_X_CSRFTOKEN": get_random_string(32)})
+    same_origin.cookies[django_settings.CSRF_COOKIE_NAME] = get_random_string(32)
+    response = same_origin(REALTIME, origin_headers=False, HTTP_X_CSRFTOKEN=get_random_string(32))
     assert response.status_code == 403
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
 
 
 @pytest.mark.parametrize("fetch_site", [None, "same-origin"])
 def test_csrf_trusted_origin_exact_match(
-    csrf_client: Client, mock: responses.RequestsMock, settings: Any, fetch_site: str | None
+    same_origin: SameOriginClient,
+    gateway: responses.RequestsMock,
+    settings: Any,
+    fetch_site: str | None,
 ) -> None:
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.com"]
     headers = {"HTTP_ORIGIN": "https://app.example.com"}
     if fetch_site:
         headers["HTTP_SEC_FETCH_SITE"] = fetch_site
-    response = post(csrf_client, headers)
+    response = same_origin(REALTIME, origin_headers=False, **headers)
     assert response.status_code == 200, response.content
 
 
@@ -161,78 +128,87 @@ REJECTED_HEADERS = [
 
 @pytest.mark.parametrize("headers", REJECTED_HEADERS)
 def test_cross_site_is_rejected(
-    csrf_client: Client, mock: responses.RequestsMock, headers: dict[str, str]
+    same_origin: SameOriginClient, gateway: responses.RequestsMock, headers: dict[str, str]
 ) -> None:
-    response = post(csrf_client, headers)
+    response = same_origin(REALTIME, origin_headers=False, **headers)
     assert response.status_code == 403, response.content
     assert response.json()["error"]["type"] == "cross_site_request"
     assert_private(response)
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
     assert ClientSecretIssuance.objects.count() == 0
 
 
 @pytest.mark.parametrize(
     ("content_type", "data"),
     [
-        ("text/plain", json.dumps({"sessionConfig": {}})),
-        ("text/plain;charset=UTF-8", "{}"),
-        ("application/x-www-form-urlencoded", "sessionConfig=x"),
-        ("multipart/form-data; boundary=BoUnDaRy", "--BoUnDaRy--\r\n"),
-        ("application/json-patch+json", "{}"),
-        ("", "{}"),
+        ("text/plain", b'{"sessionConfig": {}}'),
+        ("text/plain;charset=UTF-8", b"{}"),
+        ("application/x-www-form-urlencoded", b"sessionConfig=x"),
+        ("multipart/form-data; boundary=BoUnDaRy", b"--BoUnDaRy--\r\n"),
+        ("application/json-patch+json", b"{}"),
+        ("", b"{}"),
     ],
 )
 @pytest.mark.parametrize(
-    "headers", [pytest.param(SAME, id="same-origin"), pytest.param({}, id="no-headers")]
+    "headers", [pytest.param(SAME_ORIGIN, id="same-origin"), pytest.param({}, id="no-headers")]
 )
 def test_non_json_bodies_are_rejected(
-    csrf_client: Client,
-    mock: responses.RequestsMock,
+    same_origin: SameOriginClient,
+    gateway: responses.RequestsMock,
     content_type: str,
-    data: str,
+    data: bytes,
     headers: dict[str, str],
 ) -> None:
-    response = post(csrf_client, headers, content_type=content_type, data=data)
+    response = same_origin(
+        REALTIME, data, content_type=content_type, origin_headers=False, **headers
+    )
     assert response.status_code == 415, response.content
     assert response.json()["error"]["type"] == "unsupported_media_type"
     assert_private(response)
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
     assert ClientSecretIssuance.objects.count() == 0
 
 
-def test_real_form_post_is_rejected(csrf_client: Client, mock: responses.RequestsMock) -> None:
-    response = csrf_client.post(REALTIME, {"sessionConfig": "x"}, **SAME)
+def test_real_form_post_is_rejected(
+    same_origin: SameOriginClient, gateway: responses.RequestsMock
+) -> None:
+    response = same_origin.post(REALTIME, {"sessionConfig": "x"}, **SAME_ORIGIN)
     assert response.status_code == 415
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
 
 
 def test_valid_csrf_token_still_needs_json(
-    csrf_client: Client, mock: responses.RequestsMock
+    same_origin: SameOriginClient, gateway: responses.RequestsMock
 ) -> None:
     token = get_random_string(32)
-    csrf_client.cookies[django_settings.CSRF_COOKIE_NAME] = token
-    response = post(csrf_client, {"HTTP_X_CSRFTOKEN": token}, content_type="text/plain")
+    same_origin.cookies[django_settings.CSRF_COOKIE_NAME] = token
+    response = same_origin(
+        REALTIME, content_type="text/plain", origin_headers=False, HTTP_X_CSRFTOKEN=token
+    )
     assert response.status_code == 415
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
 
 
 @pytest.mark.parametrize(
     "trusted", [["https://*.example.com"], ["https://app.example.com/"], ["https://example.com"]]
 )
 def test_trusted_origins_match_exactly(
-    csrf_client: Client, mock: responses.RequestsMock, settings: Any, trusted: list[str]
+    same_origin: SameOriginClient,
+    gateway: responses.RequestsMock,
+    settings: Any,
+    trusted: list[str],
 ) -> None:
     settings.CSRF_TRUSTED_ORIGINS = trusted
-    response = post(csrf_client, {"HTTP_ORIGIN": "https://app.example.com"})
+    response = same_origin(REALTIME, origin_headers=False, HTTP_ORIGIN="https://app.example.com")
     assert response.status_code == 403
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
 
 
-def test_anonymous_cross_site(mock: responses.RequestsMock) -> None:
-    client = Client(enforce_csrf_checks=True)
-    response = post(client, {"HTTP_ORIGIN": "https://evil.example"})
+def test_anonymous_cross_site(same_origin_as: Any, gateway: responses.RequestsMock) -> None:
+    anonymous = same_origin_as(None)
+    response = anonymous(REALTIME, origin_headers=False, HTTP_ORIGIN="https://evil.example")
     assert response.status_code in (401, 403)
-    assert len(mock.calls) == 0
+    assert len(gateway.calls) == 0
 
 
 # The functions -----------------------------------------------------------------
@@ -259,7 +235,7 @@ def test_check_same_origin() -> None:
     ok = factory.post("/", content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin")
     check_same_origin(ok)
     with pytest.raises(exceptions.UnsupportedMediaType):
-        check_same_origin(factory.post("/", "x", content_type="text/plain", **SAME))
+        check_same_origin(factory.post("/", "x", content_type="text/plain", **SAME_ORIGIN))
     with pytest.raises(CrossSiteRequestRejected, match="neither Origin nor Sec-Fetch-Site"):
         check_same_origin(factory.post("/", content_type="application/json"))
     with pytest.raises(CrossSiteRequestRejected):

@@ -1,29 +1,22 @@
 """Hostile requests to the mint endpoint: every one is a 4xx JSON error.
 
 No case may reach the Gateway, write an audit row or cause a 500. The table
-runs with CSRF enforcement on (``Client(enforce_csrf_checks=True)``), as a
-browser's request would be checked, so the same-origin rules are in play.
+runs with CSRF enforcement on (``SameOriginClient``), as a browser's request
+would be checked, so the same-origin rules are in play. The parser and the
+serializer on their own: tests/test_parsers.py, tests/test_serializers.py.
 """
 
-import contextlib
-import io
 import json
 
 import pytest
-from django.test import Client, override_settings
 from django.urls import reverse
 from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-from rest_framework import exceptions
 
-from gateway_realtime.exceptions import MintRequestError
 from gateway_realtime.models import ClientSecretIssuance
-from gateway_realtime.parsers import RequestTooLarge, StrictJSONParser
-from gateway_realtime.serializers import MintRequestSerializer
-from gateway_realtime.services import resolve_lifetime
+from tests.conftest import SAME_ORIGIN
+from tests.strategies import json_values
 
 URL = reverse("gateway_realtime:realtime")
-SAME_ORIGIN = {"HTTP_ORIGIN": "http://testserver", "HTTP_SEC_FETCH_SITE": "same-origin"}
 JSON = "application/json"
 GOOD_MODEL = "openai/gpt-realtime-2"
 
@@ -187,18 +180,15 @@ def test_the_table_is_big_enough():
     assert len(CASES) >= 60
 
 
-@pytest.fixture
-def strict_client(user):
-    return Client(enforce_csrf_checks=True)
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize(("method", "body", "content_type", "headers", "status", "login"), CASES)
-def test_hostile_request(method, body, content_type, headers, status, login, gateway, user):
-    client = Client(enforce_csrf_checks=True)
-    if login:
-        client.force_login(user)
-    response = client.generic(method, URL, data=body, content_type=content_type, **headers)
+def test_hostile_request(
+    method, body, content_type, headers, status, login, gateway, user, same_origin_as
+):
+    client = same_origin_as(user if login else None)
+    response = client(
+        URL, body, method=method, content_type=content_type, origin_headers=False, **headers
+    )
     assert 400 <= response.status_code < 500, (response.status_code, response.content[:200])
     if status is not None:
         assert response.status_code == status, response.content[:200]
@@ -212,94 +202,14 @@ def test_hostile_request(method, body, content_type, headers, status, login, gat
 
 
 @pytest.mark.django_db
-def test_the_same_client_mints_with_a_good_request(gateway, user):
+def test_the_same_client_mints_with_a_good_request(gateway, same_origin):
     # The control: the table fails for its hostile part, not for its setup.
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(user)
-    response = client.post(URL, data=b'{"sessionConfig": {}}', content_type=JSON, **SAME_ORIGIN)
+    response = same_origin(URL)
     assert response.status_code == 200
     assert len(gateway.calls) == 1
 
 
-# --- property-based: the parser and the request serializer -------------------------
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-
-def parse(raw, media_type=JSON):
-    return StrictJSONParser().parse(io.BytesIO(raw), media_type, {})
-
-
-@given(st.binary(max_size=512))
-@settings(max_examples=300, deadline=None)
-def test_parser_on_arbitrary_bytes_parses_or_says_parse_error(raw):
-    with contextlib.suppress(exceptions.ParseError):
-        parse(raw)
-
-
-@given(json_values)
-@settings(max_examples=300, deadline=None)
-def test_parser_round_trips_json_it_accepts(value):
-    raw = json.dumps(value).encode()
-    if len(raw) > 16384:
-        with pytest.raises(RequestTooLarge):
-            parse(raw)
-    else:
-        assert parse(raw) == value
-
-
-@given(st.text(max_size=40))
-@settings(max_examples=200, deadline=None)
-def test_parser_accepts_only_utf8_charsets(charset):
-    media_type = f"application/json; charset={charset}"
-    try:
-        parse(b"{}", media_type)
-    except exceptions.UnsupportedMediaType:
-        return
-    except exceptions.ParseError:
-        return
-    assert charset.strip().strip('"').lower() in {"utf-8", "utf8"}
-
-
-@given(st.integers(min_value=0, max_value=4096))
-@settings(max_examples=50, deadline=None)
-@override_settings(GATEWAY_REALTIME_MAX_REQUEST_BYTES=2048)
-def test_parser_size_limit_is_exact(size):
-    raw = b'"' + b"a" * max(0, size - 2) + b'"'
-    if len(raw) > 2048:
-        with pytest.raises(RequestTooLarge):
-            parse(raw)
-    else:
-        assert parse(raw) == raw[1:-1].decode()
-
-
-@given(
-    st.dictionaries(
-        st.sampled_from(["model", "expiresAfterSeconds", "sessionConfig", "x"]), json_values
-    )
-)
-@settings(max_examples=300, deadline=None)
-def test_serializer_accepts_only_well_typed_fields(data):
-    serializer = MintRequestSerializer(data=data)
-    if not serializer.is_valid():
-        return
-    valid = serializer.validated_data
-    # The lifetime passes through as sent: mint_client_secret validates it
-    # (test_lifetime_is_validated_in_one_place).
-    model = valid.get("model")
-    assert model is None or (isinstance(model, str) and model == data["model"])
-    config = valid.get("sessionConfig")
-    assert config is None or isinstance(config, dict)
+# --- property-based: any JSON body ------------------------------------------------
 
 
 @pytest.mark.django_db
@@ -324,21 +234,3 @@ def test_endpoint_never_500s_and_mints_only_for_valid_bodies(value, same_origin,
         assert set(response.json()["error"]) >= {"type", "message"}
         assert len(gateway.calls) == before_calls
         assert ClientSecretIssuance.objects.count() == before_rows
-
-
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
-def test_parser_rejects_non_finite_numbers(number):
-    with pytest.raises(exceptions.ParseError):
-        parse(f'{{"expiresAfterSeconds": {number}}}'.encode())
-
-
-@given(value=json_values)
-@settings(max_examples=300, deadline=None)
-def test_lifetime_is_validated_in_one_place(value):
-    try:
-        lifetime = resolve_lifetime(value)
-    except MintRequestError as error:
-        assert error.param == "expiresAfterSeconds"
-        return
-    assert lifetime is None or (type(lifetime) is int and 1 <= lifetime <= 600)
-    assert value is None or value == lifetime

@@ -7,7 +7,6 @@ import email.utils
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,12 +32,10 @@ from gateway_realtime.exceptions import (
     GatewayTimeoutError,
 )
 from gateway_realtime.protocol import MINT_PATH, Kind, MintedSecret
-from tests.conftest import MINT_URL
+from tests.conftest import EXPIRES_AT, MINT_URL, TOKEN, answer, gateway_error, run_at_once
 
 SECRET = "sk-client-DISTINCTIVE-credential-7f3a9c"
 KEY = Credential(value=SECRET, method=API_KEY, source="tests")
-TOKEN = "vcst_client_0123456789abcdefghij"
-JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -46,34 +43,6 @@ def gw() -> Iterator[GatewayClient]:
     client = GatewayClient()
     yield client
     client.close()
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-def answer(
-    mock: responses.RequestsMock,
-    status: int = 200,
-    body: Any = None,
-    headers: dict[str, str] | None = None,
-    url: str = MINT_URL,
-) -> None:
-    if body is None:
-        body = {"token": TOKEN, "expiresAt": 4102444800}
-    if isinstance(body, bytes):
-        content: Any = body
-    elif isinstance(body, str):
-        content = body
-    else:
-        content = json.dumps(body)
-    mock.add_callback(
-        responses.POST,
-        url,
-        callback=lambda request: (status, {**JSON, **(headers or {})}, content),
-    )
 
 
 def mint(
@@ -90,13 +59,6 @@ def failure(client: GatewayClient, **kwargs: Any) -> GatewayError:
     with pytest.raises(GatewayError) as info:
         mint(client, **kwargs)
     return info.value
-
-
-def error_body(error_type: Any, message: str = "nope", **extra: Any) -> dict[str, Any]:
-    return {
-        "error": {"message": message, "type": error_type, "param": None, "code": None, **extra},
-        "generationId": "gen_123",
-    }
 
 
 class SlowOrBrokenBody(io.RawIOBase):
@@ -139,10 +101,10 @@ def streamed(
 # Headers -------------------------------------------------------------------
 
 
-def test_headers_with_an_api_key(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
+def test_headers_with_an_api_key(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock)
     mint(gw)
-    sent = mock.calls[0].request.headers
+    sent = gateway_mock.calls[0].request.headers
     assert sent["Authorization"] == f"Bearer {SECRET}"
     assert sent["ai-gateway-protocol-version"] == "0.0.1"
     assert sent["ai-gateway-auth-method"] == "api-key"
@@ -151,10 +113,12 @@ def test_headers_with_an_api_key(gw: GatewayClient, mock: responses.RequestsMock
     assert "x-vercel-ai-gateway-team" not in sent
 
 
-def test_no_default_headers_from_requests(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
+def test_no_default_headers_from_requests(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
+    answer(gateway_mock)
     mint(gw)
-    names = {name.lower() for name in mock.calls[0].request.headers}
+    names = {name.lower() for name in gateway_mock.calls[0].request.headers}
     assert names == {
         "authorization",
         "ai-gateway-protocol-version",
@@ -167,51 +131,53 @@ def test_no_default_headers_from_requests(gw: GatewayClient, mock: responses.Req
         assert default not in names
 
 
-def test_oidc_auth_method(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
+def test_oidc_auth_method(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock)
     mint(gw, credential=Credential(value="oidc.jwt.value", method=OIDC, source="tests"))
-    sent = mock.calls[0].request.headers
+    sent = gateway_mock.calls[0].request.headers
     assert sent["ai-gateway-auth-method"] == "oidc"
     assert sent["Authorization"] == "Bearer oidc.jwt.value"
 
 
-def test_team_header_only_when_set(gw: GatewayClient, mock: responses.RequestsMock, settings: Any):
-    answer(mock)
+def test_team_header_only_when_set(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
+):
+    answer(gateway_mock)
     settings.GATEWAY_REALTIME_TEAM = "my-team"
     mint(gw)
     settings.GATEWAY_REALTIME_TEAM = ""
     mint(gw)
     settings.GATEWAY_REALTIME_TEAM = None
     mint(gw)
-    assert mock.calls[0].request.headers["x-vercel-ai-gateway-team"] == "my-team"
-    assert "x-vercel-ai-gateway-team" not in mock.calls[1].request.headers
-    assert "x-vercel-ai-gateway-team" not in mock.calls[2].request.headers
+    assert gateway_mock.calls[0].request.headers["x-vercel-ai-gateway-team"] == "my-team"
+    assert "x-vercel-ai-gateway-team" not in gateway_mock.calls[1].request.headers
+    assert "x-vercel-ai-gateway-team" not in gateway_mock.calls[2].request.headers
 
 
 def test_extra_headers_are_sent_but_cannot_replace_the_contract(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
-    answer(mock)
+    answer(gateway_mock)
     settings.GATEWAY_REALTIME_EXTRA_HEADERS = {
         "x-request-source": "my-site",
         "Authorization": "Bearer someone-else",
         "content-type": "text/plain",
     }
     mint(gw)
-    sent = mock.calls[0].request.headers
+    sent = gateway_mock.calls[0].request.headers
     assert sent["x-request-source"] == "my-site"
     assert sent["Authorization"] == f"Bearer {SECRET}"
     assert sent["Content-Type"] == "application/json"
 
 
 def test_timeouts_are_always_passed(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_CONNECT_TIMEOUT = 1.5
     settings.GATEWAY_REALTIME_READ_TIMEOUT = 4
-    answer(mock)
+    answer(gateway_mock)
     mint(gw)
-    kwargs = mock.calls[0].request.req_kwargs
+    kwargs = gateway_mock.calls[0].request.req_kwargs
     assert kwargs["timeout"] == (1.5, 4.0)
 
 
@@ -229,14 +195,14 @@ def test_timeouts_are_always_passed(
 )
 def test_body(
     gw: GatewayClient,
-    mock: responses.RequestsMock,
+    gateway_mock: responses.RequestsMock,
     kind: Kind,
     expires_in: int | None,
     expected: bytes,
 ) -> None:
-    answer(mock)
+    answer(gateway_mock)
     mint(gw, kind=kind, model="m/x", expires_in=expires_in)
-    assert mock.calls[0].request.body == expected
+    assert gateway_mock.calls[0].request.body == expected
 
 
 def test_body_keeps_unicode_like_json_stringify(gw: GatewayClient) -> None:
@@ -249,32 +215,32 @@ def test_body_keeps_unicode_like_json_stringify(gw: GatewayClient) -> None:
 
 
 def test_mint_url_uses_only_the_origin(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     # Which origin each base URL has: tests/test_protocol.py.
     settings.GATEWAY_REALTIME_BASE_URL = "http://127.0.0.1:8765/a/deep/path/?q=1"
-    answer(mock, url="http://127.0.0.1:8765" + MINT_PATH)
+    answer(gateway_mock, url="http://127.0.0.1:8765" + MINT_PATH)
     mint(gw)
-    assert mock.calls[0].request.url == "http://127.0.0.1:8765" + MINT_PATH
+    assert gateway_mock.calls[0].request.url == "http://127.0.0.1:8765" + MINT_PATH
 
 
 def test_userinfo_in_the_base_url_is_never_sent(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     # requests would turn it into Basic auth, replacing the Bearer credential.
     settings.GATEWAY_REALTIME_BASE_URL = "https://user:pass@gateway.test/v4/ai"
-    answer(mock)
+    answer(gateway_mock)
     mint(gw)
-    sent = mock.calls[0].request
+    sent = gateway_mock.calls[0].request
     assert sent.url == MINT_URL
     assert sent.headers["Authorization"] == f"Bearer {SECRET}"
 
 
 def test_ws_url_comes_from_the_base_url_setting(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_BASE_URL = "https://gateway.test/v4/ai/"
-    answer(mock)
+    answer(gateway_mock)
     secret = mint(gw, kind=Kind.SPEECH, model="elevenlabs/eleven-v3")
     assert secret.url == "wss://gateway.test/v4/ai/speech-model?ai-model-id=elevenlabs%2Feleven-v3"
 
@@ -299,12 +265,12 @@ def test_ws_url_comes_from_the_base_url_setting(
 )
 def test_error_types(
     gw: GatewayClient,
-    mock: responses.RequestsMock,
+    gateway_mock: responses.RequestsMock,
     error_type: Any,
     status: int,
     cls: type[GatewayError],
 ) -> None:
-    answer(mock, status, error_body(error_type, "Gateway says no", code="c1"))
+    answer(gateway_mock, gateway_error(error_type, "Gateway says no", code="c1"), status)
     error = failure(gw)
     assert type(error) is cls
     assert error.status_code == status
@@ -315,74 +281,65 @@ def test_error_types(
         assert error.error_type == "internal_server_error"
     else:
         assert error.error_type == error_type
-    assert len(mock.calls) == 1
+    assert len(gateway_mock.calls) == 1
 
 
-def test_rate_limit_retry_after_seconds(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock, 429, error_body("rate_limit_exceeded"), {"Retry-After": "17"})
-    error = failure(gw)
-    assert isinstance(error, GatewayRateLimitError)
-    assert error.retry_after == 17
-
-
-def test_rate_limit_retry_after_http_date(gw: GatewayClient, mock: responses.RequestsMock) -> None:
+def test_rate_limit_retry_after_http_date(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
     when = dt.datetime.now(tz=dt.UTC) + dt.timedelta(seconds=120)
-    answer(
-        mock,
-        429,
-        error_body("rate_limit_exceeded"),
-        {"Retry-After": email.utils.format_datetime(when, usegmt=True)},
-    )
+    retry_after = email.utils.format_datetime(when, usegmt=True)
+    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **{"Retry-After": retry_after})
     error = failure(gw)
     assert isinstance(error, GatewayRateLimitError)
     assert error.retry_after is not None
     assert 115 <= error.retry_after <= 121
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "Mon, 99 Foo 2000 00:00:00 GMT"])
-def test_rate_limit_without_usable_retry_after(
-    gw: GatewayClient, mock: responses.RequestsMock, value: str | None
+@pytest.mark.parametrize(
+    ("value", "retry_after"),
+    [
+        pytest.param("17", 17, id="seconds"),
+        pytest.param("Wed, 21 Oct 2015 07:28:00 GMT", 0, id="date-in-the-past"),
+        # Not usable: no figure at all.
+        pytest.param(None, None, id="absent"),
+        pytest.param("", None, id="empty"),
+        pytest.param("soon", None, id="words"),
+        pytest.param("-5", None, id="negative"),
+        pytest.param("Mon, 99 Foo 2000 00:00:00 GMT", None, id="bad-date"),
+    ],
+)
+def test_rate_limit_retry_after(
+    gw: GatewayClient,
+    gateway_mock: responses.RequestsMock,
+    value: str | None,
+    retry_after: int | None,
 ) -> None:
-    answer(mock, 429, error_body("rate_limit_exceeded"), {"Retry-After": value} if value else {})
+    headers = {} if value is None else {"Retry-After": value}
+    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **headers)
     error = failure(gw)
     assert isinstance(error, GatewayRateLimitError)
-    assert error.retry_after is None
+    assert error.retry_after == retry_after
 
 
-def test_rate_limit_retry_after_in_the_past_is_zero(
-    gw: GatewayClient, mock: responses.RequestsMock
+def test_model_not_found_names_the_model(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
 ) -> None:
-    answer(
-        mock,
-        429,
-        error_body("rate_limit_exceeded"),
-        {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
-    )
-    error = failure(gw)
-    assert isinstance(error, GatewayRateLimitError)
-    assert error.retry_after == 0
-
-
-def test_model_not_found_names_the_model(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    body = error_body("model_not_found")
-    body["error"]["param"] = {"modelId": "openai/nope"}
-    answer(mock, 404, body)
+    answer(gateway_mock, gateway_error("model_not_found", param={"modelId": "openai/nope"}), 404)
     error = failure(gw, model="openai/nope")
     assert isinstance(error, GatewayModelNotFoundError)
     assert error.model_id == "openai/nope"
 
 
-def test_forbidden_names_the_rule(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    body = error_body("forbidden")
-    body["error"]["param"] = {"ruleId": "rule_42"}
-    answer(mock, 403, body)
+def test_forbidden_names_the_rule(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock, gateway_error("forbidden", param={"ruleId": "rule_42"}), 403)
     error = failure(gw)
     assert isinstance(error, GatewayForbiddenError)
     assert error.rule_id == "rule_42"
 
 
-def test_param_without_ids(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock, 404, error_body("model_not_found"))
+def test_param_without_ids(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock, gateway_error("model_not_found"), 404)
     error = failure(gw)
     assert isinstance(error, GatewayModelNotFoundError)
     assert error.model_id is None
@@ -406,9 +363,9 @@ def test_param_without_ids(gw: GatewayClient, mock: responses.RequestsMock) -> N
 )
 @pytest.mark.parametrize("status", [400, 403, 500, 502])
 def test_malformed_error_bodies(
-    gw: GatewayClient, mock: responses.RequestsMock, body: bytes, status: int
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, body: bytes, status: int
 ) -> None:
-    answer(mock, status, body)
+    answer(gateway_mock, body, status)
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert error.status_code == status
@@ -418,8 +375,8 @@ def test_malformed_error_bodies(
 # Success body ----------------------------------------------------------------
 
 
-def test_success(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
+def test_success(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock)
     secret = mint(gw, kind=Kind.TRANSCRIPTION, model="openai/gpt-4o-transcribe")
     assert secret.token == TOKEN
     assert secret.expires_at == 4102444800
@@ -437,15 +394,17 @@ def test_success(gw: GatewayClient, mock: responses.RequestsMock) -> None:
         {"token": TOKEN, "expiresAt": 1, "extra": "ignored"},
     ],
 )
-def test_valid_success_bodies(gw: GatewayClient, mock: responses.RequestsMock, body: Any) -> None:
-    answer(mock, 200, body)
+def test_valid_success_bodies(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, body: Any
+) -> None:
+    answer(gateway_mock, body)
     secret = mint(gw)
     assert secret.token == TOKEN
     assert secret.expires_at == body.get("expiresAt")
 
 
-def test_any_2xx_is_success(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock, 201)
+def test_any_2xx_is_success(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock, status=201)
     assert mint(gw).token == TOKEN
 
 
@@ -478,8 +437,10 @@ def test_any_2xx_is_success(gw: GatewayClient, mock: responses.RequestsMock) -> 
         pytest.param({"token": TOKEN, "expiresAt": 1e20}, id="beyond-year-9999"),
     ],
 )
-def test_invalid_success_bodies(gw: GatewayClient, mock: responses.RequestsMock, body: Any) -> None:
-    answer(mock, 200, body)
+def test_invalid_success_bodies(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, body: Any
+) -> None:
+    answer(gateway_mock, body)
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert error.status_code == 200
@@ -492,23 +453,23 @@ def test_invalid_success_bodies(gw: GatewayClient, mock: responses.RequestsMock,
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_redirects_are_never_followed(
-    gw: GatewayClient, mock: responses.RequestsMock, status: int
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, status: int
 ) -> None:
-    answer(mock, status, b"", {"Location": "https://elsewhere.test/steal"})
-    answer(mock, url="https://elsewhere.test/steal")
+    answer(gateway_mock, b"", status, Location="https://elsewhere.test/steal")
+    answer(gateway_mock, url="https://elsewhere.test/steal")
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert error.status_code == status
-    assert len(mock.calls) == 1
+    assert len(gateway_mock.calls) == 1
 
 
 def test_a_redirect_body_is_never_read(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     # requests reads a redirect's whole body even when it follows none: past the cap.
     settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
     body = SlowOrBrokenBody([b"x" * 60] * 3, None)
-    streamed(mock, body, 302, {"Location": "https://elsewhere.test/"})
+    streamed(gateway_mock, body, 302, {"Location": "https://elsewhere.test/"})
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert error.status_code == 302
@@ -516,31 +477,31 @@ def test_a_redirect_body_is_never_read(
 
 
 def test_declared_oversized_answer(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
-    answer(mock, 200, b"x" * 101, {"Content-Length": "101"})
+    answer(gateway_mock, b"x" * 101, **{"Content-Length": "101"})
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert "larger than 100 bytes" in error.message
 
 
 def test_streamed_oversized_answer(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = 100
-    streamed(mock, SlowOrBrokenBody([b"x" * 60, b"x" * 60, b"x" * 60], None))
+    streamed(gateway_mock, SlowOrBrokenBody([b"x" * 60, b"x" * 60, b"x" * 60], None))
     error = failure(gw)
     assert type(error) is GatewayResponseError
     assert error.status_code == 200
 
 
 def test_answer_at_the_size_limit_is_read(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
-    body = json.dumps({"token": TOKEN, "expiresAt": 4102444800}).encode()
+    body = json.dumps({"token": TOKEN, "expiresAt": EXPIRES_AT}).encode()
     settings.GATEWAY_REALTIME_MAX_RESPONSE_BYTES = len(body)
-    streamed(mock, SlowOrBrokenBody([body[:10], body[10:]], None))
+    streamed(gateway_mock, SlowOrBrokenBody([body[:10], body[10:]], None))
     assert mint(gw).token == TOKEN
 
 
@@ -552,25 +513,25 @@ def test_answer_at_the_size_limit_is_read(
         requests.exceptions.Timeout("timed out"),
     ],
 )
-def test_timeouts(gw: GatewayClient, mock: responses.RequestsMock, exc: Exception) -> None:
-    mock.add(responses.POST, MINT_URL, body=exc)
+def test_timeouts(gw: GatewayClient, gateway_mock: responses.RequestsMock, exc: Exception) -> None:
+    answer(gateway_mock, exc)
     error = failure(gw)
     assert type(error) is GatewayTimeoutError
     assert error.status_code is None
     assert error.__cause__ is None
 
 
-def test_body_read_timeout(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    streamed(mock, SlowOrBrokenBody([b'{"tok'], TimeoutError("timed out")))
+def test_body_read_timeout(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    streamed(gateway_mock, SlowOrBrokenBody([b'{"tok'], TimeoutError("timed out")))
     error = failure(gw)
     assert type(error) is GatewayTimeoutError
 
 
 def test_total_deadline_while_reading(
-    gw: GatewayClient, mock: responses.RequestsMock, settings: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = 0.05
-    streamed(mock, SlowOrBrokenBody([b" "] * 20, None, delay=0.02))
+    streamed(gateway_mock, SlowOrBrokenBody([b" "] * 20, None, delay=0.02))
     error = failure(gw)
     assert type(error) is GatewayTimeoutError
     assert "GATEWAY_REALTIME_TOTAL_TIMEOUT" in error.message
@@ -586,8 +547,10 @@ def test_total_deadline_while_reading(
         requests.exceptions.InvalidHeader("bad header"),
     ],
 )
-def test_connection_errors(gw: GatewayClient, mock: responses.RequestsMock, exc: Exception) -> None:
-    mock.add(responses.POST, MINT_URL, body=exc)
+def test_connection_errors(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, exc: Exception
+) -> None:
+    answer(gateway_mock, exc)
     error = failure(gw)
     assert type(error) is GatewayConnectionError
     assert "https://gateway.test" in error.message
@@ -595,9 +558,9 @@ def test_connection_errors(gw: GatewayClient, mock: responses.RequestsMock, exc:
 
 
 def test_connection_reset_while_reading_the_body(
-    gw: GatewayClient, mock: responses.RequestsMock
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
 ) -> None:
-    streamed(mock, SlowOrBrokenBody([b'{"tok'], ConnectionResetError("reset by peer")))
+    streamed(gateway_mock, SlowOrBrokenBody([b'{"tok'], ConnectionResetError("reset by peer")))
     error = failure(gw)
     assert type(error) is GatewayConnectionError
 
@@ -605,13 +568,15 @@ def test_connection_reset_while_reading_the_body(
 # The session -------------------------------------------------------------------
 
 
-def test_one_session_for_every_call(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
+def test_one_session_for_every_call(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
+    answer(gateway_mock)
     session = gw.session
     mint(gw)
     mint(gw)
     assert gw.session is session
-    assert len(mock.calls) == 2
+    assert len(gateway_mock.calls) == 2
 
 
 def test_session_configuration(settings: Any) -> None:
@@ -633,32 +598,23 @@ def test_session_configuration(settings: Any) -> None:
     session.close()
 
 
-def test_one_session_across_threads(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock)
-    barrier = threading.Barrier(8)
+def test_one_session_across_threads(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
+    answer(gateway_mock)
     sessions: list[requests.Session] = []
     clients: list[GatewayClient] = []
-    errors: list[BaseException] = []
 
     def work() -> None:
-        try:
-            barrier.wait()
-            client = get_client()
-            clients.append(client)
-            sessions.append(client.session)
-            mint(client)
-        except BaseException as err:
-            errors.append(err)
+        client = get_client()
+        clients.append(client)
+        sessions.append(client.session)
+        mint(client)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_at_once(8, work)
     assert len({id(c) for c in clients}) == 1
     assert len({id(s) for s in sessions}) == 1
-    assert len(mock.calls) == 8
+    assert len(gateway_mock.calls) == 8
 
 
 def test_get_client_is_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -688,19 +644,21 @@ def test_reset_clients_closes_sessions() -> None:
     assert session is not None
 
 
-def test_no_cookies_are_stored(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock, headers={"Set-Cookie": "gw=tracking; Path=/"})
+def test_no_cookies_are_stored(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock, **{"Set-Cookie": "gw=tracking; Path=/"})
     mint(gw)
     mint(gw)
     assert list(gw.session.cookies) == []
-    assert "Cookie" not in mock.calls[1].request.headers
+    assert "Cookie" not in gateway_mock.calls[1].request.headers
 
 
 # Secrets in messages -------------------------------------------------------------
 
 
-def test_echoed_credential_is_scrubbed(gw: GatewayClient, mock: responses.RequestsMock) -> None:
-    answer(mock, 401, error_body("authentication_error", f"Invalid API key {SECRET}"))
+def test_echoed_credential_is_scrubbed(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
+    answer(gateway_mock, gateway_error("authentication_error", f"Invalid API key {SECRET}"), 401)
     error = failure(gw)
     assert isinstance(error, GatewayAuthenticationError)
     assert SECRET not in error.message
@@ -710,20 +668,20 @@ def test_echoed_credential_is_scrubbed(gw: GatewayClient, mock: responses.Reques
 @pytest.mark.parametrize(
     "setup",
     [
-        lambda m: answer(m, 401, error_body("authentication_error", f"bad key {SECRET}")),
-        lambda m: answer(m, 429, error_body("rate_limit_exceeded", SECRET)),
-        lambda m: answer(m, 500, error_body("whatever", SECRET * 3)),
-        lambda m: answer(m, 500, f"<html>{SECRET}</html>"),
-        lambda m: answer(m, 200, {"token": SECRET}),
-        lambda m: answer(m, 302, b"", {"Location": f"https://x.test/{SECRET}"}),
-        lambda m: m.add(responses.POST, MINT_URL, body=requests.ConnectionError(SECRET)),
-        lambda m: m.add(responses.POST, MINT_URL, body=requests.ReadTimeout(SECRET)),
+        lambda m: answer(m, gateway_error("authentication_error", f"bad key {SECRET}"), 401),
+        lambda m: answer(m, gateway_error("rate_limit_exceeded", SECRET), 429),
+        lambda m: answer(m, gateway_error("whatever", SECRET * 3), 500),
+        lambda m: answer(m, f"<html>{SECRET}</html>".encode(), 500),
+        lambda m: answer(m, {"token": SECRET}),
+        lambda m: answer(m, b"", 302, Location=f"https://x.test/{SECRET}"),
+        lambda m: answer(m, requests.ConnectionError(SECRET)),
+        lambda m: answer(m, requests.ReadTimeout(SECRET)),
     ],
 )
 def test_exceptions_never_show_the_credential(
-    gw: GatewayClient, mock: responses.RequestsMock, setup: Any
+    gw: GatewayClient, gateway_mock: responses.RequestsMock, setup: Any
 ) -> None:
-    setup(mock)
+    setup(gateway_mock)
     error = failure(gw)
     for text in (str(error), repr(error), error.message, repr(error.args)):
         assert SECRET not in text

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-import responses
 from django.test import RequestFactory
 
 from gateway_realtime.credentials import API_KEY, OIDC, Credential, resolve_credential
@@ -16,7 +14,7 @@ from gateway_realtime.exceptions import (
     GatewayError,
 )
 from gateway_realtime.services import mint_client_secret
-from tests.conftest import MINT_URL
+from tests.conftest import answer, gateway_error
 
 SECRET = "sk-credentials-DISTINCTIVE-5b1e"
 OIDC_HEADER_TOKEN = "oidc.header.jwt"
@@ -173,21 +171,19 @@ def test_nothing_configured_sends_nothing(no_key: Any, gateway: Any, user: Any) 
 
 @pytest.mark.django_db
 def test_rejected_key_is_not_replaced_by_oidc(
-    settings: Any, monkeypatch: pytest.MonkeyPatch, user: Any
+    settings: Any, monkeypatch: pytest.MonkeyPatch, user: Any, gateway_mock: Any
 ) -> None:
     settings.GATEWAY_REALTIME_API_KEY = SECRET
     settings.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
     monkeypatch.setenv("VERCEL_OIDC_TOKEN", OIDC_ENV_TOKEN)
-    body = {"error": {"message": "bad key", "type": "authentication_error"}}
-    with responses.RequestsMock() as mock:
-        mock.add(responses.POST, MINT_URL, status=401, body=json.dumps(body))
-        for _ in range(2):
-            with pytest.raises(GatewayAuthenticationError):
-                mint_client_secret(user=user, kind="realtime", request=oidc_request())
-        assert len(mock.calls) == 2
-        for call in mock.calls:
-            assert call.request.headers["Authorization"] == f"Bearer {SECRET}"
-            assert call.request.headers["ai-gateway-auth-method"] == "api-key"
+    answer(gateway_mock, gateway_error("authentication_error", "bad key"), 401)
+    for _ in range(2):
+        with pytest.raises(GatewayAuthenticationError):
+            mint_client_secret(user=user, kind="realtime", request=oidc_request())
+    assert len(gateway_mock.calls) == 2
+    for call in gateway_mock.calls:
+        assert call.request.headers["Authorization"] == f"Bearer {SECRET}"
+        assert call.request.headers["ai-gateway-auth-method"] == "api-key"
 
 
 @pytest.mark.parametrize(

@@ -6,18 +6,16 @@ exactly once (or, for a connection that never opened, the bounded connect
 retries) and leave a completed audit row.
 """
 
-import json
 import socket
 
 import pytest
-import responses as responses_lib
 from django.test import override_settings
 from django.urls import reverse
 from urllib3.util import connection as urllib3_connection
 
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import ClientSecretIssuance, Outcome
-from tests.conftest import MINT_URL
+from tests.conftest import answer, error_of, gateway_error
 
 REALTIME = reverse("gateway_realtime:realtime")
 EMULATOR_KEY = "emulator-key"
@@ -67,13 +65,6 @@ def emu_settings(emulator):
         GATEWAY_REALTIME_TOTAL_TIMEOUT=0.6,
     ):
         yield emulator
-
-
-def error_of(response):
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) >= {"type", "message"}
-    return body["error"]
 
 
 def assert_completed_failure(error_type, upstream_status):
@@ -132,33 +123,27 @@ def closed_port():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("retries", [0, 2])
-def test_connection_refused_is_retried_a_bounded_number_of_times(
-    retries, same_origin, connection_attempts
+@pytest.mark.parametrize(
+    ("host", "retries"),
+    [
+        pytest.param("127.0.0.1:{closed_port}", 0, id="refused"),
+        pytest.param("127.0.0.1:{closed_port}", 2, id="refused-retried"),
+        # .invalid never resolves (RFC 6761), so this needs no network.
+        pytest.param("gateway.invalid", 1, id="dns"),
+    ],
+)
+def test_an_unreachable_gateway_is_retried_a_bounded_number_of_times(
+    host, retries, same_origin, connection_attempts
 ):
     with override_settings(
-        GATEWAY_REALTIME_BASE_URL=f"http://127.0.0.1:{closed_port()}/v4/ai",
+        GATEWAY_REALTIME_BASE_URL=f"http://{host.format(closed_port=closed_port())}/v4/ai",
         GATEWAY_REALTIME_CONNECT_RETRIES=retries,
     ):
         response = same_origin(REALTIME)
     assert response.status_code == 502
     assert error_of(response)["type"] == "gateway_connection_error"
-    assert len(connection_attempts) == retries + 1
-    assert_completed_failure("gateway_connection_error", None)
-
-
-@pytest.mark.django_db
-def test_dns_failure(same_origin, connection_attempts):
-    # .invalid never resolves (RFC 6761), so this needs no network.
-    with override_settings(
-        GATEWAY_REALTIME_BASE_URL="http://gateway.invalid/v4/ai",
-        GATEWAY_REALTIME_CONNECT_RETRIES=1,
-    ):
-        response = same_origin(REALTIME)
-    assert response.status_code == 502
-    assert error_of(response)["type"] == "gateway_connection_error"
     assert "could not be reached" in error_of(response)["message"]
-    assert len(connection_attempts) == 2
+    assert len(connection_attempts) == retries + 1
     assert_completed_failure("gateway_connection_error", None)
 
 
@@ -207,18 +192,12 @@ CONTRACT_TYPES = {
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", ERROR_STATUSES)
-def test_every_error_status_with_a_contract_body(status, same_origin):
+def test_every_error_status_with_a_contract_body(status, same_origin, gateway_mock):
     error_type = CONTRACT_TYPES.get(status, "server_trouble")
-    body = {
-        "error": {"message": f"status {status}", "type": error_type, "param": None, "code": None},
-        "generationId": "gen_123",
-    }
-    with responses_lib.RequestsMock() as mock:
-        mock.add(
-            responses_lib.POST, MINT_URL, status=status, json=body, headers={"Retry-After": "11"}
-        )
-        response = same_origin(REALTIME)
-        assert len(mock.calls) == 1
+    body = gateway_error(error_type, f"status {status}", generation_id="gen_123")
+    answer(gateway_mock, body, status, **{"Retry-After": "11"})
+    response = same_origin(REALTIME)
+    assert len(gateway_mock.calls) == 1
     expected_type = f"gateway_{CONTRACT_TYPES.get(status, 'internal_server_error')}"
     error = error_of(response)
     assert error["type"] == expected_type
@@ -241,11 +220,10 @@ def test_every_error_status_with_a_contract_body(status, same_origin):
     [b"", b"<html>oops</html>", b'{"error": "flat string"}', b"[1,2]", b'{"error": {}}'],
     ids=["empty", "html", "flat", "array", "no-message"],
 )
-def test_every_error_status_with_a_body_off_the_contract(status, body, same_origin):
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, status=status, body=body)
-        response = same_origin(REALTIME)
-        assert len(mock.calls) == 1
+def test_every_error_status_with_a_body_off_the_contract(status, body, same_origin, gateway_mock):
+    answer(gateway_mock, body, status)
+    response = same_origin(REALTIME)
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 502
     assert error_of(response)["type"] == "gateway_response_error"
     assert_completed_failure("gateway_response_error", status)
@@ -253,13 +231,10 @@ def test_every_error_status_with_a_body_off_the_contract(status, body, same_orig
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_redirects_are_never_followed(status, same_origin):
-    with responses_lib.RequestsMock() as mock:
-        mock.add(
-            responses_lib.POST, MINT_URL, status=status, headers={"Location": "https://evil.test/"}
-        )
-        response = same_origin(REALTIME)
-        assert len(mock.calls) == 1
+def test_redirects_are_never_followed(status, same_origin, gateway_mock):
+    answer(gateway_mock, b"", status, Location="https://evil.test/")
+    response = same_origin(REALTIME)
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 502
     assert_completed_failure("gateway_response_error", status)
 
@@ -281,11 +256,10 @@ def test_redirects_are_never_followed(status, same_origin):
         {"token": "test-gateway-key"},  # the site's own credential echoed back
     ],
 )
-def test_a_200_without_a_usable_token(body, same_origin, captured_logs):
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, status=200, body=json.dumps(body))
-        response = same_origin(REALTIME)
-        assert len(mock.calls) == 1
+def test_a_200_without_a_usable_token(body, same_origin, gateway_mock, captured_logs):
+    answer(gateway_mock, body)
+    response = same_origin(REALTIME)
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 502
     assert error_of(response)["type"] == "gateway_response_error"
     assert_completed_failure("gateway_response_error", 200)
@@ -295,11 +269,9 @@ def test_a_200_without_a_usable_token(body, same_origin, captured_logs):
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_MAX_RESPONSE_BYTES=1024)
-def test_an_oversized_body_under_a_lowered_cap(same_origin):
-    body = b'{"token": "vcst_big", "padding": "' + b"x" * 10_000 + b'"}'
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, status=200, body=body)
-        response = same_origin(REALTIME)
-        assert len(mock.calls) == 1
+def test_an_oversized_body_under_a_lowered_cap(same_origin, gateway_mock):
+    answer(gateway_mock, {"token": "vcst_big", "padding": "x" * 10_000})
+    response = same_origin(REALTIME)
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 502
     assert_completed_failure("gateway_response_error", 200)

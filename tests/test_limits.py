@@ -1,51 +1,34 @@
 """Per-user limits: the quota, the policy hook, failing closed (the throttle: test_throttling)."""
 
 import dataclasses
-import threading
-import types
 
 import pytest
+import requests
 import responses as responses_lib
-from django.core.cache import cache
 from django.core.checks import run_checks
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
-from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, QuotaExceeded
+from gateway_realtime.exceptions import AuditUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
-from tests.conftest import MINT_URL
+from tests.conftest import (
+    MINT_URL,
+    answer,
+    database_down,
+    error_of,
+    failing_writes,
+    gateway_error,
+    run_at_once,
+)
 
 REALTIME = reverse("gateway_realtime:realtime")
 SPEECH = reverse("gateway_realtime:speech")
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    # Rate counters live in the cache, which outlives a test's database.
-    cache.clear()
-    yield
-    cache.clear()
-
-
-FROZEN_NOW = 1_800_000_030.0  # 30 s into a minute, an hour and a day
-
-
-@pytest.fixture(autouse=True)
-def frozen_clock(monkeypatch):
-    """Windows are clock-aligned: a test must not straddle a boundary by chance."""
-    clock = types.SimpleNamespace(time=lambda: FROZEN_NOW)
-    monkeypatch.setattr("gateway_realtime.throttling.time", clock)
-    monkeypatch.setattr("gateway_realtime.limits.time", clock)
-    return clock
-
-
-def error_of(response):
-    body = response.json()
-    assert set(body) == {"error"}
-    return body["error"]
+pytestmark = pytest.mark.usefixtures("empty_cache", "limits_clock")
 
 
 def staff_policy(*, user, kind, request, policy):
@@ -126,27 +109,23 @@ def test_anonymous_service_mints_have_no_quota(gateway):
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=2)
-def test_a_gateway_error_answer_gives_the_claim_back(same_origin, user):
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, status=500, json={"error": {"message": "x"}})
+def test_a_gateway_error_answer_gives_the_claim_back(same_origin, gateway_mock, user):
+    answer(gateway_mock, gateway_error("internal_server_error"), 500)
+    for _ in range(3):
         assert same_origin(REALTIME).status_code == 502
-        assert same_origin(REALTIME).status_code == 502
-        assert same_origin(REALTIME).status_code == 502
+    assert len(gateway_mock.calls) == 3
     # The Gateway said no each time, so no secret exists: nothing is used up.
     assert QuotaCounter.objects.get(user=user).used == 0
 
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=2, GATEWAY_REALTIME_READ_TIMEOUT=0.5)
-def test_a_timeout_keeps_the_claim_because_a_secret_may_exist(same_origin, user):
-    import requests
-
-    with responses_lib.RequestsMock() as mock:
-        mock.add(responses_lib.POST, MINT_URL, body=requests.exceptions.ReadTimeout("slow"))
-        assert same_origin(REALTIME).status_code == 504
-        assert same_origin(REALTIME).status_code == 504
-        assert same_origin(REALTIME).status_code == 429
-        assert len(mock.calls) == 2
+def test_a_timeout_keeps_the_claim_because_a_secret_may_exist(same_origin, gateway_mock, user):
+    answer(gateway_mock, requests.exceptions.ReadTimeout("slow"))
+    assert same_origin(REALTIME).status_code == 504
+    assert same_origin(REALTIME).status_code == 504
+    assert same_origin(REALTIME).status_code == 429
+    assert len(gateway_mock.calls) == 2
 
 
 @pytest.mark.django_db
@@ -187,27 +166,16 @@ def test_concurrent_claims_never_pass_the_quota(django_user_model):
     user = django_user_model.objects.create_user(username="racer")
     policy = dataclasses.replace(get_policy(user, "realtime"), quota=7)
     granted, refused = [], []
-    barrier = threading.Barrier(16)
 
     def claim():
-        from django.db import connections
+        for _ in range(3):
+            try:
+                claim_quota(user.pk, policy)
+                granted.append(1)
+            except QuotaExceeded:
+                refused.append(1)
 
-        try:
-            barrier.wait()
-            for _ in range(3):
-                try:
-                    claim_quota(user.pk, policy)
-                    granted.append(1)
-                except QuotaExceeded:
-                    refused.append(1)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=claim) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_at_once(16, claim)
     assert len(granted) == 7
     assert len(refused) == 16 * 3 - 7
     assert QuotaCounter.objects.get(user=user).used == 7
@@ -222,27 +190,16 @@ def test_concurrent_mints_never_pass_the_quota_and_each_claim_has_its_row(
         pytest.skip("needs a server database (GATEWAY_REALTIME_TEST_SERVICES=1): SQLite in memory")
     user = django_user_model.objects.create_user(username="racer")
     outcomes = []
-    barrier = threading.Barrier(12)
 
     def mint():
-        from django.db import connections
+        for _ in range(2):
+            try:
+                mint_client_secret(user=user, kind="realtime")
+                outcomes.append("issued")
+            except QuotaExceeded:
+                outcomes.append("rejected")
 
-        try:
-            barrier.wait()
-            for _ in range(2):
-                try:
-                    mint_client_secret(user=user, kind="realtime")
-                    outcomes.append("issued")
-                except QuotaExceeded:
-                    outcomes.append("rejected")
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=mint) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_at_once(12, mint)
     assert outcomes.count("issued") == 7
     assert outcomes.count("rejected") == 12 * 2 - 7
     assert QuotaCounter.objects.get(user=user).used == 7
@@ -353,16 +310,10 @@ def test_parse_rate_rejects(rate):
 # --- failing closed ------------------------------------------------------------
 
 
-def _audit_store_down(execute, sql, params, many, context):
-    if "gateway_realtime_" in sql:
-        raise OperationalError("could not connect to server: Connection refused")
-    return execute(sql, params, many, context)
-
-
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=5)
 def test_quota_store_down_fails_closed(same_origin, gateway):
-    with connection.execute_wrapper(_audit_store_down):
+    with connection.execute_wrapper(database_down):
         response = same_origin(REALTIME)
     assert response.status_code == 503
     assert error_of(response)["type"] == "limits_unavailable"
@@ -373,7 +324,7 @@ def test_quota_store_down_fails_closed(same_origin, gateway):
 
 @pytest.mark.django_db
 def test_audit_database_down_fails_closed(same_origin, gateway):
-    with connection.execute_wrapper(_audit_store_down):
+    with connection.execute_wrapper(database_down):
         response = same_origin(REALTIME)
     assert response.status_code == 503
     assert error_of(response)["type"] == "audit_unavailable"
@@ -381,29 +332,23 @@ def test_audit_database_down_fails_closed(same_origin, gateway):
 
 
 @pytest.mark.django_db
-def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, user):
+def test_audit_lost_after_the_gateway_answered_hands_out_nothing(same_origin, gateway_mock, user):
     # The pending row is written, then the database goes away mid-mint.
     def mint(request):
-        connection.execute_wrappers.append(_audit_store_down)
+        connection.execute_wrappers.append(database_down)
         return 200, {}, '{"token": "vcst_lost0123456789abcdef", "expiresAt": 4102444800}'
 
-    with responses_lib.RequestsMock() as mock:
-        mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
-        try:
-            response = same_origin(REALTIME)
-        finally:
-            connection.execute_wrappers.clear()
+    gateway_mock.add_callback(responses_lib.POST, MINT_URL, callback=mint)
+    try:
+        response = same_origin(REALTIME)
+    finally:
+        connection.execute_wrappers.clear()
+    assert len(gateway_mock.calls) == 1
     assert response.status_code == 503
     assert error_of(response)["type"] == "audit_unavailable"
     assert b"vcst_lost" not in response.content
     row = ClientSecretIssuance.objects.get()
     assert row.outcome == Outcome.PENDING
-
-
-def _audit_insert_fails(execute, sql, params, many, context):
-    if sql.startswith("INSERT") and ClientSecretIssuance._meta.db_table in sql:
-        raise OperationalError("could not extend file: No space left on device")
-    return execute(sql, params, many, context)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -412,19 +357,14 @@ def _audit_insert_fails(execute, sql, params, many, context):
 def test_audit_down_after_the_quota_claim_gives_the_claim_back(user, gateway, earlier_mints):
     for _ in range(earlier_mints):
         mint_client_secret(user=user, kind="realtime")
-    with connection.execute_wrapper(_audit_insert_fails), pytest.raises(AuditUnavailable):
+    audit_table = ClientSecretIssuance._meta.db_table
+    with connection.execute_wrapper(failing_writes(audit_table)), pytest.raises(AuditUnavailable):
         mint_client_secret(user=user, kind="realtime")
     # The claim and the row are one transaction: the failed row took the claim with it.
     counters = QuotaCounter.objects.filter(user=user).values_list("used", flat=True)
     assert sum(counters) == earlier_mints
     assert ClientSecretIssuance.objects.count() == earlier_mints
     assert len(gateway.calls) == earlier_mints
-
-
-def test_limits_unavailable_is_not_a_gateway_error():
-    from gateway_realtime.exceptions import GatewayError
-
-    assert not issubclass(LimitsUnavailable, GatewayError)
 
 
 # --- system checks -------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Pages with a secret are never cached: the middleware, the decorator, Django's caches."""
+"""``gateway_realtime.middleware``: pages with a secret are never cached, by anyone.
+
+The middleware, the helpers the decorator shares, and Django's page caches.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.http import HttpResponse
 from django.template import engines
 from django.template.response import TemplateResponse
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from django.urls import include, path
 from django.utils.cache import patch_cache_control
 from django.views.decorators.cache import cache_control, cache_page
@@ -32,13 +35,13 @@ PAGE = (
 TOKEN = re.compile(r'"token":("[^"]*"|null)')
 
 
-def _render(request):
+def render_page(request):
     return engines["django"].from_string(PAGE).render({}, request)
 
 
 @cache_control(public=True, max_age=600)
 def public_page(request):
-    response = HttpResponse(_render(request))
+    response = HttpResponse(render_page(request))
     response["ETag"] = '"fixed"'
     response["Expires"] = "Thu, 01 Jan 2099 00:00:00 GMT"
     return response
@@ -56,8 +59,6 @@ def plain_page(request):
 
 urlpatterns = [
     path("public/", public_page),
-    path("decorated/", no_store_secrets(public_page)),
-    path("decorated-template/", no_store_secrets(template_page)),
     path("cached/", cache_page(600)(public_page)),
     path("cached-template/", cache_page(600)(template_page)),
     path("cached-outer-decorated/", no_store_secrets(cache_page(600)(template_page))),
@@ -154,34 +155,14 @@ def test_middleware_under_asgi(user):
     request.user = user
 
     async def view(request):
-        return HttpResponse(await sync_to_async(_render)(request))
+        return HttpResponse(await sync_to_async(render_page)(request))
 
     middleware = NoStoreSecretsMiddleware(view)
     response = async_to_sync(middleware)(request)
     assert response["Cache-Control"] == "no-store, private"
 
 
-# The decorator ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("url", ["/decorated/", "/decorated-template/"])
-def test_decorator(client, user, url):
-    client.force_login(user)
-    response = client.get(url)
-    assert token_of(response)
-    assert response["Cache-Control"] == "no-store, private"
-
-
-def test_decorator_on_async_view(user):
-    request = RequestFactory().get("/")
-    request.user = user
-
-    @no_store_secrets
-    async def view(request):
-        return HttpResponse(await sync_to_async(_render)(request))
-
-    response = async_to_sync(view)(request)
-    assert response["Cache-Control"] == "no-store, private"
+# The helpers the decorator shares (the decorator: tests/test_decorators.py) ---------
 
 
 def test_protect_response_waits_for_a_template_to_render(user):
@@ -204,8 +185,23 @@ def test_mark_is_per_request():
 # Django's page caches ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["/cached/", "/cached-template/", "/cached-outer-decorated/"])
-def test_cache_page_never_stores_a_page_with_a_secret(client, user, other_user, url):
+SITE_WIDE = {"MIDDLEWARE": SITE_CACHE, "CACHE_MIDDLEWARE_SECONDS": 600}
+
+
+@pytest.mark.parametrize(
+    ("url", "overrides"),
+    [
+        pytest.param("/cached/", {}, id="cache_page"),
+        pytest.param("/cached-template/", {}, id="cache_page-template"),
+        pytest.param("/cached-outer-decorated/", {}, id="cache_page-inside-the-decorator"),
+        pytest.param("/public/", SITE_WIDE, id="site-wide"),
+    ],
+)
+def test_page_caches_never_store_a_page_with_a_secret(
+    client, user, other_user, settings, url, overrides
+):
+    for name, value in overrides.items():
+        setattr(settings, name, value)
     client.force_login(user)
     first = token_of(client.get(url))
     second = token_of(client.get(url))
@@ -215,21 +211,8 @@ def test_cache_page_never_stores_a_page_with_a_secret(client, user, other_user, 
     assert_not_cached(first, second, third)
 
 
-def test_site_wide_cache_never_stores_a_page_with_a_secret(client, user, other_user, settings):
-    settings.MIDDLEWARE = SITE_CACHE
-    settings.CACHE_MIDDLEWARE_SECONDS = 600
-    client.force_login(user)
-    first = token_of(client.get("/public/"))
-    second = token_of(client.get("/public/"))
-    client.force_login(other_user)
-    third = token_of(client.get("/public/"))
-    assert len({first, second, third}) == 3
-    assert_not_cached(first, second, third)
-
-
-def test_site_wide_cache_still_caches_pages_without_a_secret(client, settings):
-    settings.MIDDLEWARE = SITE_CACHE
-    settings.CACHE_MIDDLEWARE_SECONDS = 600
+@override_settings(**SITE_WIDE)
+def test_site_wide_cache_still_caches_pages_without_a_secret(client):
     client.get("/plain/")
     assert any(b"no secret here" in v for v in cached_values())
 

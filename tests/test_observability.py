@@ -7,7 +7,6 @@ for the site's credential and every raw token minted during the test.
 
 import json
 import logging
-import types
 
 import django
 import pytest
@@ -23,7 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from gateway_realtime.models import ClientSecretIssuance, Outcome
 from gateway_realtime.services import mint_client_secret
-from tests.conftest import CREDENTIAL, MINT_URL
+from tests.conftest import CREDENTIAL, MINT_URL, database_down
 
 REALTIME = "/gateway/realtime/"
 
@@ -87,9 +86,8 @@ class Tokens:
 
 
 @pytest.fixture
-def tokens():
-    with responses_lib.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield Tokens(mock)
+def tokens(gateway_mock):
+    return Tokens(gateway_mock)
 
 
 @pytest.fixture
@@ -111,12 +109,7 @@ def every_signal(monkeypatch):
     return seen
 
 
-@pytest.fixture(autouse=True)
-def frozen_clock(monkeypatch):
-    # Rate and quota windows are clock-aligned; keep each test inside one.
-    clock = types.SimpleNamespace(time=lambda: 1_800_000_030.0)
-    monkeypatch.setattr("gateway_realtime.throttling.time", clock)
-    monkeypatch.setattr("gateway_realtime.limits.time", clock)
+pytestmark = pytest.mark.usefixtures("limits_clock")
 
 
 def fields_of(records):
@@ -172,25 +165,13 @@ def test_every_outcome_is_logged_with_structured_fields_and_no_secret(
 
 
 @pytest.mark.django_db
-def test_issued_and_failed_signals_carry_the_row_not_the_token(tokens, user):
-    from gateway_realtime.signals import client_secret_failed, client_secret_issued
-
-    received = []
-
-    def receiver(**kwargs):
-        received.append(kwargs)
-
-    client_secret_issued.connect(receiver)
-    client_secret_failed.connect(receiver)
-    try:
-        mint_client_secret(user=user, kind="realtime")
-        with pytest.raises(Exception):  # noqa: B017 - any GatewayError
-            mint_client_secret(user=user, kind="realtime", model="openai/gpt-realtime-mini")
-    finally:
-        client_secret_issued.disconnect(receiver)
-        client_secret_failed.disconnect(receiver)
-    assert [k["issuance"].outcome for k in received] == [Outcome.ISSUED, Outcome.FAILED]
-    for kwargs in received:
+def test_issued_and_failed_signals_carry_the_row_not_the_token(tokens, user, mint_signals):
+    mint_client_secret(user=user, kind="realtime")
+    with pytest.raises(Exception):  # noqa: B017 - any GatewayError
+        mint_client_secret(user=user, kind="realtime", model="openai/gpt-realtime-mini")
+    assert [name for name, _ in mint_signals] == ["issued", "failed"]
+    assert [k["issuance"].outcome for _, k in mint_signals] == [Outcome.ISSUED, Outcome.FAILED]
+    for _, kwargs in mint_signals:
         assert "token" not in kwargs
         text = repr(kwargs) + repr(vars(kwargs["issuance"])) + str(kwargs.get("error", ""))
         tokens.assert_absent(text, "signal arguments")
@@ -219,14 +200,14 @@ def test_admin_pages_show_hints_never_tokens(tokens, user, django_user_model):
     assert row.token_hint in client.get(changelist).content.decode()
 
 
+# Django's error email, as a site in production sends it. No EMAIL_BACKEND: the
+# test environment already delivers to mail.outbox (and Django 6.1 deprecates
+# the setting in favour of MAILERS).
+ERROR_EMAIL = override_settings(DEBUG=False, ADMINS=ADMINS, ROOT_URLCONF=__name__)
+
+
 @pytest.mark.django_db
-@override_settings(
-    DEBUG=False,
-    ADMINS=ADMINS,
-    # No EMAIL_BACKEND: the test environment already delivers to mail.outbox
-    # (and Django 6.1 deprecates the setting in favour of MAILERS).
-    ROOT_URLCONF="tests.test_observability",
-)
+@ERROR_EMAIL
 @pytest.mark.parametrize(
     ("url", "model"),
     [("/crash/", None), ("/unhandled/", "openai/gpt-realtime-mini")],
@@ -256,11 +237,7 @@ def _crash(url, user):
 
 
 @pytest.mark.django_db
-@override_settings(
-    DEBUG=False,
-    ADMINS=ADMINS,
-    ROOT_URLCONF="tests.test_observability",
-)
+@ERROR_EMAIL
 @pytest.mark.parametrize("url", ["/crash/", "/crash-with-body/"])
 def test_error_email_with_html_has_no_secret(url, tokens, user):
     # The HTML report holds every frame's local variables and the settings.
@@ -278,14 +255,6 @@ def test_error_email_with_html_has_no_secret(url, tokens, user):
         tokens.assert_absent(body, "HTML error email")
 
 
-def _audit_store_down(execute, sql, params, many, context):
-    if "gateway_realtime_" in sql:
-        from django.db import OperationalError
-
-        raise OperationalError("server closed the connection unexpectedly")
-    return execute(sql, params, many, context)
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("quota", "error_type"), [(5, "limits_unavailable"), (None, "audit_unavailable")]
@@ -295,7 +264,7 @@ def test_fail_closed_outcomes_are_logged(quota, error_type, same_origin, tokens,
 
     with (
         override_settings(GATEWAY_REALTIME_QUOTA=quota),
-        connection.execute_wrapper(_audit_store_down),
+        connection.execute_wrapper(database_down),
     ):
         response = same_origin(REALTIME)
     assert response.status_code == 503

@@ -118,7 +118,7 @@ def test_expired_quota_counters_go_current_ones_stay(user):
     assert list(QuotaCounter.objects.all()) == [current]
 
 
-def test_a_mint_in_flight_while_pruning_completes(user):
+def test_a_mint_in_flight_while_pruning_completes(user, gateway_mock):
     make_rows(3, days_ago=400)
 
     def gateway_answer(request):
@@ -126,9 +126,9 @@ def test_a_mint_in_flight_while_pruning_completes(user):
         prune("--days", "1", "--batch-size", "1")
         return 200, {}, json.dumps({"token": "vcst_inflight0123456789", "expiresAt": 4102444800})
 
-    with responses_lib.RequestsMock() as mock:
-        mock.add_callback(responses_lib.POST, MINT_URL, callback=gateway_answer)
-        secret = mint_client_secret(user=user, kind="realtime")
+    gateway_mock.add_callback(responses_lib.POST, MINT_URL, callback=gateway_answer)
+    secret = mint_client_secret(user=user, kind="realtime")
+    assert len(gateway_mock.calls) == 1
     row = ClientSecretIssuance.objects.get()
     assert row.pk == secret.issuance.pk
     assert row.outcome == Outcome.ISSUED

@@ -6,15 +6,17 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import responses
 from django.contrib.auth.models import AnonymousUser
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save, pre_save
 from django.test import RequestFactory
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 
 from gateway_realtime.client import GatewayClient
 from gateway_realtime.exceptions import (
@@ -41,37 +43,18 @@ from gateway_realtime.services import (
     resolve_model,
     resolve_tools,
 )
-from gateway_realtime.signals import client_secret_failed, client_secret_issued
-from tests.conftest import MINT_URL
-
-TOKEN = "vcst_services_0123456789abcdefghijklmnop"
-EXPIRES_AT = 4102444800  # 2100-01-01
-JSON = {"Content-Type": "application/json"}
+from tests.conftest import (
+    EXPIRES_AT,
+    JSON,
+    MINT_URL,
+    TOKEN,
+    answer,
+    failing_writes,
+    gateway_error,
+)
+from tests.strategies import json_values
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
-def signals() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    received: list[tuple[str, dict[str, Any]]] = []
-
-    def on_issued(**kwargs: Any) -> None:
-        received.append(("issued", kwargs))
-
-    def on_failed(**kwargs: Any) -> None:
-        received.append(("failed", kwargs))
-
-    client_secret_issued.connect(on_issued, weak=False)
-    client_secret_failed.connect(on_failed, weak=False)
-    yield received
-    client_secret_issued.disconnect(on_issued)
-    client_secret_failed.disconnect(on_failed)
 
 
 def browser_request(**meta: Any) -> Any:
@@ -80,29 +63,11 @@ def browser_request(**meta: Any) -> Any:
     return RequestFactory().post("/gateway/realtime/", **meta)
 
 
-def success(mock: responses.RequestsMock, body: dict[str, Any] | None = None) -> None:
-    payload = json.dumps(body or {"token": TOKEN, "expiresAt": EXPIRES_AT})
-    mock.add(responses.POST, MINT_URL, body=payload, headers=JSON)
-
-
-def gateway_error(
-    mock: responses.RequestsMock,
-    status: int,
-    error_type: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    body = {
-        "error": {"message": f"upstream {error_type}", "type": error_type},
-        "generationId": "gen_abc",
-    }
-    mock.add(responses.POST, MINT_URL, status=status, json=body, headers=headers or {})
-
-
 # The audit row ---------------------------------------------------------------
 
 
 def test_pending_row_is_written_before_the_gateway_is_called(
-    mock: responses.RequestsMock, user: Any
+    gateway_mock: responses.RequestsMock, user: Any
 ) -> None:
     seen: list[dict[str, Any]] = []
 
@@ -111,7 +76,7 @@ def test_pending_row_is_written_before_the_gateway_is_called(
         seen.extend(rows)
         return 200, JSON, json.dumps({"token": TOKEN, "expiresAt": EXPIRES_AT})
 
-    mock.add_callback(responses.POST, MINT_URL, callback=callback)
+    gateway_mock.add_callback(responses.POST, MINT_URL, callback=callback)
     mint_client_secret(user=user, kind="realtime", expires_in=60)
     assert len(seen) == 1
     pending = seen[0]
@@ -124,9 +89,9 @@ def test_pending_row_is_written_before_the_gateway_is_called(
     assert ClientSecretIssuance.objects.get().outcome == Outcome.ISSUED
 
 
-def test_issued_row(mock: responses.RequestsMock, user: Any) -> None:
+def test_issued_row(gateway_mock: responses.RequestsMock, user: Any) -> None:
     expires_at = int(time.time()) + 120
-    success(mock, {"token": TOKEN, "expiresAt": expires_at})
+    answer(gateway_mock, {"token": TOKEN, "expiresAt": expires_at})
     request = browser_request()
     secret = mint_client_secret(
         user=user,
@@ -158,13 +123,13 @@ def test_issued_row(mock: responses.RequestsMock, user: Any) -> None:
     assert row.expires_at == dt.datetime.fromtimestamp(expires_at, tz=dt.UTC)
     assert row.token_fingerprint == hashlib.sha256(TOKEN.encode()).hexdigest()
     assert row.token_hint == token_hint(TOKEN)
-    assert row.token_hint.startswith("vcst_se")
-    assert row.token_hint.endswith("mnop")
+    assert row.token_hint.startswith(TOKEN[:7])
+    assert row.token_hint.endswith(TOKEN[-4:])
 
 
-def test_issued_secret(mock: responses.RequestsMock, user: Any, settings: Any) -> None:
+def test_issued_secret(gateway_mock: responses.RequestsMock, user: Any, settings: Any) -> None:
     settings.GATEWAY_REALTIME_TEAM = "my-team"
-    success(mock)
+    answer(gateway_mock)
     secret = mint_client_secret(user=user, kind="speech")
     assert isinstance(secret, IssuedSecret)
     assert secret.token == TOKEN
@@ -185,8 +150,8 @@ def test_issued_secret(mock: responses.RequestsMock, user: Any, settings: Any) -
     }
 
 
-def test_no_expiry_from_the_gateway(mock: responses.RequestsMock, user: Any) -> None:
-    success(mock, {"token": TOKEN})
+def test_no_expiry_from_the_gateway(gateway_mock: responses.RequestsMock, user: Any) -> None:
+    answer(gateway_mock, {"token": TOKEN})
     secret = mint_client_secret(user=user, kind="realtime")
     row = ClientSecretIssuance.objects.get()
     assert secret.as_setup_response() == {"token": TOKEN, "url": secret.url}
@@ -203,9 +168,13 @@ def test_no_expiry_from_the_gateway(mock: responses.RequestsMock, user: Any) -> 
     ],
 )
 def test_failed_row(
-    mock: responses.RequestsMock, user: Any, status: int, error_type: str, cls: type[Exception]
+    gateway_mock: responses.RequestsMock,
+    user: Any,
+    status: int,
+    error_type: str,
+    cls: type[Exception],
 ) -> None:
-    gateway_error(mock, status, error_type)
+    answer(gateway_mock, gateway_error(error_type, f"upstream {error_type}"), status)
     with pytest.raises(cls):
         mint_client_secret(user=user, kind="realtime", request=browser_request(), expires_in=30)
     row = ClientSecretIssuance.objects.get()
@@ -222,7 +191,7 @@ def test_failed_row(
     assert row.error_type == error_type
     assert row.error_message == f"upstream {error_type}"
     assert row.upstream_status == status
-    assert row.generation_id == "gen_abc"
+    assert row.generation_id == "gen_123"
     assert row.latency_ms is not None
     assert row.completed_at is not None
     assert row.expires_at is None
@@ -230,10 +199,8 @@ def test_failed_row(
     assert row.token_hint == ""
 
 
-def test_timeout_row(mock: responses.RequestsMock, user: Any) -> None:
-    import requests
-
-    mock.add(responses.POST, MINT_URL, body=requests.exceptions.ReadTimeout("slow"))
+def test_timeout_row(gateway_mock: responses.RequestsMock, user: Any) -> None:
+    answer(gateway_mock, requests.exceptions.ReadTimeout("slow"))
     with pytest.raises(GatewayTimeoutError):
         mint_client_secret(user=user, kind="realtime")
     row = ClientSecretIssuance.objects.get()
@@ -242,11 +209,13 @@ def test_timeout_row(mock: responses.RequestsMock, user: Any) -> None:
     assert row.upstream_status is None
 
 
-def test_missing_credential_row(mock: responses.RequestsMock, user: Any, settings: Any) -> None:
+def test_missing_credential_row(
+    gateway_mock: responses.RequestsMock, user: Any, settings: Any
+) -> None:
     settings.GATEWAY_REALTIME_API_KEY = None
     with pytest.raises(GatewayAuthenticationError):
         mint_client_secret(user=user, kind="realtime")
-    assert len(mock.calls) == 0
+    assert len(gateway_mock.calls) == 0
     row = ClientSecretIssuance.objects.get()
     assert row.outcome == Outcome.FAILED
     assert row.error_type == "authentication_error"
@@ -255,11 +224,13 @@ def test_missing_credential_row(mock: responses.RequestsMock, user: Any, setting
     assert row.error_message.startswith("No authentication provided")
 
 
-def test_configuration_error_row(mock: responses.RequestsMock, user: Any, settings: Any) -> None:
+def test_configuration_error_row(
+    gateway_mock: responses.RequestsMock, user: Any, settings: Any
+) -> None:
     settings.GATEWAY_REALTIME_API_KEY = lambda: ""
     with pytest.raises(GatewayConfigurationError):
         mint_client_secret(user=user, kind="realtime")
-    assert len(mock.calls) == 0
+    assert len(gateway_mock.calls) == 0
     row = ClientSecretIssuance.objects.get()
     assert row.outcome == Outcome.FAILED
     assert row.error_type == "configuration_error"
@@ -280,8 +251,8 @@ def test_unexpected_error_still_completes_the_row(user: Any, settings: Any) -> N
     assert row.completed_at is not None
 
 
-def test_one_row_per_attempt(mock: responses.RequestsMock, user: Any) -> None:
-    success(mock)
+def test_one_row_per_attempt(gateway_mock: responses.RequestsMock, user: Any) -> None:
+    answer(gateway_mock)
     for _ in range(3):
         mint_client_secret(user=user, kind="realtime")
     assert ClientSecretIssuance.objects.filter(outcome=Outcome.ISSUED).count() == 3
@@ -289,8 +260,8 @@ def test_one_row_per_attempt(mock: responses.RequestsMock, user: Any) -> None:
 
 
 @pytest.mark.parametrize("who", [None, AnonymousUser()])
-def test_anonymous_minting(mock: responses.RequestsMock, who: Any) -> None:
-    success(mock)
+def test_anonymous_minting(gateway_mock: responses.RequestsMock, who: Any) -> None:
+    answer(gateway_mock)
     mint_client_secret(user=who, kind="realtime")
     row = ClientSecretIssuance.objects.get()
     assert row.user is None
@@ -308,16 +279,16 @@ def test_anonymous_minting(mock: responses.RequestsMock, who: Any) -> None:
     ],
 )
 def test_client_ip(
-    mock: responses.RequestsMock, user: Any, remote_addr: str, stored: str | None
+    gateway_mock: responses.RequestsMock, user: Any, remote_addr: str, stored: str | None
 ) -> None:
-    success(mock)
+    answer(gateway_mock)
     request = browser_request(REMOTE_ADDR=remote_addr, HTTP_X_FORWARDED_FOR="10.9.9.9")
     mint_client_secret(user=user, kind="realtime", request=request)
     assert ClientSecretIssuance.objects.get().ip_address == stored
 
 
-def test_long_user_agent_is_cut(mock: responses.RequestsMock, user: Any) -> None:
-    success(mock)
+def test_long_user_agent_is_cut(gateway_mock: responses.RequestsMock, user: Any) -> None:
+    answer(gateway_mock)
     request = browser_request(HTTP_USER_AGENT="x" * 2000)
     mint_client_secret(user=user, kind="realtime", request=request)
     assert len(ClientSecretIssuance.objects.get().user_agent) == 512
@@ -340,14 +311,14 @@ def test_long_user_agent_is_cut(mock: responses.RequestsMock, user: Any) -> None
     ],
 )
 def test_refused_requests_write_nothing_and_send_nothing(
-    mock: responses.RequestsMock, user: Any, signals: list[Any], kwargs: dict[str, Any]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[Any], kwargs: dict[str, Any]
 ) -> None:
     kwargs.setdefault("kind", "realtime")
     with pytest.raises(MintRequestError):
         mint_client_secret(user=user, **kwargs)
-    assert len(mock.calls) == 0
+    assert len(gateway_mock.calls) == 0
     assert ClientSecretIssuance.objects.count() == 0
-    assert signals == []
+    assert mint_signals == []
 
 
 def test_unknown_kind(user: Any) -> None:
@@ -380,6 +351,18 @@ def test_resolve_lifetime(settings: Any) -> None:
         with pytest.raises(MintRequestError) as info:
             resolve_lifetime(bad)  # type: ignore[arg-type]
         assert info.value.param == "expiresAfterSeconds"
+
+
+@given(value=json_values)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_lifetime_is_validated_in_one_place(value: Any) -> None:
+    try:
+        lifetime = resolve_lifetime(value)
+    except MintRequestError as error:
+        assert error.param == "expiresAfterSeconds"
+        return
+    assert lifetime is None or (type(lifetime) is int and 1 <= lifetime <= 600)
+    assert value is None or value == lifetime
 
 
 # Tools hook ------------------------------------------------------------------
@@ -426,24 +409,13 @@ TABLE = ClientSecretIssuance._meta.db_table
 QUOTA_TABLE = QuotaCounter._meta.db_table
 
 
-def failing_writes(table: str) -> Any:
-    """An execute wrapper under which every write to ``table`` fails."""
-
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if table in sql and sql.startswith(("INSERT", "UPDATE")):
-            raise OperationalError("could not extend file: No space left on device")
-        return execute(sql, params, many, context)
-
-    return wrapper
-
-
 @pytest.mark.parametrize("quota", [None, 2])
 @pytest.mark.parametrize("signal", [pre_save, post_save])
 def test_save_receivers_run_for_every_audit_write(
-    mock: responses.RequestsMock, user: Any, settings: Any, signal: Any, quota: int | None
+    gateway_mock: responses.RequestsMock, user: Any, settings: Any, signal: Any, quota: int | None
 ) -> None:
     settings.GATEWAY_REALTIME_QUOTA = quota
-    success(mock)
+    answer(gateway_mock)
     seen: list[tuple[str, Any]] = []
 
     def receiver(sender: Any, instance: ClientSecretIssuance, **kwargs: Any) -> None:
@@ -463,10 +435,10 @@ def test_save_receivers_run_for_every_audit_write(
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("earlier_mints", [0, 1], ids=["new-window", "counted-window"])
 def test_a_failed_claim_writes_no_row(
-    mock: responses.RequestsMock, user: Any, settings: Any, earlier_mints: int
+    gateway_mock: responses.RequestsMock, user: Any, settings: Any, earlier_mints: int
 ) -> None:
     settings.GATEWAY_REALTIME_QUOTA = 5
-    success(mock)
+    answer(gateway_mock)
     for _ in range(earlier_mints):
         mint_client_secret(user=user, kind="realtime")
     with (
@@ -476,17 +448,17 @@ def test_a_failed_claim_writes_no_row(
         mint_client_secret(user=user, kind="realtime")
     assert ClientSecretIssuance.objects.count() == earlier_mints
     assert sum(QuotaCounter.objects.values_list("used", flat=True)) == earlier_mints
-    assert len(mock.calls) == earlier_mints
+    assert len(gateway_mock.calls) == earlier_mints
 
 
 def test_a_row_gone_before_completion_hands_nothing_out(
-    mock: responses.RequestsMock, user: Any
+    gateway_mock: responses.RequestsMock, user: Any
 ) -> None:
     def callback(request: Any) -> tuple[int, dict[str, str], str]:
         ClientSecretIssuance.objects.all().delete()
         return 200, JSON, json.dumps({"token": TOKEN, "expiresAt": EXPIRES_AT})
 
-    mock.add_callback(responses.POST, MINT_URL, callback=callback)
+    gateway_mock.add_callback(responses.POST, MINT_URL, callback=callback)
     with pytest.raises(AuditUnavailable) as caught:
         mint_client_secret(user=user, kind="realtime")
     assert TOKEN not in str(caught.value)
@@ -503,7 +475,7 @@ def test_a_row_gone_before_completion_hands_nothing_out(
     ],
 )
 def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(
-    mock: responses.RequestsMock,
+    gateway_mock: responses.RequestsMock,
     user: Any,
     settings: Any,
     django_user_model: Any,
@@ -512,7 +484,7 @@ def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(
     error: type[Exception],
 ) -> None:
     settings.GATEWAY_REALTIME_QUOTA = quota
-    success(mock)
+    answer(gateway_mock)
     with transaction.atomic():
         django_user_model.objects.create_user(username="made-in-the-same-transaction")
         with connection.execute_wrapper(failing_writes(table)), pytest.raises(error):
@@ -523,20 +495,20 @@ def test_a_failed_write_inside_a_callers_transaction_leaves_it_usable(
     assert ClientSecretIssuance.objects.get().pk == issued.issuance.pk
     if quota is not None:
         assert QuotaCounter.objects.get(user=user).used == 1
-    assert len(mock.calls) == 1
+    assert len(gateway_mock.calls) == 1
 
 
 # Signals ---------------------------------------------------------------------
 
 
 def test_issued_signal(
-    mock: responses.RequestsMock, user: Any, signals: list[tuple[str, dict[str, Any]]]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    success(mock)
+    answer(gateway_mock)
     request = browser_request()
     mint_client_secret(user=user, kind="realtime", request=request)
-    assert [name for name, _ in signals] == ["issued"]
-    kwargs = signals[0][1]
+    assert [name for name, _ in mint_signals] == ["issued"]
+    kwargs = mint_signals[0][1]
     assert kwargs["sender"] is ClientSecretIssuance
     assert kwargs["issuance"] == ClientSecretIssuance.objects.get()
     assert kwargs["issuance"].outcome == Outcome.ISSUED
@@ -548,13 +520,13 @@ def test_issued_signal(
 
 
 def test_failed_signal(
-    mock: responses.RequestsMock, user: Any, signals: list[tuple[str, dict[str, Any]]]
+    gateway_mock: responses.RequestsMock, user: Any, mint_signals: list[tuple[str, dict[str, Any]]]
 ) -> None:
-    gateway_error(mock, 429, "rate_limit_exceeded", {"Retry-After": "3"})
+    answer(gateway_mock, gateway_error("rate_limit_exceeded"), 429, **{"Retry-After": "3"})
     with pytest.raises(GatewayRateLimitError) as info:
         mint_client_secret(user=user, kind="realtime")
-    assert [name for name, _ in signals] == ["failed"]
-    kwargs = signals[0][1]
+    assert [name for name, _ in mint_signals] == ["failed"]
+    kwargs = mint_signals[0][1]
     assert kwargs["sender"] is ClientSecretIssuance
     assert kwargs["issuance"].outcome == Outcome.FAILED
     assert kwargs["issuance"].pk == ClientSecretIssuance.objects.get().pk

@@ -51,11 +51,6 @@ def only_config(html):
 
 
 @pytest.fixture
-def rf():
-    return RequestFactory()
-
-
-@pytest.fixture
 def get(rf, user):
     def make(path="/", user_=user, method="get", **headers):
         request = getattr(rf, method)(path, **headers)
@@ -174,57 +169,48 @@ def _assert_no_token(config, reason):
     assert config["protocols"] == ["ai-gateway-realtime.v1"]
 
 
-@pytest.mark.django_db
-def test_anonymous_user_gets_no_secret(get, fake):
-    request = get(user_=AnonymousUser())
-    config = only_config(render("{% gateway_realtime_config %}", request))
-    _assert_no_token(config, "anonymous")
-    assert fake.calls == []
-    assert not ClientSecretIssuance.objects.exists()
-    assert not response_carries_secret(request)
-
-
-@pytest.mark.django_db
-def test_no_request_in_context(fake):
-    config = only_config(render("{% gateway_realtime_config %}"))
-    _assert_no_token(config, "no_request")
-    assert fake.calls == []
-
-
-@pytest.mark.django_db
-def test_request_without_auth_middleware(rf, fake):
-    config = only_config(render("{% gateway_realtime_config %}", rf.get("/")))
-    _assert_no_token(config, "anonymous")
-
-
-@pytest.mark.django_db
-def test_head_request(get, fake):
-    config = only_config(render("{% gateway_realtime_config %}", get(method="head")))
-    _assert_no_token(config, "head_request")
-    assert fake.calls == []
+PREFETCHES = [
+    pytest.param({"HTTP_SEC_PURPOSE": "prefetch"}, id="sec-purpose"),
+    pytest.param({"HTTP_SEC_PURPOSE": "prefetch;prerender"}, id="sec-purpose-prerender"),
+    pytest.param({"HTTP_PURPOSE": "prefetch"}, id="purpose"),
+    pytest.param({"HTTP_X_MOZ": "prefetch"}, id="x-moz"),
+    pytest.param({"HTTP_X_PURPOSE": "preview"}, id="x-purpose"),
+]
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "headers",
+    ("make_request", "reason"),
     [
-        {"HTTP_SEC_PURPOSE": "prefetch"},
-        {"HTTP_SEC_PURPOSE": "prefetch;prerender"},
-        {"HTTP_PURPOSE": "prefetch"},
-        {"HTTP_X_MOZ": "prefetch"},
-        {"HTTP_X_PURPOSE": "preview"},
+        pytest.param(lambda get: get(user_=AnonymousUser()), "anonymous", id="anonymous"),
+        pytest.param(lambda get: None, "no_request", id="no-request"),
+        pytest.param(lambda get: RequestFactory().get("/"), "anonymous", id="no-auth-middleware"),
+        pytest.param(lambda get: get(method="head"), "head_request", id="head"),
+        *[
+            pytest.param(lambda get, h=p.values[0]: get(**h), "prefetch", id=f"prefetch-{p.id}")
+            for p in PREFETCHES
+        ],
     ],
 )
-def test_prefetch_requests(get, fake, headers):
-    request = get(**headers)
-    assert is_prefetch(request)
+def test_no_secret_is_minted(get, fake, make_request, reason):
+    request = make_request(get)
     config = only_config(render("{% gateway_realtime_config %}", request))
-    _assert_no_token(config, "prefetch")
+    _assert_no_token(config, reason)
     assert fake.calls == []
+    assert not ClientSecretIssuance.objects.exists()
+    if request is not None:
+        assert not response_carries_secret(request)
 
 
-def test_ordinary_request_is_not_a_prefetch(rf):
-    assert not is_prefetch(rf.get("/", HTTP_SEC_PURPOSE="", HTTP_PURPOSE="navigate"))
+@pytest.mark.parametrize(
+    ("headers", "prefetch"),
+    [
+        *[pytest.param(*p.values, True, id=p.id) for p in PREFETCHES],
+        pytest.param({"HTTP_SEC_PURPOSE": "", "HTTP_PURPOSE": "navigate"}, False, id="ordinary"),
+    ],
+)
+def test_is_prefetch(rf, headers, prefetch):
+    assert is_prefetch(rf.get("/", **headers)) is prefetch
 
 
 # Failures -----------------------------------------------------------------------
@@ -349,18 +335,34 @@ def test_inside_cache_is_a_template_syntax_error(get, fake, source):
     caches["default"].clear()
 
 
+CHILD = (
+    "{% extends other %}{% load gateway_realtime %}"
+    "{% block body %}{% gateway_realtime_config %}{% endblock %}"
+)
+TAG = "{% load gateway_realtime %}{% gateway_realtime_config %}"
+
+
 @pytest.mark.django_db
-def test_extended_into_a_cached_block_fails_at_render(get, fake):
+@pytest.mark.parametrize(
+    ("source", "other"),
+    [
+        pytest.param(
+            CHILD,
+            "{% load cache %}{% cache 60 base %}{% block body %}{% endblock %}{% endcache %}",
+            id="extended-into-a-cached-block",
+        ),
+        pytest.param(
+            "{% load cache %}{% cache 60 included %}{% include other %}{% endcache %}",
+            TAG,
+            id="included-inside-cache",
+        ),
+    ],
+)
+def test_inside_cache_in_another_template_fails_at_render(get, fake, source, other):
     engine = engines["django"].engine
-    base = engine.from_string(
-        "{% load cache %}{% cache 60 base %}{% block body %}{% endblock %}{% endcache %}"
-    )
-    child = engine.from_string(
-        "{% extends base %}{% load gateway_realtime %}"
-        "{% block body %}{% gateway_realtime_config %}{% endblock %}"
-    )
+    template = engine.from_string(source)
     with pytest.raises(TemplateSyntaxError, match="cache"):
-        child.render(RequestContext(get(), {"base": base}))
+        template.render(RequestContext(get(), {"other": engine.from_string(other)}))
     assert fake.calls == []
     caches["default"].clear()
 
@@ -371,25 +373,8 @@ def test_extending_a_template_with_a_cache_elsewhere_is_fine(get, fake):
     base = engine.from_string(
         "{% load cache %}{% cache 60 nav %}nav{% endcache %}{% block body %}{% endblock %}"
     )
-    child = engine.from_string(
-        "{% extends base %}{% load gateway_realtime %}"
-        "{% block body %}{% gateway_realtime_config %}{% endblock %}"
-    )
-    html = child.render(RequestContext(get(), {"base": base}))
+    html = engine.from_string(CHILD).render(RequestContext(get(), {"other": base}))
     assert only_config(html)["token"]
-    caches["default"].clear()
-
-
-@pytest.mark.django_db
-def test_included_inside_cache_fails_at_render(get, fake):
-    engine = engines["django"].engine
-    outer = engine.from_string(
-        "{% load cache %}{% cache 60 included %}{% include inner %}{% endcache %}"
-    )
-    inner = engine.from_string("{% load gateway_realtime %}{% gateway_realtime_config %}")
-    with pytest.raises(TemplateSyntaxError, match="cache"):
-        outer.render(RequestContext(get(), {"inner": inner}))
-    assert fake.calls == []
     caches["default"].clear()
 
 

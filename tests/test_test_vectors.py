@@ -19,6 +19,7 @@ from gateway_realtime.client import GatewayClient
 from gateway_realtime.credentials import resolve_credential
 from gateway_realtime.exceptions import ERROR_TYPES, GatewayError
 from gateway_realtime.protocol import Kind
+from tests.conftest import EXPIRES_AT, answer, gateway_error
 
 HOST = "gateway.vectors.test"
 LOCAL_COPY = Path(__file__).resolve().parent / "data" / "test-vectors.jsonl"
@@ -55,21 +56,18 @@ def kind_of(body: dict[str, Any]) -> Kind:
     return Kind(body.get("routeKind", "realtime"))
 
 
-def gateway_answer(vector: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+def gateway_answer(vector: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The body and status the Gateway answers ``vector`` with."""
     if vector["error"] is None:
-        body: dict[str, Any] = {"token": vector["result"]["token"], "expiresAt": 4102444800}
-        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+        return {"token": vector["result"]["token"], "expiresAt": EXPIRES_AT}, 200
     error = vector["error"]
     param = (
         {"modelId": vector["request"]["body"]["model"]}
         if error["type"] == "model_not_found"
         else None
     )
-    body = {
-        "error": {"message": "stand-in", "type": error["type"], "param": param, "code": None},
-        "generationId": None,
-    }
-    return error["statusCode"], {"Content-Type": "application/json"}, json.dumps(body)
+    body = gateway_error(error["type"], "stand-in", param=param, generation_id=None)
+    return body, error["statusCode"]
 
 
 def test_local_copy_matches_the_shared_reference() -> None:
@@ -79,7 +77,9 @@ def test_local_copy_matches_the_shared_reference() -> None:
 
 
 @pytest.mark.parametrize("vector", load_vectors())
-def test_vector(vector: dict[str, Any], settings: Any) -> None:
+def test_vector(
+    vector: dict[str, Any], settings: Any, gateway_mock: responses.RequestsMock
+) -> None:
     settings.GATEWAY_REALTIME_BASE_URL = localize(vector["base_url"])
     settings.GATEWAY_REALTIME_API_KEY = vector["api_key"]
     settings.GATEWAY_REALTIME_TEAM = vector["team"]
@@ -88,23 +88,22 @@ def test_vector(vector: dict[str, Any], settings: Any) -> None:
     body = expected["body"]
     url = f"http://{HOST}{expected['path']}"
 
-    with responses.RequestsMock() as mock:
-        mock.add_callback(expected["method"], url, callback=lambda request: gateway_answer(vector))
-        client = GatewayClient()
-        outcome: Any
-        try:
-            outcome = client.mint(
-                kind=kind_of(body),
-                model=body["model"],
-                credential=resolve_credential(),
-                expires_in=body.get("expiresIn"),
-            )
-        except GatewayError as error:
-            outcome = error
-        finally:
-            client.close()
-        assert len(mock.calls) == 1
-        sent = mock.calls[0].request
+    answer(gateway_mock, *gateway_answer(vector), url=url)
+    client = GatewayClient()
+    outcome: Any
+    try:
+        outcome = client.mint(
+            kind=kind_of(body),
+            model=body["model"],
+            credential=resolve_credential(),
+            expires_in=body.get("expiresIn"),
+        )
+    except GatewayError as error:
+        outcome = error
+    finally:
+        client.close()
+    assert len(gateway_mock.calls) == 1
+    sent = gateway_mock.calls[0].request
 
     assert sent.method == expected["method"]
     assert sent.url == url

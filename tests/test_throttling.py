@@ -1,14 +1,13 @@
 """``gateway_realtime.throttling``: the burst rate, per user, in fixed windows on the cache."""
 
 import dataclasses
-import threading
 import types
 
 import pytest
-from django.core.cache import cache, caches
+from django.core.cache import caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
-from django.test import Client, RequestFactory, override_settings
+from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
@@ -17,28 +16,11 @@ from gateway_realtime.exceptions import LimitsUnavailable
 from gateway_realtime.models import ClientSecretIssuance
 from gateway_realtime.protocol import Kind
 from gateway_realtime.throttling import ClientSecretRateThrottle, RateLimitExceeded
+from tests.conftest import FROZEN_NOW, error_of, run_at_once
 
 REALTIME = reverse("gateway_realtime:realtime")
 SPEECH = reverse("gateway_realtime:speech")
-FROZEN_NOW = 1_800_000_030.0  # 30 s into a minute, an hour and a day
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    # Rate counters live in the cache, which outlives a test's database.
-    cache.clear()
-    yield
-    cache.clear()
-
-
-@pytest.fixture(autouse=True)
-def clock(monkeypatch):
-    """Windows are clock-aligned: tests set the time instead of straddling a boundary by chance."""
-    clock = types.SimpleNamespace(now=FROZEN_NOW)
-    frozen = types.SimpleNamespace(time=lambda: clock.now)
-    monkeypatch.setattr("gateway_realtime.throttling.time", frozen)
-    monkeypatch.setattr("gateway_realtime.limits.time", frozen)
-    return clock
+pytestmark = pytest.mark.usefixtures("empty_cache", "limits_clock")
 
 
 class BrokenCache(LocMemCache):
@@ -63,28 +45,22 @@ def per_kind_rate(*, user, kind, request, policy):
     return dataclasses.replace(policy, rate="1/min" if kind == "realtime" else "2/h")
 
 
-def error_of(response):
-    body = response.json()
-    assert set(body) == {"error"}
-    return body["error"]
-
-
 # --- counting ------------------------------------------------------------------
 
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_RATE="3/min")
-def test_counts_requests_in_fixed_clock_aligned_windows(user, clock):
+def test_counts_requests_in_fixed_clock_aligned_windows(user, limits_clock):
     for _ in range(3):
         assert allow(user)
     with pytest.raises(RateLimitExceeded) as caught:
         allow(user)
     assert caught.value.wait == 30  # until the minute ends, not a minute from now
-    clock.now = FROZEN_NOW + 29.5
+    limits_clock.now = FROZEN_NOW + 29.5
     with pytest.raises(RateLimitExceeded) as caught:
         allow(user)
     assert caught.value.wait == 1
-    clock.now = FROZEN_NOW + 30  # the next minute: a fresh window
+    limits_clock.now = FROZEN_NOW + 30  # the next minute: a fresh window
     for _ in range(3):
         assert allow(user)
     with pytest.raises(RateLimitExceeded):
@@ -118,10 +94,8 @@ def test_two_rates_of_one_user_are_counted_apart(user):
 def test_concurrent_requests_never_pass_the_rate(user):
     # incr is atomic on the cache (locally: locmem; in the services run: Redis).
     allowed, refused = [], []
-    barrier = threading.Barrier(8)
 
     def burst():
-        barrier.wait()
         for _ in range(5):
             try:
                 allow(user)
@@ -129,11 +103,7 @@ def test_concurrent_requests_never_pass_the_rate(user):
             except RateLimitExceeded:
                 refused.append(1)
 
-    threads = [threading.Thread(target=burst) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_at_once(8, burst)
     assert (len(allowed), len(refused)) == (20, 20)
 
 
@@ -185,29 +155,18 @@ def test_rate_limit_429_before_anything_is_written_or_sent(same_origin, gateway,
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_RATE="1/h")
-def test_rate_limit_is_per_user(same_origin, gateway, other_user):
+def test_rate_limit_is_per_user(same_origin, same_origin_as, gateway, other_user):
     assert same_origin(REALTIME).status_code == 200
     assert same_origin(REALTIME).status_code == 429
-    other = Client(enforce_csrf_checks=True)
-    other.force_login(other_user)
-    response = other.post(
-        REALTIME,
-        data="{}",
-        content_type="application/json",
-        HTTP_ORIGIN="http://testserver",
-        HTTP_SEC_FETCH_SITE="same-origin",
-    )
-    assert response.status_code == 200
+    assert same_origin_as(other_user)(REALTIME, {}).status_code == 200
 
 
 @pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_RATE="1/min")
-def test_anonymous_requests_are_refused_by_permissions_not_counted(client, gateway):
+def test_anonymous_requests_are_refused_by_permissions_not_counted(same_origin_as, gateway):
+    anonymous = same_origin_as(None)
     for _ in range(3):
-        response = client.post(
-            REALTIME, data="{}", content_type="application/json", HTTP_SEC_FETCH_SITE="same-origin"
-        )
-        assert response.status_code in (401, 403)
+        assert anonymous(REALTIME, {}).status_code in (401, 403)
 
 
 # --- failing closed ----------------------------------------------------------------
@@ -223,17 +182,21 @@ DOWN_CACHES = {
 }
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("down", sorted(DOWN_CACHES))
-def test_rate_cache_down_fails_closed(down, same_origin, gateway, captured_logs):
-    with override_settings(
-        GATEWAY_REALTIME_RATE="5/min",
-        GATEWAY_REALTIME_RATE_CACHE="down",
-        CACHES={
+def rate_cache_down(down):
+    """Settings whose rate cache is ``DOWN_CACHES[down]``; the default cache works."""
+    return {
+        "GATEWAY_REALTIME_RATE_CACHE": "down",
+        "CACHES": {
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
             "down": DOWN_CACHES[down],
         },
-    ):
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("down", sorted(DOWN_CACHES))
+def test_rate_cache_down_fails_closed(down, same_origin, gateway, captured_logs):
+    with override_settings(GATEWAY_REALTIME_RATE="5/min", **rate_cache_down(down)):
         response = same_origin(REALTIME)
     assert response.status_code == 503
     assert error_of(response)["type"] == "limits_unavailable"
@@ -245,27 +208,13 @@ def test_rate_cache_down_fails_closed(down, same_origin, gateway, captured_logs)
 
 
 @pytest.mark.django_db
-@override_settings(
-    GATEWAY_REALTIME_RATE="5/min",
-    GATEWAY_REALTIME_RATE_CACHE="down",
-    CACHES={
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "down": DOWN_CACHES["broken"],
-    },
-)
+@override_settings(GATEWAY_REALTIME_RATE="5/min", **rate_cache_down("broken"))
 def test_the_throttle_itself_raises_limits_unavailable(user):
     with pytest.raises(LimitsUnavailable):
         allow(user)
 
 
 @pytest.mark.django_db
-@override_settings(
-    GATEWAY_REALTIME_RATE=None,
-    GATEWAY_REALTIME_RATE_CACHE="down",
-    CACHES={
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "down": DOWN_CACHES["broken"],
-    },
-)
+@override_settings(GATEWAY_REALTIME_RATE=None, **rate_cache_down("broken"))
 def test_without_a_rate_the_cache_is_not_asked(user):
     assert allow(user)
