@@ -348,7 +348,7 @@ def test_the_readme_quickstart_works_on_a_fresh_project(quickstart: Quickstart) 
             quickstart.apply(block)
 
     assert quickstart.emulator_url and quickstart.server_url, "the Quickstart runs both"
-    # The README's URL is the emulator's, on the emulator's default port.
+    # The README's URL is the emulator's, but for the port (this run's is a free one).
     readme_url, real_url = (
         urlsplit(quickstart.readme_emulator_url),
         urlsplit(quickstart.emulator_url),
