@@ -32,7 +32,7 @@ INSTALLED_APPS = [
 
 # The middleware a typical site has; the no-op endpoint pays for it too.
 MIDDLEWARE = [
-    # What the README tells sites with the template tag to use, first.
+    # What docs/browser.md tells sites with the template tag to use, first.
     "gateway_realtime.middleware.NoStoreSecretsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -30,7 +30,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Pages that carry a client secret are never cached (see the README).
+    # Pages that carry a client secret are never cached (see docs/browser.md).
     "gateway_realtime.middleware.NoStoreSecretsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -124,7 +124,7 @@ GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
 GATEWAY_REALTIME_DEFAULT_LIFETIME = 120
 GATEWAY_REALTIME_MAX_LIFETIME = 600
 
-# Limits (README, "Limits and security"). With REDIS_URL the burst rate is
+# Limits (docs/limits-and-security.md). With REDIS_URL the burst rate is
 # counted in Redis, shared by every worker and host; the quota always lives in
 # the database, so it holds on PostgreSQL across any number of workers.
 GATEWAY_REALTIME_RATE = os.environ.get("GATEWAY_REALTIME_RATE", "30/min")

@@ -2,7 +2,7 @@
 
 Nothing is cached or written back onto ``settings``, so ``override_settings``
 works in tests and a changed setting needs no reload. Every name is prefixed
-``GATEWAY_REALTIME_``; the README lists each one with its default.
+``GATEWAY_REALTIME_``; docs/settings.md lists each one with its default.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ PREFIX = "GATEWAY_REALTIME_"
 
 DEFAULT_BASE_URL = "https://ai-gateway.vercel.sh/v4/ai"
 
-#: Every setting with its default. The README's settings table is checked
+#: Every setting with its default. The settings table in docs/settings.md is checked
 #: against this mapping by the test suite.
 DEFAULTS: dict[str, Any] = {
     "API_KEY": None,

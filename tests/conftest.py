@@ -279,3 +279,11 @@ def captured_logs():
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory):
+    """The sdist and wheel built from this checkout, once per session (tests/distributions.py)."""
+    from tests.distributions import build
+
+    return build(tmp_path_factory.mktemp("distributions"))

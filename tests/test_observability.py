@@ -37,7 +37,7 @@ def mint_then_crash(request):
     raise RuntimeError(f"crashed after minting for {secret.model}")
 
 
-# The README's advice for site code that holds the raw token in a variable.
+# docs/limits-and-security.md's advice for site code that holds the raw token in a variable.
 @sensitive_variables("body")
 def mint_build_body_then_crash(request):
     secret = mint_client_secret(user=request.user, kind="realtime", request=request)
