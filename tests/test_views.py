@@ -490,7 +490,7 @@ def test_gateway_unreachable(same_origin: Post, mock: responses.RequestsMock) ->
 
 def test_missing_credential(same_origin: Post, mock: responses.RequestsMock, settings: Any):
     settings.GATEWAY_REALTIME_API_KEY = None
-    error = assert_error(same_origin(REALTIME), 502, "gateway_authentication_error")
+    error = assert_error(same_origin(REALTIME), 502, "configuration_error")
     assert "No authentication provided" in error["message"]
     assert "GATEWAY_REALTIME_API_KEY" in error["message"]
     assert len(mock.calls) == 0
