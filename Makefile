@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps
 
@@ -51,7 +52,15 @@ browser-deps: $(STAMP)
 
 test: lint typecheck browser-deps test-fast test-services
 
-demo: $(STAMP)
+# The demo needs only the app and the emulator's extra (Django, DRF, requests,
+# aiohttp), not the test and lint tools; it shares the venv, so `make demo`
+# and `make test` work in either order.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[emulator]"
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m example_project.demo --port $(PORT)
 
 # The performance benchmark (docs/performance.md), all on loopback: quick by
