@@ -57,7 +57,7 @@ test: lint typecheck browser-deps test-fast test-services
 # and `make test` work in either order.
 $(DEMO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[emulator]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[emulator]"
 	touch $@
 
 demo: $(DEMO_STAMP)
