@@ -52,12 +52,17 @@ browser-deps: $(STAMP)
 
 test: lint typecheck browser-deps test-fast test-services
 
-# The demo needs only the app and the emulator's extra (Django, DRF, requests,
-# aiohttp), not the test and lint tools; it shares the venv, so `make demo`
-# and `make test` work in either order.
+# The demo needs only what the app and the emulator import: the project's
+# dependencies and its "emulator" extra (Django, DRF, requests, aiohttp), read
+# from pyproject.toml; no test or lint tools. The app runs from the checkout
+# (python -m puts it first on sys.path), so nothing is built. It shares the
+# venv, so `make demo` and `make test` work in either order.
 $(DEMO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[emulator]"
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print(*p["dependencies"], *p["optional-dependencies"]["emulator"], sep="\n")' \
+	  > $(VENV)/demo-requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r $(VENV)/demo-requirements.txt
 	touch $@
 
 demo: $(DEMO_STAMP)
