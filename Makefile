@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps
 
@@ -51,7 +52,20 @@ browser-deps: $(STAMP)
 
 test: lint typecheck browser-deps test-fast test-services
 
-demo: $(STAMP)
+# The demo needs only what the app and the emulator import: the project's
+# dependencies and its "emulator" extra (Django, DRF, requests, aiohttp), read
+# from pyproject.toml; no test or lint tools. The app runs from the checkout
+# (python -m puts it first on sys.path), so nothing is built. It shares the
+# venv, so `make demo` and `make test` work in either order.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print(*p["dependencies"], *p["optional-dependencies"]["emulator"], sep="\n")' \
+	  > $(VENV)/demo-requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r $(VENV)/demo-requirements.txt
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m example_project.demo --port $(PORT)
 
 # The performance benchmark (docs/performance.md), all on loopback: quick by

@@ -4,7 +4,8 @@
 
 Migrates the SQLite database, creates (or resets) the demo user, starts the
 Gateway emulator on a free loopback port unless a real Gateway is configured,
-and serves the site with Django's development server. Ctrl-C stops both.
+and serves the site with Django's development server. Ctrl-C or SIGTERM
+stops both, and says so.
 
 A real Gateway is used when ``AI_GATEWAY_API_KEY`` is set and
 ``AI_GATEWAY_BASE_URL`` is unset or not a loopback address; then no emulator
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import sys
+from types import FrameType
 from urllib.parse import urlsplit
 
 DEMO_USERNAME = "demo"
@@ -33,11 +36,19 @@ def uses_real_gateway(environ: dict[str, str] | os._Environ[str]) -> bool:
     return not base_url or urlsplit(base_url).hostname not in LOOPBACK
 
 
+def _stop_like_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    # runserver and the cleanup below already handle Ctrl-C; a SIGTERM (from
+    # `kill`, a process manager, a container stop) takes the same way out
+    # instead of ending the process before the emulator is stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m example_project.demo", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
     emulator = None
     if uses_real_gateway(os.environ):
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Open {url} and log in as\n"
             f"      username: {DEMO_USERNAME}\n"
             f"      password: {DEMO_PASSWORD}\n"
-            "  Ctrl-C stops the site and the emulator.\n",
+            "  The login page shows them too. Ctrl-C stops the site and the emulator.\n",
             flush=True,
         )
         # No autoreloader: it would run this module again in a child process

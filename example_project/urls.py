@@ -1,13 +1,26 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from example_project import views
+from example_project.demo import DEMO_PASSWORD, DEMO_USERNAME
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            # The account `make demo` creates, shown on the page so nobody
+            # has to find the terminal that printed it.
+            extra_context={"demo_username": DEMO_USERNAME, "demo_password": DEMO_PASSWORD}
+        ),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/realtime-token/", include("gateway_realtime.urls")),
+    # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
+    path("favicon.ico", RedirectView.as_view(url=static("example_project/favicon.svg"))),
 ]

@@ -122,8 +122,6 @@ def _gateway_failure(error: GatewayError) -> GatewayFailed:
     if isinstance(error, GatewayTimeoutError):
         return GatewayTimedOut(code=code)
     if isinstance(error, GatewayAuthenticationError):
-        if error.status_code is None:  # our own message: no credential configured
-            return GatewayFailed(error.message, code=code)
         message = _(
             "The AI Gateway did not accept this site's credential. Site owner: check "
             "GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY environment variable."

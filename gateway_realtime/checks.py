@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from django.utils.module_loading import import_string
 from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings, resolve_callable
 from gateway_realtime.protocol import Kind
 
-KIND_NAMES = {k.value for k in Kind}
+KIND_NAMES = [k.value for k in Kind]
 
 
 def _is_number(value: Any, minimum: float = 0) -> bool:
@@ -22,7 +23,8 @@ def _is_number(value: Any, minimum: float = 0) -> bool:
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
+    """Every ``GATEWAY_REALTIME_*`` setting: its name is known and its value usable."""
+    errors: list[CheckMessage] = _check_names()
 
     key = getattr(settings, PREFIX + "API_KEY", None)
     if key is not None and not (isinstance(key, str) or callable(key)):
@@ -31,20 +33,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 "GATEWAY_REALTIME_API_KEY must be a string or a callable.",
                 hint="Set it to the key, or to a function that returns it.",
                 id="gateway_realtime.E001",
-            )
-        )
-    if (
-        not key
-        and not os.environ.get("AI_GATEWAY_API_KEY")
-        and not os.environ.get("VERCEL_OIDC_TOKEN")
-        and not app_settings.TRUST_VERCEL_OIDC_HEADER
-    ):
-        errors.append(
-            Warning(
-                "No AI Gateway credential is configured: every mint will fail.",
-                hint="Set GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY environment "
-                "variable (or VERCEL_OIDC_TOKEN, from `vercel env pull`).",
-                id="gateway_realtime.W001",
             )
         )
 
@@ -137,6 +125,52 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return errors
 
 
+def check_credential(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001 when no Gateway credential is visible: a deployment check only.
+
+    Registered with ``deploy=True``, so it runs under ``manage.py check --deploy``
+    and not on every ``manage.py`` command. The recommended place for the key
+    is the server's environment (``AI_GATEWAY_API_KEY``), which a developer's
+    shell or a build step running ``migrate`` or ``collectstatic`` often does
+    not have; warning there on every command taught people to ignore the
+    warning. A missing credential at mint time is a ``configuration_error``.
+    """
+    if (
+        getattr(settings, PREFIX + "API_KEY", None)
+        or os.environ.get("AI_GATEWAY_API_KEY")
+        or os.environ.get("VERCEL_OIDC_TOKEN")
+        or app_settings.TRUST_VERCEL_OIDC_HEADER
+    ):
+        return []
+    return [
+        Warning(
+            "No AI Gateway credential is configured: every mint will fail.",
+            hint="Set GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY environment "
+            "variable (or VERCEL_OIDC_TOKEN, from `vercel env pull`) where the site runs.",
+            id="gateway_realtime.W001",
+        )
+    ]
+
+
+def _check_names() -> list[CheckMessage]:
+    """W005 for each ``GATEWAY_REALTIME_*`` setting this app does not read (a typo, an old name)."""
+    warnings: list[CheckMessage] = []
+    for name in dir(settings):
+        if not name.startswith(PREFIX) or name.removeprefix(PREFIX) in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(name.removeprefix(PREFIX), DEFAULTS, n=1)
+        warnings.append(
+            Warning(
+                f"{name} is not a django-gateway-realtime setting; it is ignored.",
+                hint=f"Did you mean {PREFIX}{close[0]}?"
+                if close
+                else "Check the spelling against the documented GATEWAY_REALTIME_* settings.",
+                id="gateway_realtime.W005",
+            )
+        )
+    return warnings
+
+
 def _check_callable(name: str, value: Any, *, hint: str, id: str) -> list[CheckMessage]:
     """An error unless ``value`` is unset, a callable, or the dotted path of one."""
     if not value:
@@ -154,21 +188,47 @@ def _check_callable(name: str, value: Any, *, hint: str, id: str) -> list[CheckM
     return []
 
 
-def _check_models() -> list[CheckMessage]:
+def _kinds_text() -> str:
+    quoted = [repr(kind) for kind in KIND_NAMES]
+    return ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _check_model_mapping(name: str, value: Any) -> list[CheckMessage]:
+    """E007 unless ``value`` is a mapping whose keys are all kinds, naming each bad key."""
+    if not isinstance(value, Mapping):
+        return [
+            Error(
+                f"GATEWAY_REALTIME_{name} must be a dict keyed by kind, not "
+                f"{type(value).__name__}; the kinds are {_kinds_text()}.",
+                hint='For example {"realtime": "openai/gpt-realtime-2"}.',
+                id="gateway_realtime.E007",
+            )
+        ]
     errors: list[CheckMessage] = []
+    for key in value:
+        if key in KIND_NAMES:
+            continue
+        close = difflib.get_close_matches(key, KIND_NAMES, n=1) if isinstance(key, str) else []
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_{name} has {key!r}, which is not a kind; the kinds are "
+                f"{_kinds_text()}.",
+                hint=f"Did you mean {close[0]!r}?"
+                if close
+                else 'For example {"realtime": "openai/gpt-realtime-2"}.',
+                id="gateway_realtime.E007",
+            )
+        )
+    return errors
+
+
+def _check_models() -> list[CheckMessage]:
     models = getattr(settings, PREFIX + "DEFAULT_MODELS", {})
     allowed = getattr(settings, PREFIX + "ALLOWED_MODELS", {})
-    for name, value in (("DEFAULT_MODELS", models), ("ALLOWED_MODELS", allowed)):
-        if not isinstance(value, Mapping) or not set(value) <= KIND_NAMES:
-            errors.append(
-                Error(
-                    f"GATEWAY_REALTIME_{name} must be a dict keyed by kind "
-                    "('realtime', 'transcription', 'speech').",
-                    hint='For example {"realtime": "openai/gpt-realtime-2"}.',
-                    id="gateway_realtime.E007",
-                )
-            )
-            return errors
+    errors = _check_model_mapping("DEFAULT_MODELS", models)
+    errors += _check_model_mapping("ALLOWED_MODELS", allowed)
+    if errors:
+        return errors
     for kind, model in models.items():
         if not isinstance(model, str) or not model or not model.isprintable() or " " in model:
             errors.append(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.views.decorators.debug import sensitive_variables
 
 from gateway_realtime.conf import app_settings
-from gateway_realtime.exceptions import GatewayAuthenticationError, GatewayConfigurationError
+from gateway_realtime.exceptions import GatewayConfigurationError
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -37,6 +37,24 @@ class Credential:
 
 
 @sensitive_variables("value")
+def _credential(value: str, method: str, source: str) -> Credential:
+    """A ``Credential``, or ``GatewayConfigurationError`` if ``value`` cannot be one.
+
+    A Gateway credential is a single word of printable ASCII: anything else
+    (an inner space, as in a pasted ``"Bearer vck_..."``, a line break, a
+    non-ASCII character) cannot travel in the ``Authorization`` header, so it
+    is a setup mistake, reported before anything is sent. The message names
+    where the value came from, never the value.
+    """
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise GatewayConfigurationError(
+            f"{source} is malformed: a Gateway credential is one word of printable ASCII "
+            "(no spaces, no 'Bearer ' prefix, no line breaks)."
+        )
+    return Credential(value=value, method=method, source=source)
+
+
+@sensitive_variables("value")
 def _call_provider(provider: Any, source: str) -> Credential:
     try:
         value = provider()
@@ -49,7 +67,7 @@ def _call_provider(provider: Any, source: str) -> Credential:
         raise GatewayConfigurationError(
             f"{source} must return a non-empty string (the Gateway API key)."
         )
-    return Credential(value=value.strip(), method=API_KEY, source=source)
+    return _credential(value.strip(), API_KEY, source)
 
 
 @sensitive_variables("configured", "value", "token")
@@ -63,31 +81,39 @@ def resolve_credential(request: HttpRequest | None = None) -> Credential:
        ``GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER`` allows it (by default only
        on Vercel), else the ``VERCEL_OIDC_TOKEN`` environment variable.
 
-    Raises ``GatewayAuthenticationError`` when there is none, before anything
-    is sent, and ``GatewayConfigurationError`` for a broken provider.
+    Raises ``GatewayConfigurationError`` (``configuration_error``) before
+    anything is sent when there is none ("No authentication provided"), when
+    the one found is malformed, or when a provider fails. The official
+    provider calls the first an authentication error; here it is a setup
+    mistake on this site, reported like the others, and
+    ``GatewayAuthenticationError`` means only that the Gateway rejected the
+    credential.
     """
     configured = app_settings.API_KEY
     if callable(configured):
         return _call_provider(configured, "GATEWAY_REALTIME_API_KEY")
-    if isinstance(configured, str) and configured.strip():
-        return Credential(
-            value=configured.strip(), method=API_KEY, source="GATEWAY_REALTIME_API_KEY"
+    if configured is not None and not isinstance(configured, str):
+        raise GatewayConfigurationError(
+            "GATEWAY_REALTIME_API_KEY must be a string or a callable, "
+            f"not {type(configured).__name__}."
         )
+    if configured and configured.strip():
+        return _credential(configured.strip(), API_KEY, "GATEWAY_REALTIME_API_KEY")
 
     value = os.environ.get("AI_GATEWAY_API_KEY", "").strip()
     if value:
-        return Credential(value=value, method=API_KEY, source="AI_GATEWAY_API_KEY")
+        return _credential(value, API_KEY, "AI_GATEWAY_API_KEY")
 
     if request is not None and app_settings.TRUST_VERCEL_OIDC_HEADER:
         token = request.META.get(OIDC_HEADER, "").strip()
         if token:
-            return Credential(value=token, method=OIDC, source="x-vercel-oidc-token header")
+            return _credential(token, OIDC, "x-vercel-oidc-token header")
 
     token = os.environ.get("VERCEL_OIDC_TOKEN", "").strip()
     if token:
-        return Credential(value=token, method=OIDC, source="VERCEL_OIDC_TOKEN")
+        return _credential(token, OIDC, "VERCEL_OIDC_TOKEN")
 
-    raise GatewayAuthenticationError(
+    raise GatewayConfigurationError(
         "No authentication provided: set GATEWAY_REALTIME_API_KEY or the AI_GATEWAY_API_KEY "
         "environment variable, or run with a Vercel OIDC token."
     )

@@ -47,7 +47,11 @@ class GatewayError(Exception):
 
 
 class GatewayAuthenticationError(GatewayError):
-    """The site's own credential is missing, or the Gateway rejected it."""
+    """The Gateway rejected the site's credential.
+
+    A credential that is missing or malformed never reaches the Gateway: that
+    is a ``GatewayConfigurationError``.
+    """
 
     error_type = "authentication_error"
 
@@ -133,7 +137,7 @@ ERROR_TYPES: dict[str, type[GatewayError]] = {
 # settings, not a Gateway outage to retry or to show as "try again later".
 # Deriving from ImproperlyConfigured lets Django report it as what it is.
 class GatewayConfigurationError(ImproperlyConfigured):
-    """A ``GATEWAY_REALTIME_*`` setting is missing or wrong."""
+    """A ``GATEWAY_REALTIME_*`` setting, or the credential, is missing or wrong."""
 
     error_type = "configuration_error"
 

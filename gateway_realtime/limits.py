@@ -218,15 +218,13 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
 def certainly_not_issued(error: Exception) -> bool:
     """Whether a failed mint cannot have created a secret on the Gateway.
 
-    True when the request was never sent (configuration, no credential) or
-    the Gateway answered with an error status. Not for time-outs, dropped
-    connections or unusable 2xx answers: a secret may exist there, so the
-    quota keeps the claim.
+    True when the request was never sent (a configuration error, a missing or
+    malformed credential included) or the Gateway answered with an error
+    status. Not for time-outs, dropped connections or unusable 2xx answers: a
+    secret may exist there, so the quota keeps the claim.
     """
     if isinstance(error, GatewayConfigurationError):
         return True
     if isinstance(error, GatewayError):
-        if error.status_code is None:
-            return error.error_type == "authentication_error"
-        return error.status_code >= 400
+        return error.status_code is not None and error.status_code >= 400
     return False

@@ -9,7 +9,7 @@ import pytest
 from django.core import checks
 from django.core.management import call_command
 
-from gateway_realtime.checks import check_settings
+from gateway_realtime.checks import check_credential, check_settings
 
 
 def key_function() -> str:
@@ -36,8 +36,6 @@ def test_registered_with_django() -> None:
 CASES: list[Any] = [
     pytest.param({"API_KEY": 12345}, "gateway_realtime.E001", id="E001-int"),
     pytest.param({"API_KEY": ["k"]}, "gateway_realtime.E001", id="E001-list"),
-    pytest.param({"API_KEY": None}, "gateway_realtime.W001", id="W001-none"),
-    pytest.param({"API_KEY": ""}, "gateway_realtime.W001", id="W001-empty"),
     pytest.param({"BASE_URL": "ftp://gateway.test/v4/ai"}, "gateway_realtime.E003", id="E003-ftp"),
     pytest.param({"BASE_URL": "gateway.test/v4/ai"}, "gateway_realtime.E003", id="E003-no-scheme"),
     pytest.param({"BASE_URL": "https://"}, "gateway_realtime.E003", id="E003-no-host"),
@@ -79,14 +77,27 @@ CASES: list[Any] = [
     pytest.param({"TOOLS_FUNCTION": "tests.nowhere.tools"}, "gateway_realtime.E010", id="E010"),
     pytest.param({"TOOLS_FUNCTION": 42}, "gateway_realtime.E010", id="E010-not-callable"),
     pytest.param({"CLIENT_CLASS": "tests.nowhere.Client"}, "gateway_realtime.E011", id="E011"),
+    pytest.param({"MODELS": {"realtime": "a/b"}}, "gateway_realtime.W005", id="W005-old-name"),
+    pytest.param({"MAX_LIFETME": 60}, "gateway_realtime.W005", id="W005-typo"),
+    pytest.param({"COLOUR": "blue"}, "gateway_realtime.W005", id="W005-unknown"),
+]
+
+#: Checks that run only under ``manage.py check --deploy``.
+DEPLOY_CASES: list[Any] = [
+    pytest.param({"API_KEY": None}, "gateway_realtime.W001", id="W001-none"),
+    pytest.param({"API_KEY": ""}, "gateway_realtime.W001", id="W001-empty"),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "check_id"), CASES)
-def test_bad_value(settings: Any, overrides: dict[str, Any], check_id: str) -> None:
+@pytest.mark.parametrize(
+    ("check", "overrides", "check_id"),
+    [pytest.param(check_settings, *case.values, id=case.id) for case in CASES]
+    + [pytest.param(check_credential, *case.values, id=case.id) for case in DEPLOY_CASES],
+)
+def test_bad_value(settings: Any, check: Any, overrides: dict[str, Any], check_id: str) -> None:
     for name, value in overrides.items():
         setattr(settings, "GATEWAY_REALTIME_" + name, value)
-    messages = check_settings()
+    messages = check()
     matching = [m for m in messages if m.id == check_id]
     assert matching, ids(messages)
     for message in matching:
@@ -124,6 +135,7 @@ def test_good_values(settings: Any, overrides: dict[str, Any]) -> None:
     for name, value in overrides.items():
         setattr(settings, "GATEWAY_REALTIME_" + name, value)
     assert check_settings() == []
+    assert check_credential() == []
 
 
 @pytest.mark.parametrize(
@@ -134,7 +146,7 @@ def test_environment_credentials_silence_w001(
 ) -> None:
     settings.GATEWAY_REALTIME_API_KEY = None
     monkeypatch.setenv(variable, "something")
-    assert check_settings() == []
+    assert check_credential() == []
 
 
 def test_on_vercel_the_oidc_header_silences_w001(
@@ -142,15 +154,100 @@ def test_on_vercel_the_oidc_header_silences_w001(
 ) -> None:
     settings.GATEWAY_REALTIME_API_KEY = None
     monkeypatch.setenv("VERCEL", "1")
-    assert check_settings() == []
+    assert check_credential() == []
 
 
-def test_missing_credential_does_not_stop_manage_py(settings: Any) -> None:
+def test_missing_credential_is_silent_in_plain_check(settings: Any) -> None:
+    # The key often lives only in the server's environment: commands run
+    # elsewhere (migrate, collectstatic, a developer's shell) stay quiet.
     settings.GATEWAY_REALTIME_API_KEY = None
     out, err = StringIO(), StringIO()
     call_command("check", stdout=out, stderr=err)
-    assert "gateway_realtime.W001" in err.getvalue()
+    assert "gateway_realtime" not in out.getvalue() + err.getvalue()
     assert "System check identified" in out.getvalue() + err.getvalue()
+
+
+# Only the security tag: other deploy checks depend on the environment (the
+# browser tests set DJANGO_ALLOW_ASYNC_UNSAFE, an error under --deploy).
+def test_missing_credential_warns_under_check_deploy(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = None
+    out, err = StringIO(), StringIO()
+    call_command("check", deploy=True, tags=["security"], stdout=out, stderr=err)
+    assert "gateway_realtime.W001" in err.getvalue()
+    deploy_ids = ids(checks.run_checks(include_deployment_checks=True, tags=["security"]))
+    assert deploy_ids.count("gateway_realtime.W001") == 1
+
+
+def test_a_credential_silences_check_deploy(settings: Any) -> None:
+    out, err = StringIO(), StringIO()
+    call_command("check", deploy=True, tags=["security"], stdout=out, stderr=err)
+    assert "gateway_realtime" not in out.getvalue() + err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestion"),
+    [
+        ("MODELS", "GATEWAY_REALTIME_DEFAULT_MODELS"),
+        ("API_KEY_FUNCTION", "GATEWAY_REALTIME_API_KEY"),
+        ("THROTTLE_CACHE", "GATEWAY_REALTIME_RATE_CACHE"),
+        ("MAX_LIFETME", "GATEWAY_REALTIME_MAX_LIFETIME"),
+    ],
+)
+def test_unknown_setting_names_the_closest_known_one(
+    settings: Any, name: str, suggestion: str
+) -> None:
+    setattr(settings, "GATEWAY_REALTIME_" + name, 1)
+    (message,) = check_settings()
+    assert message.id == "gateway_realtime.W005"
+    assert message.msg.startswith(f"GATEWAY_REALTIME_{name} is not")
+    assert message.hint == f"Did you mean {suggestion}?"
+
+
+def test_unknown_setting_without_a_close_name(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_COLOUR = "blue"
+    (message,) = check_settings()
+    assert "Did you mean" not in message.hint
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected", "hint"),
+    [
+        (
+            "DEFAULT_MODELS",
+            {"video": "x/y"},
+            "GATEWAY_REALTIME_DEFAULT_MODELS has 'video', which is not a kind; "
+            "the kinds are 'realtime', 'transcription' and 'speech'.",
+            'For example {"realtime": "openai/gpt-realtime-2"}.',
+        ),
+        (
+            "ALLOWED_MODELS",
+            {"transcribe": ["x/y"]},
+            "GATEWAY_REALTIME_ALLOWED_MODELS has 'transcribe', which is not a kind; "
+            "the kinds are 'realtime', 'transcription' and 'speech'.",
+            "Did you mean 'transcription'?",
+        ),
+        (
+            "DEFAULT_MODELS",
+            ["openai/gpt-realtime-2"],
+            "GATEWAY_REALTIME_DEFAULT_MODELS must be a dict keyed by kind, not list; "
+            "the kinds are 'realtime', 'transcription' and 'speech'.",
+            'For example {"realtime": "openai/gpt-realtime-2"}.',
+        ),
+    ],
+)
+def test_e007_names_the_bad_key(
+    settings: Any, name: str, value: Any, expected: str, hint: str
+) -> None:
+    setattr(settings, "GATEWAY_REALTIME_" + name, value)
+    (message,) = check_settings()
+    assert (message.id, message.msg, message.hint) == ("gateway_realtime.E007", expected, hint)
+
+
+def test_e007_once_per_bad_key(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_DEFAULT_MODELS = {"realtime": "a/b", "video": "x/y", "tts": "x/z"}
+    messages = check_settings()
+    assert [m.id for m in messages] == ["gateway_realtime.E007"] * 2
+    assert ["'video'" in messages[0].msg, "'tts'" in messages[1].msg] == [True, True]
 
 
 @pytest.mark.django_db
@@ -173,6 +270,6 @@ def test_every_check_id_is_tested() -> None:
         for p in Path(__file__).parent.glob("test_*.py")
         if p.name != Path(__file__).name
     )
-    here = {case.values[1] for case in CASES}
+    here = {case.values[1] for case in CASES + DEPLOY_CASES}
     untested = {i for i in check_ids if i not in here and f'"{i}"' not in tests_text}
     assert untested == set()

@@ -138,7 +138,7 @@ def test_oidc_header_only_when_trusted(
 
 def test_trusted_header_needs_a_request(no_key: Any) -> None:
     no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
-    with pytest.raises(GatewayAuthenticationError):
+    with pytest.raises(GatewayConfigurationError, match="No authentication provided"):
         resolve_credential(None)
 
 
@@ -155,16 +155,79 @@ def test_vercel_oidc_environment_token(no_key: Any, monkeypatch: pytest.MonkeyPa
     assert credential == Credential(value=OIDC_ENV_TOKEN, method=OIDC, source="VERCEL_OIDC_TOKEN")
 
 
-def test_nothing_configured(no_key: Any) -> None:
-    with pytest.raises(GatewayAuthenticationError) as info:
+def test_nothing_configured_is_a_configuration_error(no_key: Any) -> None:
+    # Nothing reached the Gateway: a setup mistake, not the Gateway refusing a key.
+    with pytest.raises(GatewayConfigurationError) as info:
         resolve_credential(oidc_request())
-    assert info.value.message.startswith("No authentication provided")
-    assert info.value.status_code is None
+    assert str(info.value).startswith("No authentication provided")
+    assert info.value.error_type == "configuration_error"
+    assert not isinstance(info.value, GatewayError)
 
 
 @pytest.mark.django_db
 def test_nothing_configured_sends_nothing(no_key: Any, gateway: Any, user: Any) -> None:
-    with pytest.raises(GatewayAuthenticationError, match="No authentication provided"):
+    with pytest.raises(GatewayConfigurationError, match="No authentication provided"):
+        mint_client_secret(user=user, kind="realtime")
+    assert len(gateway.calls) == 0
+
+
+@pytest.mark.parametrize("value", [123, b"bytes-key", ["k"], True])
+def test_an_explicit_key_of_the_wrong_type_is_a_configuration_error(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, value: Any
+) -> None:
+    monkeypatch.setenv("AI_GATEWAY_API_KEY", "would-be-fallback")
+    settings.GATEWAY_REALTIME_API_KEY = value
+    with pytest.raises(GatewayConfigurationError, match="GATEWAY_REALTIME_API_KEY must be"):
+        resolve_credential()
+
+
+MALFORMED = [
+    pytest.param(f"Bearer {SECRET}", id="bearer-prefix"),
+    pytest.param(f"{SECRET}\r\nX-Injected: 1", id="crlf"),
+    pytest.param(f"{SECRET[:6]} {SECRET[6:]}", id="inner-space"),
+    pytest.param(f"{SECRET}\x00", id="nul"),
+    pytest.param(f"{SECRET}\u00e9", id="non-ascii"),
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED)
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        ("setting", "GATEWAY_REALTIME_API_KEY"),
+        ("callable", "GATEWAY_REALTIME_API_KEY"),
+        ("AI_GATEWAY_API_KEY", "AI_GATEWAY_API_KEY"),
+        ("VERCEL_OIDC_TOKEN", "VERCEL_OIDC_TOKEN"),
+        ("header", "x-vercel-oidc-token header"),
+    ],
+)
+def test_a_malformed_credential_is_a_configuration_error(
+    no_key: Any, monkeypatch: pytest.MonkeyPatch, value: str, where: str, source: str
+) -> None:
+    request = None
+    if where == "setting":
+        no_key.GATEWAY_REALTIME_API_KEY = value
+    elif where == "callable":
+        no_key.GATEWAY_REALTIME_API_KEY = lambda: value
+    elif where == "header":
+        no_key.GATEWAY_REALTIME_TRUST_VERCEL_OIDC_HEADER = True
+        request = RequestFactory().post("/")
+        request.META["HTTP_X_VERCEL_OIDC_TOKEN"] = value
+    elif "\x00" in value:
+        pytest.skip("an environment variable cannot hold NUL")
+    else:
+        monkeypatch.setenv(where, value)
+    with pytest.raises(GatewayConfigurationError) as info:
+        resolve_credential(request)
+    assert str(info.value).startswith(f"{source} is malformed")
+    assert SECRET not in str(info.value)
+    assert SECRET[6:] not in str(info.value)
+
+
+@pytest.mark.django_db
+def test_a_malformed_credential_sends_nothing(settings: Any, gateway: Any, user: Any) -> None:
+    settings.GATEWAY_REALTIME_API_KEY = f"Bearer {SECRET}"
+    with pytest.raises(GatewayConfigurationError, match="malformed"):
         mint_client_secret(user=user, kind="realtime")
     assert len(gateway.calls) == 0
 

@@ -1091,6 +1091,7 @@ def test_cli_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
         assert response.status_code == 200
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0
+        assert process.stdout.read() == "Gateway emulator stopped.\n"  # type: ignore[union-attr]
     finally:
         if process.poll() is None:
             process.kill()

@@ -119,6 +119,21 @@ def test_a_gateway_error_answer_gives_the_claim_back(same_origin, gateway_mock, 
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("key", [None, "Bearer vck_pasted"], ids=["missing", "malformed"])
+@override_settings(GATEWAY_REALTIME_QUOTA=2)
+def test_a_credential_setup_mistake_gives_the_claim_back(same_origin, gateway, user, key):
+    with override_settings(GATEWAY_REALTIME_API_KEY=key):
+        for _ in range(3):
+            response = same_origin(REALTIME)
+            assert response.status_code == 502
+            assert error_of(response)["type"] == "configuration_error"
+    # Nothing was sent, so nothing is used up.
+    assert len(gateway.calls) == 0
+    assert QuotaCounter.objects.get(user=user).used == 0
+    assert same_origin(REALTIME).status_code == 200
+
+
+@pytest.mark.django_db
 @override_settings(GATEWAY_REALTIME_QUOTA=2, GATEWAY_REALTIME_READ_TIMEOUT=0.5)
 def test_a_timeout_keeps_the_claim_because_a_secret_may_exist(same_origin, gateway_mock, user):
     answer(gateway_mock, requests.exceptions.ReadTimeout("slow"))

@@ -213,12 +213,12 @@ def test_missing_credential_row(
     gateway_mock: responses.RequestsMock, user: Any, settings: Any
 ) -> None:
     settings.GATEWAY_REALTIME_API_KEY = None
-    with pytest.raises(GatewayAuthenticationError):
+    with pytest.raises(GatewayConfigurationError):
         mint_client_secret(user=user, kind="realtime")
     assert len(gateway_mock.calls) == 0
     row = ClientSecretIssuance.objects.get()
     assert row.outcome == Outcome.FAILED
-    assert row.error_type == "authentication_error"
+    assert row.error_type == "configuration_error"
     assert row.auth_method == ""
     assert row.upstream_status is None
     assert row.error_message.startswith("No authentication provided")

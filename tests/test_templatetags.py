@@ -242,6 +242,18 @@ def test_gateway_failure_renders_an_error_block(get, fake, error, error_type):
 
 
 @pytest.mark.django_db
+def test_missing_credential_is_a_configuration_error_block(get, fake, settings):
+    settings.GATEWAY_REALTIME_API_KEY = None
+    config = only_config(render("{% gateway_realtime_config %}", get()))
+    _assert_no_token(config, "error")
+    assert config["error"]["type"] == "configuration_error"
+    assert config["error"]["message"].startswith("No authentication provided")
+    assert fake.calls == []
+    row = ClientSecretIssuance.objects.get()
+    assert (row.outcome, row.error_type) == (Outcome.FAILED, "configuration_error")
+
+
+@pytest.mark.django_db
 def test_disallowed_model_is_an_error_block_not_a_mint(get, fake):
     config = only_config(render('{% gateway_realtime_config model="openai/gpt-4o" %}', get()))
     _assert_no_token(config, "error")

@@ -450,7 +450,7 @@ def test_missing_credential(
     same_origin: SameOriginClient, gateway_mock: responses.RequestsMock, settings: Any
 ):
     settings.GATEWAY_REALTIME_API_KEY = None
-    error = assert_error(same_origin(REALTIME), 502, "gateway_authentication_error")
+    error = assert_error(same_origin(REALTIME), 502, "configuration_error")
     assert "No authentication provided" in error["message"]
     assert "GATEWAY_REALTIME_API_KEY" in error["message"]
     assert len(gateway_mock.calls) == 0

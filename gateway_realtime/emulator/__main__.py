@@ -3,7 +3,8 @@
     python -m gateway_realtime.emulator --host 127.0.0.1 --port 8787 --api-key KEY
 
 Prints ``Gateway emulator listening on <base URL>`` once listening (with the
-real port when ``--port 0``) and runs until SIGINT or SIGTERM.
+real port when ``--port 0``), runs until SIGINT or SIGTERM, then prints
+``Gateway emulator stopped.``
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     finally:
         emulator.stop()
+        print("Gateway emulator stopped.", flush=True)
     return 0
 
 
