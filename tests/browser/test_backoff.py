@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -130,7 +131,7 @@ def test_busy_attempts_are_capped(context, site, busy_gateway, login, user):
     assert state == "error"
 
 
-# A stubbed setup endpoint, on the anonymous page (a block with no secret).
+# A stubbed setup endpoint answering `status` to every request.
 STUBBED = """async ({status, headers, options, abortAfterMs}) => {
   const calls = [];
   const fetchStub = async (url, init) => {
@@ -157,9 +158,32 @@ STUBBED = """async ({status, headers, options, abortAfterMs}) => {
 }"""
 
 
-def stubbed(context, site, status, headers=None, options=None, abort_after_ms=None):
-    page = context.new_page()
-    page.goto(site + "/page/")
+HELPER = Path(__file__).resolve().parents[2] / (
+    "gateway_realtime/static/gateway_realtime/gateway-realtime.js"
+)
+# A page as the tag renders it for an anonymous user: no secret, a refreshUrl.
+BARE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>bare</title></head><body>
+<script type="application/json" id="gateway-realtime-realtime" data-gateway-realtime="realtime">
+{"token": null, "url": null, "expiresAt": null, "kind": "realtime",
+ "protocols": ["ai-gateway-realtime.v1"], "refreshUrl": "/gateway/realtime/",
+ "error": null, "reason": "anonymous"}
+</script></body></html>"""
+
+
+@pytest.fixture
+def bare_page(browser):
+    """The helper on a page with no server behind it (the tests stub fetch)."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_content(BARE_PAGE)
+        page.add_script_tag(path=str(HELPER))
+        yield page
+    finally:
+        context.close()
+
+
+def stubbed(page, status, headers=None, options=None, abort_after_ms=None):
     return page.evaluate(
         STUBBED,
         {
@@ -171,17 +195,17 @@ def stubbed(context, site, status, headers=None, options=None, abort_after_ms=No
     )
 
 
-def test_400_is_not_retried(context, site):
-    result = stubbed(context, site, 400, {"Retry-After": "1"})
+def test_400_is_not_retried(bare_page):
+    result = stubbed(bare_page, 400, {"Retry-After": "1"})
     assert result["ok"] is False
     assert (result["status"], result["calls"], result["fatal"]) == (400, 1, True)
     assert result["events"] == []
     assert result["state"] == "error"
 
 
-def test_429_without_retry_after_backs_off_from_busy_backoff_ms(context, site):
+def test_429_without_retry_after_backs_off_from_busy_backoff_ms(bare_page):
     result = stubbed(
-        context, site, 429, options={"busyBackoffMs": 20, "busyJitter": 0, "busyMaxAttempts": 4}
+        bare_page, 429, options={"busyBackoffMs": 20, "busyJitter": 0, "busyMaxAttempts": 4}
     )
     assert (result["status"], result["calls"]) == (429, 4)
     assert [(e["attempt"], e["retryInMs"], e["retryAfterMs"]) for e in result["events"]] == [
@@ -192,17 +216,17 @@ def test_429_without_retry_after_backs_off_from_busy_backoff_ms(context, site):
     assert result["events"][0]["errorType"] == "stub_429"
 
 
-def test_retry_after_beyond_the_cap_gives_up_at_once(context, site):
+def test_retry_after_beyond_the_cap_gives_up_at_once(bare_page):
     # A quota that resets in an hour: no point waiting 30 s and asking again.
-    result = stubbed(context, site, 429, {"Retry-After": "3600"})
+    result = stubbed(bare_page, 429, {"Retry-After": "3600"})
     assert (result["status"], result["calls"], result["fatal"]) == (429, 1, True)
     assert result["retryAfterMs"] == 3_600_000
     assert result["events"] == []
     assert result["state"] == "error"
 
 
-def test_abort_stops_a_busy_wait(context, site):
-    result = stubbed(context, site, 503, {"Retry-After": "10"}, abort_after_ms=200)
+def test_abort_stops_a_busy_wait(bare_page):
+    result = stubbed(bare_page, 503, {"Retry-After": "10"}, abort_after_ms=200)
     assert (result["type"], result["fatal"], result["calls"]) == ("aborted", True, 1)
     assert [e["retryInMs"] >= 10_000 for e in result["events"]] == [True]
     assert result["elapsedMs"] < 2000
