@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -14,6 +13,7 @@ from django.test import override_settings
 from gateway_realtime.client import GatewayClient, reset_clients
 from gateway_realtime.exceptions import GatewayRateLimitError
 from gateway_realtime.models import ClientSecretIssuance, Outcome, Source
+from tests.browser import setup_deps
 
 
 class BusyGatewayClient(GatewayClient):
@@ -158,9 +158,7 @@ STUBBED = """async ({status, headers, options, abortAfterMs}) => {
 }"""
 
 
-HELPER = Path(__file__).resolve().parents[2] / (
-    "gateway_realtime/static/gateway_realtime/gateway-realtime.js"
-)
+HELPER = setup_deps.ROOT / "gateway_realtime/static/gateway_realtime/gateway-realtime.js"
 # A page as the tag renders it for an anonymous user: no secret, a refreshUrl.
 BARE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>bare</title></head><body>
 <script type="application/json" id="gateway-realtime-realtime" data-gateway-realtime="realtime">
