@@ -223,12 +223,35 @@ def test_retry_after_beyond_the_cap_gives_up_at_once(bare_page):
     assert result["state"] == "error"
 
 
-def test_abort_stops_a_busy_wait(bare_page):
+# A socket that never opens, aborted while the helper waits for it.
+ABORT_OPENING = """async () => {
+  let closed = 0;
+  class NeverOpens extends EventTarget { constructor() { super(); } close() { closed += 1; } }
+  const fetchStub = async () => new Response(
+    JSON.stringify({token: "vcst_x", url: "wss://gateway.invalid/"}), {status: 200});
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 100);
+  const started = performance.now();
+  try {
+    await GatewayRealtime.connect(
+      {fetch: fetchStub, WebSocket: NeverOpens, signal: controller.signal});
+    return {ok: true};
+  } catch (error) {
+    return {ok: false, type: error.type, closed, elapsedMs: performance.now() - started};
+  }
+}"""
+
+
+def test_abort_stops_a_busy_wait_and_an_opening_socket(bare_page):
     result = stubbed(bare_page, 503, {"Retry-After": "10"}, abort_after_ms=200)
     assert (result["type"], result["fatal"], result["calls"]) == ("aborted", True, 1)
     assert [e["retryInMs"] >= 10_000 for e in result["events"]] == [True]
     assert result["elapsedMs"] < 2000
     assert result["state"] == "error"
+
+    result = bare_page.evaluate(ABORT_OPENING)
+    assert (result["ok"], result["type"], result["closed"]) == (False, "aborted", 1)
+    assert result["elapsedMs"] < 2000
 
 
 BACKOFF = """(cases) => cases.map(({attempt, retryAfterMs, options, random}) =>

@@ -230,6 +230,10 @@
     return new Promise(function (resolve, reject) {
       var settled = false;
       var socket;
+      if (options.signal && options.signal.aborted) {
+        reject(abortError(options.signal));
+        return;
+      }
       try {
         socket = new WebSocketImpl(url, protocols);
       } catch (err) {
