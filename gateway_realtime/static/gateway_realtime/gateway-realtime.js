@@ -186,12 +186,13 @@
           if (!response.ok) {
             var error = (data && data.error) || {};
             var status = response.status;
+            var retryAfter = response.headers ? response.headers.get("Retry-After") : null;
             throw GatewayRealtimeError(error.message || "Failed to fetch a client secret: " + status, {
               status: status,
               type: error.type || null,
               // A 4xx other than 429 will not change by asking again.
               fatal: status >= 400 && status < 500 && status !== 429,
-              retryAfterMs: parseRetryAfter(response.headers && response.headers.get("Retry-After"), Date.now()),
+              retryAfterMs: parseRetryAfter(retryAfter, Date.now()),
             });
           }
           if (!data || typeof data.token !== "string" || !data.token || !/^wss?:\/\//.test(data.url || "")) {
@@ -328,7 +329,8 @@
         if (!isBusy(error.status)) throw error;
         busy += 1;
         var retryAfterMs = error.retryAfterMs;
-        if (busy >= options.busyMaxAttempts || (retryAfterMs != null && retryAfterMs > options.busyMaxBackoffMs)) {
+        var tooLong = retryAfterMs != null && retryAfterMs > options.busyMaxBackoffMs;
+        if (busy >= options.busyMaxAttempts || tooLong) {
           error.fatal = true; // given up: no other retry either
           throw error;
         }
