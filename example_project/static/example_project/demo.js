@@ -81,6 +81,11 @@
     socket.send(JSON.stringify({ type: "response-create" }));
     input.value = "";
   });
+  // A busy setup endpoint (503 or 429): the helper waits and asks again.
+  document.addEventListener("gateway-realtime:retrying", function (event) {
+    var seconds = Math.ceil(event.detail.retryInMs / 1000);
+    setStatus("busy", "The Gateway is busy; trying again in " + seconds + " s…");
+  });
   reconnect.addEventListener("click", open);
   open();
 })();

@@ -18,7 +18,14 @@
  * when the page's secret is missing, expired (with a clock skew margin),
  * already used, or rejected by the Gateway (the socket fails before "open").
  * Retries are bounded, with exponential backoff; 401/403 from refreshUrl stop
- * at once (the user is logged out or not allowed).
+ * at once (the user is logged out or not allowed), and so does any other 4xx
+ * but 429.
+ *
+ * A 503 or 429 from refreshUrl means "busy, come back later": the helper
+ * waits (Retry-After when sent, exponential backoff with jitter, each wait
+ * capped) and asks again, up to busyMaxAttempts requests. While it waits the
+ * state is "busy" and a "gateway-realtime:retrying" event says for how long.
+ * An AbortSignal (options.signal) stops it at any point.
  */
 (function (root) {
   "use strict";
@@ -30,7 +37,18 @@
     maxBackoffMs: 4000,
     skewSeconds: 10, // treat a secret as expired this long before expiresAt
     openTimeoutMs: 15000,
+    // A busy setup endpoint (503 or 429): requests to it in all, before giving up,
+    busyMaxAttempts: 5,
+    // the first wait when it sends no Retry-After (doubled per busy answer),
+    busyBackoffMs: 1000,
+    // the longest wait (a Retry-After beyond it gives up at once),
+    busyMaxBackoffMs: 30000,
+    // and up to this fraction of the wait added at random, so that a crowd of
+    // pages turned away together does not come back together.
+    busyJitter: 0.5,
   };
+  var STATE_EVENT = "gateway-realtime:state";
+  var RETRYING_EVENT = "gateway-realtime:retrying";
   // Secrets this page has already offered to the Gateway: never offer one twice.
   var usedTokens = new Set();
 
@@ -40,6 +58,7 @@
     error.status = (options && options.status) || null;
     error.type = (options && options.type) || null;
     error.fatal = Boolean(options && options.fatal);
+    error.retryAfterMs = options && options.retryAfterMs != null ? options.retryAfterMs : null;
     Object.setPrototypeOf(error, GatewayRealtimeError.prototype);
     return error;
   }
@@ -99,21 +118,65 @@
     return Boolean(secret && typeof secret.token === "string" && secret.token && secret.url);
   }
 
+  /** An answer that says "busy, come back later". */
+  function isBusy(status) {
+    return status === 503 || status === 429;
+  }
+
+  /** A Retry-After header (seconds, or an HTTP date) in ms from `now`; null if absent or unreadable. */
+  function parseRetryAfter(value, now) {
+    if (value == null) return null;
+    value = String(value).trim();
+    if (/^\d+$/.test(value)) return Number(value) * 1000;
+    var date = Date.parse(value);
+    if (isNaN(date)) return null;
+    return Math.max(0, date - now);
+  }
+
+  /**
+   * How long to wait, in ms, after the `attempt`-th busy answer (1 for the
+   * first): the longer of Retry-After and busyBackoffMs doubled per answer,
+   * plus up to busyJitter of it at random, never over busyMaxBackoffMs and
+   * never under Retry-After. Near the cap the jitter is taken off instead
+   * of added, so pages stay spread out there too. `random` is Math.random.
+   * (A Retry-After over the cap is not waited for: connect() gives up.)
+   */
+  function backoffDelay(attempt, retryAfterMs, options, random) {
+    options = Object.assign({}, DEFAULTS, options || {});
+    random = random || Math.random;
+    var floor = Math.max(0, retryAfterMs || 0);
+    var cap = Math.max(options.busyMaxBackoffMs, floor);
+    var delay = Math.max(floor, options.busyBackoffMs * Math.pow(2, Math.max(0, attempt - 1)));
+    delay = Math.min(delay, cap);
+    var spread = delay * options.busyJitter;
+    var low = Math.max(floor, Math.min(delay, cap - spread));
+    return Math.round(Math.min(cap, low + random() * spread));
+  }
+
+  function abortError(signal) {
+    var error = GatewayRealtimeError("Connecting was aborted", { type: "aborted", fatal: true });
+    error.cause = signal && signal.reason;
+    return error;
+  }
+
   /**
    * POST refreshUrl for a new secret: {token, url, expiresAt?, tools?}.
    * `body` is sent as JSON (default {}); e.g. {model: "...", expiresAfterSeconds: 60}.
+   * `signal` (an AbortSignal) cancels the request.
    */
-  function fetchSecret(refreshUrl, body, fetchImpl) {
+  function fetchSecret(refreshUrl, body, fetchImpl, signal) {
     if (!refreshUrl) {
       return Promise.reject(GatewayRealtimeError("No refreshUrl to fetch a secret from", { fatal: true }));
     }
     var doFetch = fetchImpl || root.fetch.bind(root);
-    return doFetch(refreshUrl, {
+    var init = {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify(body || {}),
-    }).then(function (response) {
+    };
+    if (signal) init.signal = signal;
+    return doFetch(refreshUrl, init).then(function (response) {
       return response
         .json()
         .catch(function () {
@@ -122,10 +185,14 @@
         .then(function (data) {
           if (!response.ok) {
             var error = (data && data.error) || {};
-            throw GatewayRealtimeError(error.message || "Failed to fetch a client secret: " + response.status, {
-              status: response.status,
+            var status = response.status;
+            var retryAfter = response.headers ? response.headers.get("Retry-After") : null;
+            throw GatewayRealtimeError(error.message || "Failed to fetch a client secret: " + status, {
+              status: status,
               type: error.type || null,
-              fatal: response.status === 401 || response.status === 403,
+              // A 4xx other than 429 will not change by asking again.
+              fatal: status >= 400 && status < 500 && status !== 429,
+              retryAfterMs: parseRetryAfter(retryAfter, Date.now()),
             });
           }
           if (!data || typeof data.token !== "string" || !data.token || !/^wss?:\/\//.test(data.url || "")) {
@@ -133,12 +200,28 @@
           }
           return data;
         });
+    }, function (error) {
+      if (signal && signal.aborted) throw abortError(signal);
+      throw error;
     });
   }
 
-  function sleep(ms) {
-    return new Promise(function (resolve) {
-      setTimeout(resolve, ms);
+  /** Resolve after `ms`; reject at once when `signal` aborts. */
+  function sleep(ms, signal) {
+    return new Promise(function (resolve, reject) {
+      if (signal && signal.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      function onAbort() {
+        clearTimeout(timer);
+        reject(abortError(signal));
+      }
+      var timer = setTimeout(function () {
+        if (signal) signal.removeEventListener("abort", onAbort);
+        resolve();
+      }, ms);
+      if (signal) signal.addEventListener("abort", onAbort, { once: true });
     });
   }
 
@@ -148,6 +231,10 @@
     return new Promise(function (resolve, reject) {
       var settled = false;
       var socket;
+      if (options.signal && options.signal.aborted) {
+        reject(abortError(options.signal));
+        return;
+      }
       try {
         socket = new WebSocketImpl(url, protocols);
       } catch (err) {
@@ -162,16 +249,28 @@
           /* already closed */
         }
       }, options.openTimeoutMs);
+      var signal = options.signal;
+      function onAbort() {
+        fail(abortError(signal));
+        try {
+          socket.close();
+        } catch (ignored) {
+          /* already closed */
+        }
+      }
+      if (signal) signal.addEventListener("abort", onAbort, { once: true });
       function fail(error) {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (signal) signal.removeEventListener("abort", onAbort);
         reject(error);
       }
       socket.addEventListener("open", function () {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (signal) signal.removeEventListener("abort", onAbort);
         resolve(socket);
       });
       socket.addEventListener("error", function () {
@@ -188,20 +287,68 @@
    *
    * options: element | elementId | config, kind ("realtime"), refreshUrl
    * (default: the block's), body (JSON for refreshUrl), maxAttempts,
-   * backoffMs, maxBackoffMs, skewSeconds, openTimeoutMs, fetch, WebSocket,
+   * backoffMs, maxBackoffMs, skewSeconds, openTimeoutMs, busyMaxAttempts,
+   * busyBackoffMs, busyMaxBackoffMs, busyJitter, signal (AbortSignal),
+   * eventTarget (default: the block, else document), fetch, WebSocket,
    * now (ms clock), onRetry(error, attempt).
    * Resolves to an open WebSocket; rejects with a GatewayRealtimeError.
+   *
+   * The block's data-gateway-realtime-state follows the attempt:
+   * "connecting", "busy" (waiting on a busy setup endpoint), then "open" or
+   * "error"; each change is a "gateway-realtime:state" event ({state, error?})
+   * on eventTarget, and each busy wait starts with a "gateway-realtime:retrying"
+   * event ({attempt, retryInMs, errorType, status, retryAfterMs}). Both bubble.
    */
   function connect(options) {
     options = Object.assign({}, DEFAULTS, options || {});
     var config = options.config || readConfig(options.element || options.elementId, options.kind);
     var refreshUrl = options.refreshUrl || config.refreshUrl;
     var now = options.now || Date.now;
+    var signal = options.signal || null;
+    var target = options.eventTarget || config.element || (typeof document !== "undefined" ? document : null);
     var secret = config.token ? { token: config.token, url: config.url, expiresAt: config.expiresAt } : null;
     if (secret && (usedTokens.has(secret.token) || isExpired(secret, options.skewSeconds, now()))) {
       secret = null; // spent or stale: do not even offer it
     }
     var attempt = 0;
+    var busy = 0; // busy answers from refreshUrl so far
+
+    function emit(name, detail) {
+      if (!target || typeof target.dispatchEvent !== "function" || typeof CustomEvent !== "function") return;
+      target.dispatchEvent(new CustomEvent(name, { detail: detail, bubbles: true }));
+    }
+
+    function setState(state, error) {
+      if (config.element && config.element.dataset) config.element.dataset.gatewayRealtimeState = state;
+      emit(STATE_EVENT, error ? { state: state, error: error } : { state: state });
+    }
+
+    /** A fresh secret from refreshUrl, waiting and asking again while it is busy. */
+    function fetchFresh() {
+      return fetchSecret(refreshUrl, options.body, options.fetch, signal).catch(function (error) {
+        if (!isBusy(error.status)) throw error;
+        busy += 1;
+        var retryAfterMs = error.retryAfterMs;
+        var tooLong = retryAfterMs != null && retryAfterMs > options.busyMaxBackoffMs;
+        if (busy >= options.busyMaxAttempts || tooLong) {
+          error.fatal = true; // given up: no other retry either
+          throw error;
+        }
+        var wait = backoffDelay(busy, retryAfterMs, options);
+        setState("busy");
+        emit(RETRYING_EVENT, {
+          attempt: busy,
+          retryInMs: wait,
+          errorType: error.type,
+          status: error.status,
+          retryAfterMs: retryAfterMs,
+        });
+        return sleep(wait, signal).then(function () {
+          setState("connecting");
+          return fetchFresh();
+        });
+      });
+    }
 
     function markUsed(token) {
       usedTokens.add(token);
@@ -211,18 +358,18 @@
     }
 
     function retry(error) {
+      if (signal && signal.aborted) throw abortError(signal);
       if (error && error.fatal) throw error;
       attempt += 1;
       if (attempt >= options.maxAttempts) throw error;
       if (options.onRetry) options.onRetry(error, attempt);
       var delay = Math.min(options.backoffMs * Math.pow(2, attempt - 1), options.maxBackoffMs);
-      return sleep(delay).then(step);
+      return sleep(delay, signal).then(step);
     }
 
     function step() {
-      var ready = isUsable(secret)
-        ? Promise.resolve(secret)
-        : fetchSecret(refreshUrl, options.body, options.fetch);
+      if (signal && signal.aborted) return Promise.reject(abortError(signal));
+      var ready = isUsable(secret) ? Promise.resolve(secret) : fetchFresh();
       return ready.then(
         function (current) {
           secret = null; // single use: whatever happens next, never offer it again
@@ -239,7 +386,17 @@
       );
     }
 
-    return step();
+    setState("connecting");
+    return step().then(
+      function (socket) {
+        setState("open");
+        return socket;
+      },
+      function (error) {
+        setState("error", error);
+        throw error;
+      }
+    );
   }
 
   /**
@@ -262,6 +419,7 @@
     fetchSecret: fetchSecret,
     protocolsFor: protocolsFor,
     isExpired: isExpired,
+    backoffDelay: backoffDelay,
     aiSdkApi: aiSdkApi,
     GatewayRealtimeError: GatewayRealtimeError,
     DEFAULTS: DEFAULTS,

@@ -10,6 +10,7 @@ export const readConfig = api.readConfig;
 export const fetchSecret = api.fetchSecret;
 export const protocolsFor = api.protocolsFor;
 export const isExpired = api.isExpired;
+export const backoffDelay = api.backoffDelay;
 export const aiSdkApi = api.aiSdkApi;
 export const GatewayRealtimeError = api.GatewayRealtimeError;
 export default api;
