@@ -13,6 +13,9 @@ error                                    status  ``type``
 ``QuotaExceeded``                        429     ``quota_exceeded``, Retry-After
 ``AuditUnavailable``                     503     ``audit_unavailable``, Retry-After
 ``LimitsUnavailable``                    503     ``limits_unavailable``, Retry-After
+``GatewayBusy``                          503     ``gateway_busy``, Retry-After 1
+``GatewayUnavailable``                   503     ``gateway_unavailable``, Retry-After
+                                                 (what is left of the cool-down)
 ``GatewayConfigurationError``            502     ``configuration_error``
 ``GatewayRateLimitError``                503     ``gateway_rate_limit_exceeded``,
                                                  Retry-After
@@ -33,6 +36,7 @@ from rest_framework import exceptions, status
 
 from gateway_realtime.exceptions import (
     GatewayAuthenticationError,
+    GatewayBusy,
     GatewayConfigurationError,
     GatewayConnectionError,
     GatewayError,
@@ -41,6 +45,7 @@ from gateway_realtime.exceptions import (
     GatewayRateLimitError,
     GatewayResponseError,
     GatewayTimeoutError,
+    GatewayUnavailable,
     MintRejected,
     MintRequestError,
     QuotaExceeded,
@@ -83,14 +88,18 @@ class QuotaUsedUp(exceptions.Throttled):
 
 
 class MintingUnavailable(exceptions.APIException):
-    """The audit trail or the limits store is down, so minting fails closed (503)."""
+    """Minting is refused here for now (503, ``Retry-After``).
+
+    The audit trail or the limits store is down (minting fails closed), the
+    bulkhead is full, or the circuit breaker is open.
+    """
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Client secrets cannot be issued right now; try again shortly."
     default_code = "audit_unavailable"
 
-    def __init__(self, *, wait: int, code: str) -> None:
-        super().__init__(None, code)
+    def __init__(self, detail: str | None = None, *, wait: int, code: str) -> None:
+        super().__init__(detail, code)
         self.wait = wait
 
 
@@ -102,6 +111,19 @@ def api_exception_for(error: Exception) -> exceptions.APIException | None:
         )
     if isinstance(error, QuotaExceeded):
         return QuotaUsedUp(wait=error.retry_after or DEFAULT_RETRY_AFTER)
+    if isinstance(error, GatewayBusy):
+        return MintingUnavailable(
+            _("Too many client secrets are being issued at once; try again in a second."),
+            wait=error.retry_after or 1,
+            code=error.error_type,
+        )
+    if isinstance(error, GatewayUnavailable):
+        wait = error.retry_after or DEFAULT_RETRY_AFTER
+        message = _(
+            "The AI Gateway has been failing, so client secrets are paused; "
+            "try again in %(wait)s seconds."
+        )
+        return MintingUnavailable(message % {"wait": wait}, wait=wait, code=error.error_type)
     if isinstance(error, MintRejected):  # the audit trail or the limits store is down
         return MintingUnavailable(
             wait=error.retry_after or DEFAULT_RETRY_AFTER, code=error.error_type

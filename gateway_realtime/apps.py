@@ -9,7 +9,12 @@ class GatewayRealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from gateway_realtime.checks import check_credential, check_settings
+        from gateway_realtime.checks import (
+            check_breaker_cache,
+            check_credential,
+            check_settings,
+        )
 
         checks.register(check_settings, checks.Tags.security)
         checks.register(check_credential, checks.Tags.security, deploy=True)
+        checks.register(check_breaker_cache, checks.Tags.caches, deploy=True)

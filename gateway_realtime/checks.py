@@ -66,7 +66,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
 
-    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT"):
+    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT", "TAG_TIMEOUT"):
         value = getattr(settings, PREFIX + name, DEFAULTS[name])
         if not _is_number(value):
             errors.append(
@@ -122,6 +122,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     errors.extend(_check_limits())
+    errors.extend(_check_resilience())
     return errors
 
 
@@ -360,3 +361,72 @@ def _check_limits() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_resilience() -> list[CheckMessage]:
+    """The bulkhead's size and the circuit breaker's settings."""
+    errors: list[CheckMessage] = []
+    size = getattr(settings, PREFIX + "MAX_CONCURRENT_MINTS", DEFAULTS["MAX_CONCURRENT_MINTS"])
+    if not _is_whole(size, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_MAX_CONCURRENT_MINTS must be a positive whole number "
+                "of Gateway calls.",
+                hint="At most the server's threads per process, so a stalled Gateway "
+                f"cannot hold them all; the default is {DEFAULTS['MAX_CONCURRENT_MINTS']}.",
+                id="gateway_realtime.E017",
+            )
+        )
+    failures = getattr(settings, PREFIX + "BREAKER_FAILURES", DEFAULTS["BREAKER_FAILURES"])
+    if not _is_whole(failures, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_BREAKER_FAILURES must be a positive whole number of failures.",
+                hint=f"The default is {DEFAULTS['BREAKER_FAILURES']}.",
+                id="gateway_realtime.E018",
+            )
+        )
+    for name in ("BREAKER_WINDOW", "BREAKER_COOLDOWN"):
+        if not _is_number(getattr(settings, PREFIX + name, DEFAULTS[name])):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_{name} must be a positive number of seconds.",
+                    hint=f"The default is {DEFAULTS[name]}.",
+                    id="gateway_realtime.E018",
+                )
+            )
+    alias = getattr(settings, PREFIX + "BREAKER_CACHE", DEFAULTS["BREAKER_CACHE"])
+    if alias not in getattr(settings, "CACHES", {"default": {}}):
+        errors.append(
+            Error(
+                f"GATEWAY_REALTIME_BREAKER_CACHE {alias!r} is not in CACHES.",
+                hint="Name a cache alias every worker shares (Redis in production).",
+                id="gateway_realtime.E019",
+            )
+        )
+    return errors
+
+
+def check_breaker_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W006 when the circuit breaker's state is in a local-memory cache: a deployment check.
+
+    Registered with ``deploy=True`` (and the ``caches`` tag): local memory is
+    what Django uses when ``CACHES`` is not set, so development would warn on
+    every command.
+    """
+    alias = getattr(settings, PREFIX + "BREAKER_CACHE", DEFAULTS["BREAKER_CACHE"])
+    caches = getattr(settings, "CACHES", {"default": {}})
+    if alias not in caches:
+        return []  # E019
+    if "locmem" not in str(caches[alias].get("BACKEND", "locmem")).lower():
+        return []
+    return [
+        Warning(
+            "GATEWAY_REALTIME_BREAKER_CACHE is a local-memory cache: each worker process "
+            "keeps its own circuit, so every worker must see the Gateway fail before it "
+            "stops calling it.",
+            hint="Point GATEWAY_REALTIME_BREAKER_CACHE at a cache every worker and host "
+            "shares, such as Redis.",
+            id="gateway_realtime.W006",
+        )
+    ]

@@ -168,13 +168,19 @@ class GatewayClient:
         model: str,
         credential: Credential,
         expires_in: int | None = None,
+        timeout: float | None = None,
     ) -> MintedSecret:
-        """Mint one client secret; raise a ``GatewayError`` subclass on any failure."""
+        """Mint one client secret; raise a ``GatewayError`` subclass on any failure.
+
+        ``timeout``: the whole call's deadline in seconds, from before
+        connecting to the answer's last byte (default
+        ``GATEWAY_REALTIME_TOTAL_TIMEOUT``).
+        """
         base_url = app_settings.BASE_URL
         url = mint_url(base_url)
         headers = self.build_headers(credential)
         body = self.build_body(kind, model, expires_in)
-        status, response_headers, content = self.send(url, headers, body)
+        status, response_headers, content = self.send(url, headers, body, timeout=timeout)
         if 200 <= status < 300:
             token, expires_at = self.parse_success(content, status, credential)
             return MintedSecret(
@@ -189,17 +195,21 @@ class GatewayClient:
 
     @sensitive_variables()
     def send(
-        self, url: str, headers: dict[str, str], body: bytes
+        self, url: str, headers: dict[str, str], body: bytes, *, timeout: float | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """POST once and read at most ``MAX_RESPONSE_BYTES`` within the deadlines.
 
+        ``timeout`` (default ``GATEWAY_REALTIME_TOTAL_TIMEOUT``) is the whole
+        call's deadline: the connect and read time-outs given to requests are
+        cut to it, and reading the body stops when it passes.
         Returns ``(status, headers, body)``. A redirect is never followed.
         Transport failures become ``GatewayTimeoutError`` or
         ``GatewayConnectionError``; the original exception is not chained
         because its frames hold the request headers.
         """
         limit = app_settings.MAX_RESPONSE_BYTES
-        deadline = time.monotonic() + app_settings.TOTAL_TIMEOUT
+        total = app_settings.TOTAL_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + total
         origin = gateway_origin(url)
         failure: GatewayError | None = None
         try:
@@ -209,7 +219,10 @@ class GatewayClient:
                 headers=headers,
                 # The body is read below, within the size cap and the deadline.
                 stream=True,
-                timeout=(app_settings.CONNECT_TIMEOUT, app_settings.READ_TIMEOUT),
+                timeout=(
+                    min(app_settings.CONNECT_TIMEOUT, total),
+                    min(app_settings.READ_TIMEOUT, total),
+                ),
                 allow_redirects=False,
             )
             with response:
@@ -224,7 +237,7 @@ class GatewayClient:
                     raise GatewayResponseError(
                         f"The Gateway's answer is larger than {limit} bytes.", status_code=status
                     )
-                content = self._read_capped(response, limit, deadline, status)
+                content = self._read_capped(response, limit, deadline, status, total)
                 return status, dict(response.headers), content
         except GatewayError:
             raise
@@ -241,7 +254,12 @@ class GatewayClient:
         raise failure
 
     def _read_capped(
-        self, response: requests.Response, limit: int, deadline: float, status: int
+        self,
+        response: requests.Response,
+        limit: int,
+        deadline: float,
+        status: int,
+        total: float,
     ) -> bytes:
         # ``raw.read1`` rather than ``iter_content``: it returns what has
         # arrived, so the deadline is checked between arrivals, and it lets a
@@ -252,8 +270,8 @@ class GatewayClient:
         while True:
             if time.monotonic() > deadline:
                 raise GatewayTimeoutError(
-                    "The Gateway's answer did not arrive within "
-                    f"GATEWAY_REALTIME_TOTAL_TIMEOUT ({app_settings.TOTAL_TIMEOUT:g} s).",
+                    "The Gateway's answer did not arrive within the mint's deadline "
+                    f"({total:g} s; GATEWAY_REALTIME_TOTAL_TIMEOUT, or TAG_TIMEOUT for the tag).",
                     status_code=status,
                 )
             chunk = response.raw.read1(8192)

@@ -27,9 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "BASE_URL": DEFAULT_BASE_URL,
     "TEAM": None,
     "TRUST_VERCEL_OIDC_HEADER": None,
-    "CONNECT_TIMEOUT": 3.05,
-    "READ_TIMEOUT": 10.0,
-    "TOTAL_TIMEOUT": 15.0,
+    "CONNECT_TIMEOUT": 2.0,
+    "READ_TIMEOUT": 4.0,
+    "TOTAL_TIMEOUT": 5.0,
+    "TAG_TIMEOUT": 2.0,
+    "MAX_CONCURRENT_MINTS": 4,
+    "BREAKER_FAILURES": 5,
+    "BREAKER_WINDOW": 30,
+    "BREAKER_COOLDOWN": 15,
+    "BREAKER_CACHE": "default",
     "CONNECT_RETRIES": 2,
     "MAX_RESPONSE_BYTES": 65536,
     "POOL_MAXSIZE": 16,
@@ -93,6 +99,30 @@ class AppSettings:
     @property
     def TOTAL_TIMEOUT(self) -> float:
         return float(_get("TOTAL_TIMEOUT"))
+
+    @property
+    def TAG_TIMEOUT(self) -> float:
+        return float(_get("TAG_TIMEOUT"))
+
+    @property
+    def MAX_CONCURRENT_MINTS(self) -> int:
+        return int(_get("MAX_CONCURRENT_MINTS"))
+
+    @property
+    def BREAKER_FAILURES(self) -> int:
+        return int(_get("BREAKER_FAILURES"))
+
+    @property
+    def BREAKER_WINDOW(self) -> float:
+        return float(_get("BREAKER_WINDOW"))
+
+    @property
+    def BREAKER_COOLDOWN(self) -> float:
+        return float(_get("BREAKER_COOLDOWN"))
+
+    @property
+    def BREAKER_CACHE(self) -> str:
+        return str(_get("BREAKER_CACHE"))
 
     @property
     def CONNECT_RETRIES(self) -> int:

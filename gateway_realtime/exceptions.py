@@ -184,3 +184,22 @@ class LimitsUnavailable(MintRejected):
     """The quota or rate store could not be reached; the limits fail closed."""
 
     error_type = "limits_unavailable"
+
+
+class GatewayBusy(MintRejected):
+    """``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway calls are already in flight here.
+
+    The bulkhead: this process refuses at once rather than hold one more
+    server thread waiting on the Gateway.
+    """
+
+    error_type = "gateway_busy"
+
+
+class GatewayUnavailable(MintRejected):
+    """The circuit breaker is open: the Gateway has been failing, so it is not called.
+
+    ``retry_after`` is what is left of the cool-down, in whole seconds (at least 1).
+    """
+
+    error_type = "gateway_unavailable"

@@ -97,8 +97,13 @@ class GatewayClientProtocol(Protocol):
         model: str,
         credential: Credential,
         expires_in: int | None = None,
+        timeout: float | None = None,
     ) -> MintedSecret:
-        """Mint one client secret; raise a ``GatewayError`` subclass on any failure."""
+        """Mint one client secret; raise a ``GatewayError`` subclass on any failure.
+
+        ``timeout``: the whole call's deadline in seconds (``None``: the
+        client's default, ``GATEWAY_REALTIME_TOTAL_TIMEOUT``).
+        """
         ...
 
     def close(self) -> None:

@@ -11,7 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +23,16 @@ from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 
+from gateway_realtime import breaker
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
 from gateway_realtime.exceptions import (
     AuditUnavailable,
+    GatewayBusy,
     GatewayConfigurationError,
     GatewayError,
+    GatewayUnavailable,
     LimitsUnavailable,
     MintRejected,
     MintRequestError,
@@ -181,6 +188,7 @@ def mint_client_secret(
     expires_in: int | None = None,
     request: HttpRequest | None = None,
     source: Source | str = Source.OTHER,
+    timeout: float | None = None,
 ) -> IssuedSecret:
     """Mint one client secret for ``user`` and record it in the audit trail.
 
@@ -200,6 +208,14 @@ def mint_client_secret(
     ``LimitsUnavailable`` when the quota store is down and ``AuditUnavailable``
     when the audit row cannot be written: both fail closed, nothing is minted
     or handed out.
+
+    Resilience: ``timeout`` is the Gateway call's whole deadline in seconds
+    (default ``GATEWAY_REALTIME_TOTAL_TIMEOUT``; the template tag passes
+    ``GATEWAY_REALTIME_TAG_TIMEOUT``). ``GatewayBusy`` when this process
+    already has ``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway calls in
+    flight, ``GatewayUnavailable`` while the circuit breaker is open (see
+    ``gateway_realtime.breaker``): both are recorded as ``rejected`` rows,
+    the quota claim is released and the Gateway is not called.
     """
     kind = Kind(kind)
     authenticated = user is not None and getattr(user, "is_authenticated", False)
@@ -237,9 +253,22 @@ def mint_client_secret(
     try:
         credential = resolve_credential(request)
         issuance.auth_method = credential.method
-        secret = get_client().mint(
-            kind=kind, model=model, credential=credential, expires_in=lifetime
+        # Only a deadline the caller chose is passed on, so that a site's own
+        # client written before ``timeout`` existed keeps working elsewhere.
+        deadline: dict[str, float] = {} if timeout is None else {"timeout": timeout}
+        with breaker.guard(timeout), gateway_call_slot():
+            secret = get_client().mint(
+                kind=kind, model=model, credential=credential, expires_in=lifetime, **deadline
+            )
+    except (GatewayBusy, GatewayUnavailable) as error:
+        # Refused here, before the Gateway was called: nothing can have been issued.
+        if claim is not None:
+            claim.release()
+        _record_rejection(issuance, error, completing=True)
+        client_secret_failed.send(
+            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
         )
+        raise
     except Exception as error:
         # Any failure completes the row, a bug or a custom client's own
         # exception too, so that no attempt stays "pending" for ever.
@@ -293,6 +322,43 @@ def mint_client_secret(
         model=model,
         issuance=issuance,
     )
+
+
+# The bulkhead: one semaphore per process and per size, so a changed setting
+# (override_settings included) takes effect on the next mint, and a forked
+# worker does not inherit its parent's count.
+_bulkheads: dict[tuple[int, int], threading.BoundedSemaphore] = {}
+_bulkheads_lock = threading.Lock()
+
+
+def _bulkhead() -> threading.BoundedSemaphore:
+    key = (os.getpid(), app_settings.MAX_CONCURRENT_MINTS)
+    semaphore = _bulkheads.get(key)
+    if semaphore is None:
+        with _bulkheads_lock:
+            semaphore = _bulkheads.setdefault(key, threading.BoundedSemaphore(key[1]))
+    return semaphore
+
+
+@contextmanager
+def gateway_call_slot() -> Iterator[None]:
+    """Hold one of this process's ``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway calls.
+
+    Raises ``GatewayBusy`` at once when all are taken: a stalled Gateway may
+    hold that many server threads, never more. Works for threads (WSGI) and
+    for sync views run in threads under ASGI alike.
+    """
+    semaphore = _bulkhead()
+    if not semaphore.acquire(blocking=False):
+        raise GatewayBusy(
+            "Too many client secrets are being minted at once "
+            "(GATEWAY_REALTIME_MAX_CONCURRENT_MINTS); try again in a moment.",
+            retry_after=1,
+        )
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def _elapsed_ms(started: float) -> int:
@@ -380,13 +446,15 @@ def _audit_unavailable(issuance: ClientSecretIssuance, error: DatabaseError) -> 
     return AuditUnavailable(f"The audit trail could not be written ({type(error).__name__}).")
 
 
-def _record_rejection(issuance: ClientSecretIssuance, error: MintRejected) -> None:
+def _record_rejection(
+    issuance: ClientSecretIssuance, error: MintRejected, *, completing: bool = False
+) -> None:
     issuance.outcome = Outcome.REJECTED
     issuance.completed_at = timezone.now()
     issuance.latency_ms = 0
     issuance.error_type = error.error_type
     issuance.error_message = error.message[:500]
-    _save(issuance)
+    _save(issuance, completing=completing)
     logger.warning(
         "Rejected a %s client secret for %s: %s",
         issuance.kind,

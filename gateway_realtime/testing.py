@@ -64,6 +64,8 @@ class FakeMint:
     token: str | None
     expires_at: int | None
     error: GatewayError | None
+    #: The deadline the caller passed (``None``: the default).
+    timeout: float | None = None
 
 
 class FakeGatewayClient:
@@ -95,21 +97,28 @@ class FakeGatewayClient:
         model: str,
         credential: Credential,
         expires_in: int | None = None,
+        timeout: float | None = None,
     ) -> MintedSecret:
-        """Return a fake secret, or raise the error queued with ``fail_with``."""
+        """Return a fake secret, or raise the error queued with ``fail_with``.
+
+        ``timeout`` is accepted like the real client's and recorded in
+        ``FakeMint.timeout``; the fake never waits.
+        """
         cls = type(self)
         with cls._lock:
             error = cls._failures.pop(0) if cls._failures else cls._failure_forever
             if error is not None:
                 cls.calls.append(
-                    FakeMint(kind, model, expires_in, credential.method, None, None, error)
+                    FakeMint(kind, model, expires_in, credential.method, None, None, error, timeout)
                 )
                 raise error
             FakeGatewayClient._counter += 1
             token = fake_token(FakeGatewayClient._counter, kind, model)
             expires_at = int(time.time()) + (expires_in or cls.default_ttl)
             cls.calls.append(
-                FakeMint(kind, model, expires_in, credential.method, token, expires_at, None)
+                FakeMint(
+                    kind, model, expires_in, credential.method, token, expires_at, None, timeout
+                )
             )
         return MintedSecret(
             token=token,

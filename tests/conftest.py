@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 import threading
@@ -9,6 +10,7 @@ from django.core.cache import cache
 from django.db import OperationalError, connections
 from django.test import Client
 
+from gateway_realtime.breaker import reset_circuit
 from gateway_realtime.client import reset_clients
 from gateway_realtime.signals import client_secret_failed, client_secret_issued
 
@@ -29,8 +31,17 @@ def _fresh_clients(monkeypatch):
     for name in ("AI_GATEWAY_API_KEY", "VERCEL_OIDC_TOKEN", "VERCEL"):
         monkeypatch.delenv(name, raising=False)
     reset_clients()
+    _close_circuit()
     yield
     reset_clients()
+    _close_circuit()
+
+
+def _close_circuit():
+    # The breaker's state lives in the cache, which outlives a test: one
+    # test's Gateway failures must not open the circuit on the next.
+    with contextlib.suppress(Exception):
+        reset_circuit()
 
 
 # The Gateway, through ``responses`` ----------------------------------------------

@@ -23,6 +23,7 @@ from gateway_realtime.api_errors import (
 from gateway_realtime.exceptions import (
     AuditUnavailable,
     GatewayAuthenticationError,
+    GatewayBusy,
     GatewayConfigurationError,
     GatewayConnectionError,
     GatewayError,
@@ -34,6 +35,7 @@ from gateway_realtime.exceptions import (
     GatewayRateLimitError,
     GatewayResponseError,
     GatewayTimeoutError,
+    GatewayUnavailable,
     LimitsUnavailable,
     MintRequestError,
     QuotaExceeded,
@@ -61,6 +63,9 @@ TABLE: dict[str, tuple[Exception, int, str, int | None]] = {
     "quota-no-wait": (QuotaExceeded("used up"), 429, "quota_exceeded", WAIT),
     "audit": (AuditUnavailable("down"), 503, "audit_unavailable", WAIT),
     "limits": (LimitsUnavailable("down", retry_after=3), 503, "limits_unavailable", 3),
+    "busy": (GatewayBusy("full", retry_after=1), 503, "gateway_busy", 1),
+    "busy-no-wait": (GatewayBusy("full"), 503, "gateway_busy", 1),
+    "circuit-open": (GatewayUnavailable("open", retry_after=9), 503, "gateway_unavailable", 9),
     "configuration": (
         GatewayConfigurationError("Set GATEWAY_REALTIME_DEFAULT_MODELS."),
         502,
@@ -229,3 +234,12 @@ def test_foreign_exceptions_are_not_mapped(error: Exception) -> None:
 )
 def test_error_body(exc: exceptions.APIException, expected: dict[str, Any]) -> None:
     assert error_body(exc) == expected
+
+
+def test_busy_and_unavailable_each_say_what_happened() -> None:
+    busy = error_payload(GatewayBusy("full", retry_after=1))["message"]
+    unavailable = error_payload(GatewayUnavailable("open", retry_after=9))["message"]
+    audit = error_payload(AuditUnavailable("down"))["message"]
+    assert len({busy, unavailable, audit}) == 3
+    assert "at once" in busy
+    assert "AI Gateway" in unavailable and "9 seconds" in unavailable

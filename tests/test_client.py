@@ -181,6 +181,67 @@ def test_timeouts_are_always_passed(
     assert kwargs["timeout"] == (1.5, 4.0)
 
 
+def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
+    answer(gateway_mock)
+    mint(gw)
+    assert gateway_mock.calls[0].request.req_kwargs["timeout"] == (2.0, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("total", "timeout", "expected"),
+    [
+        (1.0, None, (1.0, 1.0)),  # TOTAL_TIMEOUT caps both
+        (5.0, 0.5, (0.5, 0.5)),  # a caller's deadline (the tag's) caps both
+        (5.0, 3.0, (2.0, 3.0)),
+    ],
+)
+def test_timeouts_are_cut_to_the_whole_deadline(
+    gw: GatewayClient,
+    gateway_mock: responses.RequestsMock,
+    settings: Any,
+    total: float,
+    timeout: float | None,
+    expected: tuple[float, float],
+) -> None:
+    settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = total
+    answer(gateway_mock)
+    gw.mint(kind=Kind.REALTIME, model="m/x", credential=KEY, timeout=timeout)
+    assert gateway_mock.calls[0].request.req_kwargs["timeout"] == expected
+
+
+def test_a_callers_deadline_stops_reading(
+    gw: GatewayClient, gateway_mock: responses.RequestsMock
+) -> None:
+    streamed(gateway_mock, SlowOrBrokenBody([b" "] * 40, None, delay=0.02))
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeoutError) as caught:
+        gw.mint(kind=Kind.REALTIME, model="m/x", credential=KEY, timeout=0.1)
+    assert time.monotonic() - started < 0.5
+    assert "0.1 s" in caught.value.message
+
+
+@pytest.mark.django_db
+def test_a_stalled_gateway_fails_at_the_whole_deadline(settings: Any) -> None:
+    from gateway_realtime.emulator import GatewayEmulator
+    from gateway_realtime.testing import EMULATOR_API_KEY, emulated_gateway
+
+    settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = 0.4
+    with (
+        GatewayEmulator(host="127.0.0.1", port=0, api_keys=(EMULATOR_API_KEY,)) as emu,
+        emulated_gateway(emu),
+    ):
+        client = GatewayClient()
+        started = time.monotonic()
+        with pytest.raises(GatewayTimeoutError):
+            client.mint(
+                kind=Kind.REALTIME,
+                model="emulator/slow-headers-3",
+                credential=Credential(value=EMULATOR_API_KEY, method=API_KEY, source="tests"),
+            )
+        client.close()
+        assert time.monotonic() - started < 1.0
+
+
 # Body ------------------------------------------------------------------------
 
 

@@ -408,3 +408,38 @@ def test_secret_config_is_usable_without_templates(get, fake):
     assert config["kind"] == "speech"
     assert fake.calls[0].expires_in == 30
     assert isinstance(HttpResponse(json.dumps(config)), HttpResponse)
+
+
+# The tag's own deadline ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_tag_gives_the_gateway_its_own_deadline(get, fake, settings):
+    settings.GATEWAY_REALTIME_TAG_TIMEOUT = 1.25
+    only_config(render("{% gateway_realtime_config %}", get()))
+    [call] = fake.calls
+    assert call.timeout == 1.25
+
+
+@pytest.mark.django_db
+def test_a_stalled_gateway_delays_the_page_by_the_tag_timeout_only(get, settings):
+    import time
+
+    from gateway_realtime.testing import emulated_gateway
+
+    settings.GATEWAY_REALTIME_TAG_TIMEOUT = 0.5
+    settings.GATEWAY_REALTIME_DEFAULT_MODELS = {"realtime": "emulator/slow-headers-5"}
+    with emulated_gateway():
+        started = time.monotonic()
+        html = render("<p>before</p>{% gateway_realtime_config %}<p>after</p>", get())
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 1.2, elapsed
+    assert "<p>before</p>" in html and "<p>after</p>" in html
+    config = only_config(html)
+    _assert_no_token(config, "error")
+    assert config["error"]["type"] == "gateway_timeout"
+    row = ClientSecretIssuance.objects.get()
+    assert row.outcome == Outcome.FAILED
+    assert row.error_type == "timeout"
+    assert row.source == Source.TEMPLATE

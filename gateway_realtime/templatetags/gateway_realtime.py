@@ -127,6 +127,8 @@ def secret_config(
     with ``reason`` (and ``error`` for failures), but keep ``refreshUrl`` so the
     page's script can fetch a secret when it needs one. A disallowed model or a
     bad lifetime is an ``error`` too, never an exception: the page still renders.
+    The Gateway call gets ``GATEWAY_REALTIME_TAG_TIMEOUT`` seconds in all, so a
+    stalled Gateway delays the page by that much at most (``gateway_timeout``).
     """
     kind = Kind(kind)
     if request is None:
@@ -146,6 +148,7 @@ def secret_config(
             expires_in=_lifetime(lifetime),
             request=request,
             source=Source.TEMPLATE,
+            timeout=app_settings.TAG_TIMEOUT,
         )
     except (GatewayError, GatewayConfigurationError, MintRequestError, MintRejected) as error:
         return _no_token_config(kind, REASON_ERROR, error_payload(error))
