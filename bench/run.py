@@ -616,7 +616,7 @@ def capacity_search(
 def stall_scenario(bench: Bench, cookies: list[str], env_extra: dict[str, str]) -> dict[str, Any]:
     """The Gateway stalls 20 s on every mint: 10 users, then 30; do pages still answer?"""
     stalled = RemoteEmulator(
-        api_keys=("emulator-key",), keep_alive_timeout=300.0, mint_delay=STALL_S
+        api_keys=("emulator-key",), keep_alive_timeout=300.0, mint_delay=GATEWAY_LATENCY_S
     )
     try:
         site = gunicorn(
@@ -624,6 +624,21 @@ def stall_scenario(bench: Bench, cookies: list[str], env_extra: dict[str, str]) 
         )
         try:
             headers = dict(SAME_ORIGIN_JSON, Origin=f"http://127.0.0.1:{site.port}")
+            # A site that has been running: every thread warm (imports,
+            # database connections), the Gateway healthy. Then it stalls.
+            for path, factory in (
+                ("page", bench.get(site.port, "/bench/page/")),
+                ("mint", bench.post(site.port, "/api/realtime-token/realtime/")),
+            ):
+                run_load(
+                    f"stall site warm-up ({path})",
+                    factory,
+                    concurrency=WORKERS * THREADS,
+                    max_requests=4 * WORKERS * THREADS,
+                    max_seconds=30,
+                    warmup=2,
+                )
+            stalled.set_mint_delay(STALL_S)
             run = run_stall(
                 site.port,
                 cookies,
