@@ -200,8 +200,9 @@ class GatewayClient:
         """POST once and read at most ``MAX_RESPONSE_BYTES`` within the deadlines.
 
         ``timeout`` (default ``GATEWAY_REALTIME_TOTAL_TIMEOUT``) is the whole
-        call's deadline: the connect and read time-outs given to requests are
-        cut to it, and reading the body stops when it passes.
+        call's deadline: each connect attempt gets at most its share of it,
+        the read time-out given to requests is cut to it, and reading the body
+        stops when it passes.
         Returns ``(status, headers, body)``. A redirect is never followed.
         Transport failures become ``GatewayTimeoutError`` or
         ``GatewayConnectionError``; the original exception is not chained
@@ -219,8 +220,10 @@ class GatewayClient:
                 headers=headers,
                 # The body is read below, within the size cap and the deadline.
                 stream=True,
+                # Each connect attempt (the first and CONNECT_RETRIES more) gets
+                # its share of the deadline, so retries cannot outlast it.
                 timeout=(
-                    min(app_settings.CONNECT_TIMEOUT, total),
+                    min(app_settings.CONNECT_TIMEOUT, total / (app_settings.CONNECT_RETRIES + 1)),
                     min(app_settings.READ_TIMEOUT, total),
                 ),
                 allow_redirects=False,

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import responses
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 from django.test import AsyncClient
 
 from gateway_realtime.exceptions import GatewayBusy
@@ -168,9 +169,14 @@ def test_busy_under_asgi_too(
             REALTIME, data={"sessionConfig": {}}, content_type="application/json", headers=headers
         )
 
-    with gateway_call_slot():
-        busy = asyncio.run(post())
-    assert busy.status_code == 503, busy.content
-    assert busy["Retry-After"] == "1"
-    assert error_of(busy)["type"] == "gateway_busy"
-    assert asyncio.run(post()).status_code == 200
+    try:
+        with gateway_call_slot():
+            busy = asyncio.run(post())
+        assert busy.status_code == 503, busy.content
+        assert busy["Retry-After"] == "1"
+        assert error_of(busy)["type"] == "gateway_busy"
+        assert asyncio.run(post()).status_code == 200
+    finally:
+        # The views ran in asgiref's thread, whose connection the test client
+        # leaves open; close it there, so the test database can be dropped.
+        asyncio.run(sync_to_async(connections.close_all)())

@@ -184,15 +184,19 @@ def test_timeouts_are_always_passed(
 def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.RequestsMock) -> None:
     answer(gateway_mock)
     mint(gw)
-    assert gateway_mock.calls[0].request.req_kwargs["timeout"] == (2.0, 4.0)
+    connect, read = gateway_mock.calls[0].request.req_kwargs["timeout"]
+    # Three connect attempts and the read fit in TOTAL_TIMEOUT's 5 s.
+    assert (connect, read) == pytest.approx((5.0 / 3, 4.0))
 
 
 @pytest.mark.parametrize(
     ("total", "timeout", "expected"),
     [
-        (1.0, None, (1.0, 1.0)),  # TOTAL_TIMEOUT caps both
-        (5.0, 0.5, (0.5, 0.5)),  # a caller's deadline (the tag's) caps both
-        (5.0, 3.0, (2.0, 3.0)),
+        # Each of the three connect attempts (CONNECT_RETRIES 2) gets a third.
+        (1.5, None, (0.5, 1.5)),  # TOTAL_TIMEOUT caps both
+        (5.0, 0.6, (0.2, 0.6)),  # a caller's deadline (the tag's) caps both
+        (5.0, 3.0, (1.0, 3.0)),
+        (9.0, None, (2.0, 4.0)),  # within the deadline, the settings decide
     ],
 )
 def test_timeouts_are_cut_to_the_whole_deadline(
@@ -206,7 +210,8 @@ def test_timeouts_are_cut_to_the_whole_deadline(
     settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = total
     answer(gateway_mock)
     gw.mint(kind=Kind.REALTIME, model="m/x", credential=KEY, timeout=timeout)
-    assert gateway_mock.calls[0].request.req_kwargs["timeout"] == expected
+    connect, read = gateway_mock.calls[0].request.req_kwargs["timeout"]
+    assert (connect, read) == pytest.approx(expected)
 
 
 def test_a_callers_deadline_stops_reading(
