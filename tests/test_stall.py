@@ -248,11 +248,13 @@ def test_gateway_stall(site, emulator, django_user_model):
     cookies = session_cookies(users)
 
     # Warm every thread of both workers up (imports, database connections)
-    # while the Gateway is healthy, as on a site that has been running.
+    # while the Gateway is healthy, as on a site that has been running. More
+    # clients than threads: a mint beyond the bulkhead is refused (503
+    # gateway_busy) and warms its thread all the same.
     with ThreadPoolExecutor(2 * WORKERS * THREADS) as pool:
         warm = list(pool.map(lambda n: mint(base_url, cookies[n]), range(40)))
-    assert {a.status for a in warm} == {200}, warm
-    assert len({a.pid for a in warm}) == WORKERS
+    assert {(a.status, a.error_type) for a in warm} <= {(200, None), (503, "gateway_busy")}, warm
+    assert len({a.pid for a in warm if a.status == 200}) == WORKERS, warm
 
     emulator.mint_delay = STALL_S
     answers = storm(base_url, cookies)
