@@ -26,6 +26,9 @@ def _serve(conn: Connection, options: dict[str, Any]) -> None:
                 conn.send(
                     {"tcp_connections": emulator.tcp_connections, "issued": len(emulator.issued)}
                 )
+            elif isinstance(command, tuple) and command[0] == "mint_delay":
+                emulator.mint_delay = float(command[1])
+                conn.send("ok")
             elif command == "reset":
                 emulator.reset()
                 conn.send("ok")
@@ -64,6 +67,11 @@ class RemoteEmulator:
 
     def tcp_connections(self) -> int:
         return self.stats()["tcp_connections"]
+
+    def set_mint_delay(self, seconds: float) -> None:
+        """How long every mint waits from now on (``GatewayEmulator.mint_delay``)."""
+        self._conn.send(("mint_delay", seconds))
+        self._conn.recv()
 
     def reset(self) -> None:
         self._conn.send("reset")

@@ -144,3 +144,71 @@ def run_load(
     return Result(
         name=name, concurrency=concurrency, latencies_ms=latencies, errors=errors[0], wall_s=wall
     )
+
+
+def run_open_loop(
+    name: str,
+    factory: CallFactory,
+    *,
+    rate: float,
+    seconds: float,
+    threads: int,
+    warmup: int = 2,
+) -> Result:
+    """Offer ``rate`` requests per second for ``seconds``, whatever the answers take.
+
+    Request ``i`` is due at ``start + i / rate``; a free thread (each with its
+    own connection) takes the next one, waits for its time and sends it. Its
+    latency runs from the time it was due, so a server (or a generator) that
+    falls behind shows it in the figures instead of slowing the offered load
+    down (no coordinated omission). ``concurrency`` in the result is the rate.
+    """
+    total = max(1, int(rate * seconds))
+    tickets = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = [0]
+    marks: dict[str, float] = {}
+
+    def start_clock() -> None:
+        marks["start"] = time.perf_counter() + 0.05
+
+    barrier = threading.Barrier(threads, action=start_clock)
+
+    def worker() -> None:
+        call = factory()
+        for _ in range(warmup):
+            call()
+        barrier.wait()
+        start = marks["start"]
+        mine: list[float] = []
+        failed = 0
+        while (index := next(tickets)) < total:
+            due = start + index / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            ok = call()
+            elapsed = time.perf_counter() - due
+            if ok:
+                mine.append(elapsed * 1000)
+            else:
+                failed += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    wall = time.perf_counter() - marks["start"]
+    return Result(
+        name=name,
+        concurrency=int(rate),
+        latencies_ms=latencies,
+        errors=errors[0],
+        wall_s=wall,
+        notes=f"open loop, {rate:g}/s offered",
+    )

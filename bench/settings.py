@@ -68,6 +68,7 @@ if _db_url:
             "PORT": str(_db.port or ""),
             # Persistent connections, as any production site would configure.
             "CONN_MAX_AGE": None,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 else:
@@ -102,6 +103,10 @@ if os.environ.get("BENCH_REDIS_URL"):
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# What docs/deployment.md recommends, and what Django offers for it: sessions
+# read from the cache (Redis), written through to the database.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {
     "version": 1,
@@ -125,3 +130,7 @@ GATEWAY_REALTIME_MAX_LIFETIME = 600
 # bench: the cost of checking them is what is measured.
 GATEWAY_REALTIME_RATE = "1000000/m"
 GATEWAY_REALTIME_QUOTA = 1_000_000_000
+# The bulkhead, sized as docs/deployment.md says for 12 threads a worker: 8
+# may wait on the Gateway (8 concurrent clients, all on one worker, still
+# fit), 4 always serve pages. The timeouts and the breaker keep their defaults.
+GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 8

@@ -194,10 +194,19 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 REQUIRED_KEYS = (
-    "cpu_per_mint",
-    "cpu_per_mint_vs_anchor",
-    "scale_ratio_1m",
+    "gateway_latency_ms",
+    "time_to_token_ratio_p50_c1",
+    "time_to_token_ratio_p50_c8",
+    "time_to_token_ratio_p99_c8",
+    "time_to_token_ratio_p50_c32",
+    "capacity_mints_per_s",
+    "stall_page_max_s",
+    "stall_fail_fast_p50_ms",
     "handshakes_per_1000",
+    "server_threads",
+    "scale_ratio_1m",
+    "cpu_per_mint_vs_anchor",
+    "cpu_per_mint",
     "naive_vs_ours_p50",
 )
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 
@@ -92,6 +93,72 @@ def test_json_line_keeps_what_the_next_bench_builds_on_and_not_the_retired_ratio
         "handshakes_per_1000",
     } <= set(REQUIRED_KEYS)
     assert not [key for key in REQUIRED_KEYS if "overhead_ratio" in key]
+
+
+def test_json_line_has_issue_12s_keys_even_when_not_measured():
+    issue_12 = [
+        "gateway_latency_ms",
+        "time_to_token_ratio_p50_c1",
+        "time_to_token_ratio_p50_c8",
+        "time_to_token_ratio_p99_c8",
+        "time_to_token_ratio_p50_c32",
+        "capacity_mints_per_s",
+        "stall_page_max_s",
+        "stall_fail_fast_p50_ms",
+        "handshakes_per_1000",
+        "server_threads",
+        "scale_ratio_1m",
+        "cpu_per_mint_vs_anchor",
+    ]
+    assert set(issue_12) <= set(REQUIRED_KEYS)
+    data = json.loads(json_line({"gateway_latency_ms": 50, "capacity_mints_per_s": None}))
+    assert [key for key in issue_12 if key not in data] == []
+    assert data["gateway_latency_ms"] == 50
+    assert data["time_to_token_ratio_p50_c32"] is None
+
+
+def test_open_loop_generator_offers_its_rate_and_times_from_the_due_time():
+    from bench.loadgen import run_open_loop
+
+    def factory():
+        def call():
+            time.sleep(0.01)
+            return True
+
+        return call
+
+    started = time.perf_counter()
+    result = run_open_loop("fake", factory, rate=100, seconds=0.5, threads=4, warmup=0)
+    elapsed = time.perf_counter() - started
+    assert result.ok == 50 and result.errors == 0
+    assert 0.45 <= elapsed < 2.0  # paced, not as fast as it can
+    assert min(result.latencies_ms) >= 10.0
+
+
+def test_stall_summary_and_figures():
+    from bench.stall import Answer, StallRun
+
+    run = StallRun(
+        [
+            Answer("first", 5.0, 504, "gateway_timeout"),
+            Answer("second", 0.01, 503, "gateway_busy"),
+            Answer("second", 0.02, 503, "gateway_unavailable"),
+            Answer("second", 5.0, 504, "gateway_timeout"),
+            Answer("page", 0.05, 200),
+            Answer("page", 0.4, 200),
+            Answer("page", 30.0, None),
+        ]
+    )
+    assert run.page_max_s == 30.0
+    assert run.fail_fast_p50_ms == 20.0
+    summary = run.summary()
+    assert summary["second"]["statuses"] == {
+        "503 gateway_busy": 1,
+        "503 gateway_unavailable": 1,
+        "504 gateway_timeout": 1,
+    }
+    assert summary["page"]["statuses"] == {"200": 2, "no answer": 1}
+    assert StallRun().page_max_s is None and StallRun().fail_fast_p50_ms is None
 
 
 def test_plot_series_groups_by_scenario_and_sorts_by_concurrency():

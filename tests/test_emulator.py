@@ -538,6 +538,45 @@ def test_drop_closes_without_an_answer(emu: GatewayEmulator) -> None:
     assert record.status is None and record.json()["model"] == "emulator/drop"
 
 
+def test_mint_delay_holds_each_success_and_nothing_else() -> None:
+    with GatewayEmulator(api_keys=(KEY,), mint_delay=0.4) as emulator:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            started = time.monotonic()
+            slow = [pool.submit(mint, emulator) for _ in range(2)]
+            time.sleep(0.05)
+            # Served while both mints wait: the delay is an asyncio sleep.
+            health = requests.get(emulator.origin + "/healthz", timeout=5)
+            refused = mint(emulator, "openai/ratelimited")
+            quick_done = time.monotonic() - started
+            assert [f.result().status_code for f in slow] == [200, 200]
+            both_done = time.monotonic() - started
+        assert health.status_code == 200 and refused.status_code == 429
+        assert quick_done < 0.3
+        assert 0.35 <= both_done < 0.75  # concurrent, not one after the other
+
+        # Settable while running: the next mint reads it.
+        emulator.mint_delay = 0.0
+        started = time.monotonic()
+        assert mint(emulator).status_code == 200
+        assert time.monotonic() - started < 0.3
+
+
+def test_mint_delay_adds_only_itself_on_a_kept_alive_connection() -> None:
+    # One write with TCP_NODELAY (aiohttp sets it on accepted sockets): no
+    # delayed-ACK stall of ~40 ms on top of the 50 ms asked for.
+    with GatewayEmulator(api_keys=(KEY,), mint_delay=0.05) as emulator:
+        with requests.Session() as session:
+            mint(emulator, session=session)  # connect
+            times = []
+            for _ in range(9):
+                started = time.perf_counter()
+                assert mint(emulator, session=session).status_code == 200
+                times.append(time.perf_counter() - started)
+        assert emulator.tcp_connections == 1
+    median = sorted(times)[len(times) // 2]
+    assert 0.05 <= median < 0.08, times
+
+
 # --------------------------------------------------------------------------
 # Connections.
 
@@ -1113,6 +1152,29 @@ def test_cli_key_from_environment() -> None:
             timeout=5,
         )
         assert response.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+        process.stderr.close()  # type: ignore[union-attr]
+
+
+def test_cli_mint_delay() -> None:
+    process = run_cli("--port", "0", "--mint-delay", "0.3")
+    try:
+        base_url = read_line(process).rsplit(" ", 1)[1].strip()
+        started = time.monotonic()
+        response = requests.post(
+            base_url.removesuffix("/v4/ai") + MINT_PATH,
+            json={"model": "m/x"},
+            headers=HEADERS,
+            timeout=5,
+        )
+        assert response.status_code == 200
+        assert time.monotonic() - started >= 0.28
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

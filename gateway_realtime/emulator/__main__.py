@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between scripted deltas; default: %(default)s",
     )
     parser.add_argument(
+        "--mint-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds every successful mint waits before answering; default: %(default)s",
+    )
+    parser.add_argument(
         "--allow-api-key-ws",
         action="store_true",
         help="let an API key open a WebSocket (server-side clients)",
@@ -95,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_api_key_ws=args.allow_api_key_ws,
             allow_remote=args.allow_remote,
             stream_delay=args.stream_delay,
+            mint_delay=args.mint_delay,
         )
     except ValueError as exc:
         parser.error(str(exc))

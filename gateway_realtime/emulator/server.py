@@ -296,7 +296,10 @@ class GatewayEmulator:
     an API key open a WebSocket the way a server-side client would;
     ``stream_delay`` spaces out scripted deltas (seconds);
     ``max_message_size`` caps one WebSocket message; ``allow_remote`` is
-    needed to bind anything but loopback.
+    needed to bind anything but loopback. ``mint_delay`` is how long every
+    successful mint waits before answering (seconds; other requests are
+    served meanwhile), a Gateway round trip or a stalled Gateway; it may be
+    changed while running (``emulator.mint_delay = 20``).
     """
 
     def __init__(
@@ -317,6 +320,7 @@ class GatewayEmulator:
         stream_delay: float = 0.0,
         max_message_size: int = 256 * 1024,
         keep_alive_timeout: float = 75.0,
+        mint_delay: float = 0.0,
     ) -> None:
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(
@@ -347,6 +351,7 @@ class GatewayEmulator:
         self.stream_delay = stream_delay
         self.max_message_size = max_message_size
         self.keep_alive_timeout = keep_alive_timeout
+        self.mint_delay = mint_delay
         self._requested_port = port
         self._port: int | None = None
         self._ws_routes = {f"{self.base_path}/{kind}-model": kind for kind in KIND_MARKERS}
@@ -626,6 +631,10 @@ class GatewayEmulator:
         logger.info("%s %s -> %s", request.method, request.raw_path, reply.status)
         if reply.mode != "drop":
             record.status = reply.status
+        # Read per request, so a change while running applies to the next mint.
+        delay = self.mint_delay
+        if delay > 0 and reply.status == 200 and path in (MINT_PATH, REDIRECTED_MINT_PATH):
+            await asyncio.sleep(delay)
         return await self._deliver(request, reply)
 
     async def _deliver(self, request: web.BaseRequest, reply: _Reply) -> web.StreamResponse:
