@@ -159,11 +159,12 @@ def test_busy_under_asgi_too(
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    # In a thread of its own: the browser tests leave an event loop running
+    # in the main thread, where asyncio.run() refuses to start.
+    pool = ThreadPoolExecutor(1)
+
     def run(coroutine: Any) -> Any:
-        # In a thread of its own: the browser tests leave an event loop
-        # running in the main thread, where asyncio.run() refuses to start.
-        with ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+        return pool.submit(asyncio.run, coroutine).result()
 
     settings.GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 1
     answer(gateway_mock)
@@ -184,6 +185,9 @@ def test_busy_under_asgi_too(
         assert error_of(busy)["type"] == "gateway_busy"
         assert run(post()).status_code == 200
     finally:
-        # The views ran in asgiref's thread, whose connection the test client
-        # leaves open; close it there, so the test database can be dropped.
+        # The views ran in asgiref's thread and the loop in the pool's, and the
+        # test client leaves their connections open: close them where they
+        # live, so the test database can be dropped and none is left to the GC.
         run(sync_to_async(connections.close_all)())
+        pool.submit(connections.close_all).result()
+        pool.shutdown()
