@@ -26,7 +26,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -36,6 +35,7 @@ from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
+from tests.gunicorn_site import free_port, services_or_skip, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -67,25 +67,6 @@ FAULT_SHARE = {
 LIMIT_TYPES = {"quota_exceeded", "rate_limited"}
 
 
-def services_or_skip():
-    backend = settings.CACHES["default"]["BACKEND"]
-    if connection.vendor != "postgresql" or "redis" not in backend.lower():
-        pytest.skip(
-            "the load test needs PostgreSQL and Redis: run `make test-services` "
-            "(GATEWAY_REALTIME_TEST_SERVICES=1)"
-        )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(log):
-    return Path(log.name).read_text(errors="replace")[-3000:]
-
-
 def wait_for_port(port, process, log):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -101,7 +82,7 @@ def wait_for_port(port, process, log):
 
 @pytest.fixture
 def emulator():
-    services_or_skip()
+    services_or_skip("load")
     with GatewayEmulator(host="127.0.0.1", port=0, api_keys=("emulator-key",)) as emu:
         yield emu
 

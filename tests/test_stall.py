@@ -17,7 +17,6 @@ Checks:
 
 import collections
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
@@ -35,6 +33,7 @@ from django.db import connection
 from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
+from tests.gunicorn_site import free_port, services_or_skip, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -53,28 +52,9 @@ FAST_S = 0.5  # a refusal on an idle site: milliseconds
 REFUSAL_S = 1.0
 
 
-def services_or_skip():
-    backend = settings.CACHES["default"]["BACKEND"]
-    if connection.vendor != "postgresql" or "redis" not in backend.lower():
-        pytest.skip(
-            "the stall test needs PostgreSQL and Redis: run `make test-services` "
-            "(GATEWAY_REALTIME_TEST_SERVICES=1)"
-        )
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(log):
-    return Path(log.name).read_text(errors="replace")[-3000:]
-
-
 @pytest.fixture
 def emulator():
-    services_or_skip()
+    services_or_skip("stall")
     # Healthy at first: the test warms the site up, then the Gateway stalls.
     with GatewayEmulator(api_keys=("emulator-key",)) as emu:
         yield emu
