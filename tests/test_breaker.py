@@ -160,7 +160,7 @@ def test_opens_after_the_failures_and_fails_fast_without_calling_the_gateway(
     row = ClientSecretIssuance.objects.latest("pk")
     assert (row.outcome, row.error_type) == (Outcome.REJECTED, "gateway_unavailable")
     # Three failed calls keep their claims (a time-out may have minted); the
-    # refused one gave its claim back.
+    # refused one claimed nothing.
     assert QuotaCounter.objects.get(user=user).used == 3
     state = breaker.circuit_state()
     assert (state.state, state.seconds_left) == (breaker.OPEN, 10)

@@ -14,6 +14,7 @@ import responses
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.test import AsyncClient
+from django.test.utils import CaptureQueriesContext
 
 from gateway_realtime.exceptions import GatewayBusy
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
@@ -90,7 +91,7 @@ def test_the_call_beyond_the_limit_answers_503_at_once(
         rejected = ClientSecretIssuance.objects.get(outcome=Outcome.REJECTED)
         assert rejected.error_type == "gateway_busy"
         assert rejected.completed_at is not None
-        # The refused mint's claim was released: the first and the two in flight count.
+        # The refused mint claimed nothing: the first and the two in flight count.
         assert QuotaCounter.objects.get(user=user).used == 3
     finally:
         # One at a time, so that SQLite's shared in-memory database sees one writer.
@@ -120,7 +121,8 @@ def test_a_full_bulkhead_raises_gateway_busy_without_calling_the_gateway(
     assert len(gateway_mock.calls) == 0
     row = ClientSecretIssuance.objects.get()
     assert (row.outcome, row.error_type) == (Outcome.REJECTED, "gateway_busy")
-    assert QuotaCounter.objects.get(user=user).used == 0
+    # Refused before the quota was asked: nothing was claimed.
+    assert not QuotaCounter.objects.filter(user=user, used__gt=0).exists()
     assert [name for name, _ in mint_signals] == ["failed"]
     # Released on the way out, whatever happened.
     assert mint_client_secret(user=user, kind="realtime").token
@@ -191,3 +193,26 @@ def test_busy_under_asgi_too(
         run(sync_to_async(connections.close_all)())
         pool.submit(connections.close_all).result()
         pool.shutdown()
+
+
+@pytest.mark.django_db
+def test_a_refusal_writes_one_row_and_nothing_else(
+    gateway_mock: responses.RequestsMock, user: Any, settings: Any
+) -> None:
+    # Under a Gateway incident every mint after the first wave is refused:
+    # each must cost one insert, not a claim, a row, a release and an update.
+    settings.GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 1
+    settings.GATEWAY_REALTIME_QUOTA = 5
+    with (
+        gateway_call_slot(),
+        CaptureQueriesContext(connection) as queries,
+        pytest.raises(GatewayBusy),
+    ):
+        mint_client_secret(user=user, kind="realtime")
+    writes = [
+        query["sql"].split()[0].upper()
+        for query in queries.captured_queries
+        if query["sql"].split()[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+    ]
+    assert writes == ["INSERT"]
+    assert not QuotaCounter.objects.exists()
