@@ -7,11 +7,12 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps
+.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps vendor
 
 help:
 	@echo "make demo    run example_project against the built-in Gateway emulator"
 	@echo "make test    lint, type-check and run the whole test suite"
+	@echo "make vendor  rebuild the vendored AI SDK bundle (needs node and npm)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +80,12 @@ $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench --save .bench/last-run.json
 	$(BIN)/python -m bench.plot .bench/last-run.json .bench/latency-by-concurrency.png
+
+# Rebuild the vendored AI SDK bundle (gateway_realtime/static/gateway_realtime/
+# vendor/) from vendor/ai-sdk/'s committed lock: needs node, npm and the npm
+# registry. tests/test_vendor.py checks that it gives the committed bytes.
+vendor:
+	$(PYTHON) vendor/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
