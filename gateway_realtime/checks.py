@@ -404,6 +404,16 @@ def _check_resilience() -> list[CheckMessage]:
                 id="gateway_realtime.E019",
             )
         )
+    seconds = getattr(settings, PREFIX + "ELEMENT_MAX_SECONDS", DEFAULTS["ELEMENT_MAX_SECONDS"])
+    if not _is_number(seconds):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_ELEMENT_MAX_SECONDS must be a positive number of seconds.",
+                hint="How long a voice, dictation or speech element may hold a session "
+                f"before it hangs up; the default is {DEFAULTS['ELEMENT_MAX_SECONDS']}.",
+                id="gateway_realtime.E020",
+            )
+        )
     return errors
 
 

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "QUOTA_PERIOD": 86400,
     "POLICY": None,
     "AUDIT_RETENTION_DAYS": 90,
+    "ELEMENT_MAX_SECONDS": 300,
 }
 
 
@@ -200,6 +201,10 @@ class AppSettings:
     @property
     def AUDIT_RETENTION_DAYS(self) -> int:
         return int(_get("AUDIT_RETENTION_DAYS"))
+
+    @property
+    def ELEMENT_MAX_SECONDS(self) -> float:
+        return float(_get("ELEMENT_MAX_SECONDS"))
 
     # Derived values -------------------------------------------------------
 

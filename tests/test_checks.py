@@ -57,6 +57,8 @@ CASES: list[Any] = [
     pytest.param({"BREAKER_WINDOW": -5}, "gateway_realtime.E018", id="E018-window-negative"),
     pytest.param({"BREAKER_COOLDOWN": "15"}, "gateway_realtime.E018", id="E018-cooldown-string"),
     pytest.param({"BREAKER_CACHE": "nowhere"}, "gateway_realtime.E019", id="E019"),
+    pytest.param({"ELEMENT_MAX_SECONDS": 0}, "gateway_realtime.E020", id="E020"),
+    pytest.param({"ELEMENT_MAX_SECONDS": "long"}, "gateway_realtime.E020", id="E020-text"),
     pytest.param({"EXTRA_HEADERS": [("x-a", "b")]}, "gateway_realtime.E006", id="E006-list"),
     pytest.param({"EXTRA_HEADERS": {"x-a": 1}}, "gateway_realtime.E006", id="E006-int"),
     pytest.param(

@@ -67,6 +67,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "QUOTA_PERIOD": (3600, 3600),
     "POLICY": (hook, hook),
     "AUDIT_RETENTION_DAYS": ("30", 30),
+    "ELEMENT_MAX_SECONDS": ("60", 60.0),
 }
 
 # name -> what app_settings reads when the setting is absent, where that is

@@ -33,6 +33,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from gateway_realtime.api_errors import error_payload
 from gateway_realtime.conf import app_settings
+from gateway_realtime.elements import render_element
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
     GatewayError,
@@ -231,6 +232,46 @@ def gateway_realtime_config(
         lifetime=lifetime,
     )
     return json_config_block(config, element_id or default_element_id(kind))
+
+
+@register.simple_tag
+def gateway_realtime_voice(**options: Any) -> SafeString:
+    """``{% gateway_realtime_voice max_seconds=120 id="talk" %}``: the voice element.
+
+    A talk button, the session's state, a live transcript of both sides,
+    audio out, mute and hang up, on the AI SDK's realtime session. Mints
+    nothing while the page renders (see ``gateway_realtime.elements``).
+    """
+    return render_element("voice", setup_url=refresh_url(Kind.REALTIME), **options)
+
+
+@register.simple_tag
+def gateway_realtime_dictation(target: str, **options: Any) -> SafeString:
+    """``{% gateway_realtime_dictation "ID" %}``: dictate into the input or textarea ``ID``."""
+    if not isinstance(target, str) or not target:
+        raise template.TemplateSyntaxError(
+            "gateway_realtime_dictation needs the id of the input or textarea to fill."
+        )
+    return render_element(
+        "dictation", setup_url=refresh_url(Kind.TRANSCRIPTION), target=target, **options
+    )
+
+
+@register.simple_tag
+def gateway_realtime_speech(
+    target: str | None = None, *, text: str | None = None, **options: Any
+) -> SafeString:
+    """``{% gateway_realtime_speech "ID" %}`` or ``{% gateway_realtime_speech text="..." %}``.
+
+    Reads aloud the text of the element ``ID``, or ``text``.
+    """
+    if not target and not text:
+        raise template.TemplateSyntaxError(
+            'gateway_realtime_speech needs the id of an element to read, or text="...".'
+        )
+    return render_element(
+        "speech", setup_url=refresh_url(Kind.SPEECH), target=target, text=text, **options
+    )
 
 
 def is_inside_cache_fragment(context: Context) -> bool:

@@ -1,0 +1,90 @@
+"""What the element tags render: ``{% gateway_realtime_voice %}`` and its siblings.
+
+Each tag writes a ``<script type="module">`` that loads
+``static/gateway_realtime/elements.mjs`` (browsers load a module once, however
+many tags a page has) and one custom element with the setup endpoint's URL,
+the kind's default model and ``max-seconds`` in its attributes. Rendering
+mints nothing: the element asks the setup endpoint for a secret when the user
+presses its button, so a page with elements costs no quota or Gateway call
+and may be cached like any other page.
+
+The markup comes from ``gateway_realtime/elements/<name>.html``; a site may
+override those templates. Which attributes the elements understand is in
+docs/browser.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.template.loader import get_template
+from django.templatetags.static import static
+from django.utils.safestring import SafeString, mark_safe
+
+from gateway_realtime.conf import app_settings
+from gateway_realtime.protocol import Kind
+
+#: The module that defines the three custom elements.
+ELEMENTS_SCRIPT = "gateway_realtime/elements.mjs"
+
+#: Keyword arguments the tags pass through as attributes (``_`` becomes ``-``).
+PASSED_ATTRIBUTES = frozenset({"id", "class", "title", "label", "lang", "voice"})
+
+KIND_OF = {
+    "voice": Kind.REALTIME,
+    "dictation": Kind.TRANSCRIPTION,
+    "speech": Kind.SPEECH,
+}
+
+
+def _seconds(tag: str, value: Any) -> str:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0:
+        raise template.TemplateSyntaxError(
+            f"{tag}: max_seconds must be a positive number of seconds; got {value!r}."
+        )
+    return f"{seconds:g}"
+
+
+def render_element(name: str, *, setup_url: str | None, **options: Any) -> SafeString:
+    """Render ``gateway_realtime/elements/<name>.html`` for one element.
+
+    ``options``: ``max_seconds`` (default ``GATEWAY_REALTIME_ELEMENT_MAX_SECONDS``),
+    ``target`` / ``text`` (dictation and speech), and the attributes in
+    ``PASSED_ATTRIBUTES``. Raises ``TemplateSyntaxError`` for anything else,
+    and when the kind's setup endpoint is not routed.
+    """
+    tag = f"gateway_realtime_{name}"
+    kind = KIND_OF[name]
+    if not setup_url:
+        raise template.TemplateSyntaxError(
+            f"{tag}: the {kind.value} setup endpoint is not routed; "
+            'include("gateway_realtime.urls") in your URLconf.'
+        )
+    max_seconds = _seconds(tag, options.pop("max_seconds", app_settings.ELEMENT_MAX_SECONDS))
+    target = options.pop("target", None)
+    text = options.pop("text", None)
+    unknown = sorted(set(options) - PASSED_ATTRIBUTES)
+    if unknown:
+        raise template.TemplateSyntaxError(
+            f"{tag}: unknown option {', '.join(unknown)}; "
+            f"it takes max_seconds and {', '.join(sorted(PASSED_ATTRIBUTES))}."
+        )
+    attrs = [
+        (key.replace("_", "-"), str(value)) for key, value in options.items() if value is not None
+    ]
+    context = {
+        "script_url": static(ELEMENTS_SCRIPT),
+        "setup_url": setup_url,
+        "model": app_settings.default_model(kind) or "",
+        "max_seconds": max_seconds,
+        "target": target,
+        "text": text,
+        "attrs": attrs,
+    }
+    # The template autoescapes every value; its output is safe markup.
+    return mark_safe(get_template(f"gateway_realtime/elements/{name}.html").render(context))  # noqa: S308
