@@ -8,8 +8,12 @@ test's MIDDLEWARE override applies) and the Gateway emulator on another port.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
+import wave
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles.handlers import StaticFilesHandler
@@ -46,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def playwright() -> Iterator[object]:
     problem = setup_deps.chromium_problem()
     if problem:
         pytest.skip(problem)
@@ -55,11 +59,74 @@ def browser() -> Iterator[object]:
     except ImportError:
         pytest.skip("the playwright package is not installed (it is in the `test` group)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(setup_deps.CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright) -> Iterator[object]:
+    browser = playwright.chromium.launch(
+        executable_path=str(setup_deps.CHROMIUM), args=CHROMIUM_ARGS, headless=True
+    )
+    yield browser
+    browser.close()
+
+
+def write_test_wav(
+    path: Path,
+    *,
+    tone_seconds: float = 1.2,
+    silence_seconds: float = 2.0,
+    rate: int = 48000,
+    frequency: float = 440.0,
+    amplitude: float = 0.5,
+) -> Path:
+    """A mono 16-bit WAV: a tone (the "speech"), then silence, so voice detection sees it end.
+
+    Chromium loops the file as the microphone.
+    """
+    frames = bytearray()
+    for n in range(int(tone_seconds * rate)):
+        sample = amplitude * math.sin(2 * math.pi * frequency * n / rate)
+        frames += struct.pack("<h", int(sample * 32767))
+    frames += bytes(2 * int(silence_seconds * rate))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(frames))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_mic_wav(tmp_path_factory) -> Path:
+    """The WAV the fake microphone plays (a tone, then silence)."""
+    return write_test_wav(tmp_path_factory.mktemp("mic") / "speech.wav")
+
+
+@pytest.fixture(scope="session")
+def mic_browser(playwright, fake_mic_wav) -> Iterator[object]:
+    """Chromium whose microphone plays ``fake_mic_wav``, permission granted."""
+    browser = playwright.chromium.launch(
+        executable_path=str(setup_deps.CHROMIUM),
+        args=[
+            *CHROMIUM_ARGS,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={fake_mic_wav}",
+        ],
+        headless=True,
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def mic_context(mic_browser, site):
+    """A context of ``mic_browser`` for ``site`` (see ``context``), microphone allowed."""
+    context = mic_browser.new_context(permissions=["microphone"])
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
 
 
 @pytest.fixture
@@ -129,6 +196,20 @@ def login(context, site, client):
     """Log ``user`` into the browser context with a real session cookie."""
 
     def do(user):
+        client.force_login(user)
+        cookie = client.cookies["sessionid"]
+        context.add_cookies(
+            [{"name": "sessionid", "value": cookie.value, "url": site, "httpOnly": True}]
+        )
+
+    return do
+
+
+@pytest.fixture
+def login_to(site, client):
+    """``login_to(context, user)``: ``login`` for any browser context (``mic_context``, say)."""
+
+    def do(context, user):
         client.force_login(user)
         cookie = client.cookies["sessionid"]
         context.add_cookies(

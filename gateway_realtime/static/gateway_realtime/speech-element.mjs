@@ -1,0 +1,1 @@
+// <gateway-realtime-speech>: being written (issue 13); elements.mjs imports it.
