@@ -15,7 +15,8 @@ Both fail closed: if their store cannot be reached, ``LimitsUnavailable`` is
 raised and nothing is minted.
 
 ``GATEWAY_REALTIME_POLICY`` (a dotted path or a callable) may change any of
-this per user; see ``Policy`` and ``get_policy``.
+this per user; see ``Policy`` and ``get_policy``. ``quota_left`` tells a page
+how many mints a user has left.
 """
 
 from __future__ import annotations
@@ -213,6 +214,43 @@ def claim_quota(user_id: int, policy: Policy) -> QuotaClaim | None:
         f"The quota of {policy.quota} client secrets per {policy.quota_period} s is used up.",
         retry_after=retry_after,
     )
+
+
+def quota_left(user: Any, kind: Kind | str, request: HttpRequest | None = None) -> int | None:
+    """How many more client secrets ``user`` may mint for ``kind`` in the current quota window.
+
+    ``None`` when no quota applies: the user's policy (``get_policy``) has
+    none, or there is no logged-in user (quotas are per user). Otherwise the
+    policy's ``quota`` less what the user has used in the current window
+    (``QuotaCounter``), never below 0. The counter is shared by every kind,
+    so a mint of any kind lowers it. Reads only, claims nothing; pass the
+    request so a policy hook that looks at it sees it (and runs once).
+
+    The window ends in ``quota_window(policy.quota_period)[1]`` seconds.
+    Raises ``LimitsUnavailable`` when the quota store cannot be read.
+    """
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    policy = get_policy(user, kind, request)
+    if policy.quota is None:
+        return None
+    if policy.quota < 1:
+        return 0
+    window, _ = quota_window(policy.quota_period)
+    window_end = window + dt.timedelta(seconds=policy.quota_period)
+    alias = app_settings.AUDIT_DATABASE
+    try:
+        used = (
+            QuotaCounter.objects.using(alias)
+            .filter(user_id=user.pk, window_start=window, window_end=window_end)
+            .values_list("used", flat=True)
+            .first()
+        )
+    except DatabaseError as error:
+        raise LimitsUnavailable(
+            f"The quota store could not be reached ({type(error).__name__})."
+        ) from None
+    return max(0, policy.quota - (used or 0))
 
 
 def certainly_not_issued(error: Exception) -> bool:

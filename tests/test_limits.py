@@ -5,13 +5,21 @@ import dataclasses
 import pytest
 import requests
 import responses as responses_lib
+from django.contrib.auth.models import AnonymousUser
 from django.core.checks import run_checks
 from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
-from gateway_realtime.exceptions import AuditUnavailable, QuotaExceeded
-from gateway_realtime.limits import Policy, claim_quota, get_policy, parse_rate, quota_window
+from gateway_realtime.exceptions import AuditUnavailable, LimitsUnavailable, QuotaExceeded
+from gateway_realtime.limits import (
+    Policy,
+    claim_quota,
+    get_policy,
+    parse_rate,
+    quota_left,
+    quota_window,
+)
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, Source
 from gateway_realtime.services import mint_client_secret
 from tests.conftest import (
@@ -320,6 +328,79 @@ def test_parse_rate(rate, expected):
 def test_parse_rate_rejects(rate):
     with pytest.raises(ValueError):
         parse_rate(rate)
+
+
+# --- what is left (quota_left) ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_quota_left_is_none_without_a_quota_or_a_user(user):
+    assert quota_left(user, "realtime") is None  # GATEWAY_REALTIME_QUOTA is None by default
+    with override_settings(GATEWAY_REALTIME_QUOTA=3):
+        assert quota_left(None, "realtime") is None
+        assert quota_left(AnonymousUser(), "realtime") is None
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_QUOTA=3)
+def test_quota_left_counts_down_per_user_across_kinds_and_claims_nothing(
+    same_origin, gateway, user, other_user
+):
+    assert quota_left(user, "realtime") == 3
+    assert QuotaCounter.objects.count() == 0  # reading claims nothing
+    assert same_origin(REALTIME).status_code == 200
+    assert quota_left(user, "realtime") == 2
+    mint_client_secret(user=user, kind="speech")
+    assert quota_left(user, "transcription") == 1  # one counter for every kind
+    assert same_origin(REALTIME).status_code == 200
+    assert same_origin(REALTIME).status_code == 429
+    assert quota_left(user, "realtime") == 0
+    assert quota_left(other_user, "realtime") == 3
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_QUOTA=2, GATEWAY_REALTIME_QUOTA_PERIOD=3600)
+def test_quota_left_is_full_again_in_the_next_window(same_origin, gateway, user, limits_clock):
+    same_origin(REALTIME)
+    assert quota_left(user, "realtime") == 1
+    _, retry_after = quota_window(3600)
+    limits_clock.now += retry_after
+    assert quota_left(user, "realtime") == 2
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_QUOTA=0)
+def test_quota_left_of_a_zero_quota_is_zero(user):
+    assert quota_left(user, "realtime") == 0
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_POLICY="tests.test_limits.per_kind_policy")
+def test_quota_left_follows_the_policy_per_kind(same_origin, gateway, user):
+    assert quota_left(user, "speech") == 1
+    assert quota_left(user, "realtime") == 3
+    assert same_origin(REALTIME).status_code == 200
+    assert quota_left(user, "speech") == 0
+    assert quota_left(user, "realtime") == 2
+
+
+@pytest.mark.django_db
+@override_settings(
+    GATEWAY_REALTIME_QUOTA=1, GATEWAY_REALTIME_POLICY="tests.test_limits.staff_policy"
+)
+def test_quota_left_asks_the_policy_once_per_request(rf, user):
+    user.is_staff = True
+    request = rf.get("/")
+    first = get_policy(user, "realtime", request)
+    assert quota_left(user, "realtime", request) == 5
+    assert get_policy(user, "realtime", request) is first
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_QUOTA=3)
+def test_quota_left_fails_closed_when_the_store_is_down(user):
+    with connection.execute_wrapper(database_down), pytest.raises(LimitsUnavailable):
+        quota_left(user, "realtime")
 
 
 # --- failing closed ------------------------------------------------------------
