@@ -131,6 +131,8 @@ GATEWAY_REALTIME_RATE = os.environ.get("GATEWAY_REALTIME_RATE", "30/min")
 GATEWAY_REALTIME_QUOTA = int(os.environ.get("GATEWAY_REALTIME_QUOTA", "1000"))
 GATEWAY_REALTIME_QUOTA_PERIOD = 86400
 GATEWAY_REALTIME_AUDIT_RETENTION_DAYS = 90
+# The voice, dictation and read-aloud elements hang up after this many seconds.
+GATEWAY_REALTIME_ELEMENT_MAX_SECONDS = 120
 if not os.environ.get("REDIS_URL"):
     # One runserver process counts exactly in local memory; W004 is for deployments.
     SILENCED_SYSTEM_CHECKS = ["gateway_realtime.W004"]

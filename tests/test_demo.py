@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,9 +16,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.contrib.staticfiles import finders
+from django.db import connection
 
 from example_project.demo import DEMO_PASSWORD, DEMO_USERNAME, uses_real_gateway
+from gateway_realtime.models import ClientSecretIssuance
+from gateway_realtime.services import mint_client_secret
+from tests.conftest import database_down
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,3 +196,111 @@ def test_favicon_is_not_a_404(demo_site, client):
     assert response.status_code == 302
     assert response["Location"] == "/static/example_project/favicon.svg"
     assert finders.find("example_project/favicon.svg")
+
+
+def _script_and_style_problems(html):
+    """Inline scripts (but inert JSON blocks) and style attributes: what a strict CSP blocks."""
+    problems = []
+    for match in re.finditer(r"<script\b([^>]*)>(.*?)</script>", html, re.S):
+        attrs, body = match.groups()
+        if 'type="application/json"' in attrs:
+            continue
+        if "src=" not in attrs or body.strip():
+            problems.append(match.group(0)[:80])
+    problems += re.findall(r"<[^>]+\sstyle=", html)
+    return problems
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+def test_the_demo_page_has_the_three_elements_and_mints_nothing(demo_site, client, gateway, user):
+    client.force_login(user)
+    response = client.get("/")
+    html = response.content.decode()
+    assert len(gateway.calls) == 0
+    assert not ClientSecretIssuance.objects.exists()
+    assert (
+        '<gateway-realtime-voice setup-url="/api/realtime-token/realtime/"'
+        ' model="openai/gpt-realtime-2"' in html
+    )
+    assert '<textarea id="note"' in html
+    assert (
+        '<gateway-realtime-dictation for="note" setup-url="/api/realtime-token/transcription/"'
+        in html
+    )
+    assert '<p id="para">' in html
+    assert '<gateway-realtime-speech setup-url="/api/realtime-token/speech/"' in html
+    assert 'for="para"' in html
+    # The text chat stays, labelled as the fallback, and connects on demand.
+    assert "fallback for machines without a microphone" in html
+    block = re.search(
+        r'<script type="application/json" id="gateway-realtime-realtime"[^>]*>(.*?)<', html
+    )
+    config = json.loads(block[1])
+    assert config["token"] is None
+    assert config["refreshUrl"] == "/api/realtime-token/realtime/"
+    assert _script_and_style_problems(html) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+def test_the_demo_page_sends_a_strict_csp_that_lets_the_gateway_in(
+    demo_site, client, user, settings
+):
+    client.force_login(user)
+    csp = client.get("/")["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'"
+    assert directives["connect-src"] == "'self' wss://gateway.test"
+    settings.GATEWAY_REALTIME_BASE_URL = "http://127.0.0.1:8787/v4/ai"
+    assert "connect-src 'self' ws://127.0.0.1:8787;" in client.get("/")["Content-Security-Policy"]
+
+
+def test_the_script_check_sees_inline_scripts_and_styles():
+    assert _script_and_style_problems('<script>alert(1)</script><p style="x">') == [
+        "<script>alert(1)</script>",
+        "<p style=",
+    ]
+    assert _script_and_style_problems('<script type="application/json">{}</script>') == []
+    assert _script_and_style_problems('<script type="module" src="/a.mjs"></script>') == []
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+def test_the_demo_page_shows_what_is_left_of_the_quota(demo_site, client, gateway, user, settings):
+    client.force_login(user)
+    assert "No quota applies to you" in client.get("/").content.decode()
+    settings.GATEWAY_REALTIME_QUOTA = 5
+    mint_client_secret(user=user, kind="speech")
+    html = client.get("/").content.decode()
+    assert '<strong id="quota-left">4</strong> of 5 client secrets left' in html
+    assert "It is full again in " in html
+    with connection.execute_wrapper(database_down):
+        html = client.get("/").content.decode()
+    assert "Your quota cannot be read just now" in html
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+def test_staff_get_a_link_to_their_own_audit_rows(demo_site, client, gateway, user, other_user):
+    mint_client_secret(user=user, kind="realtime")
+    mint_client_secret(user=other_user, kind="speech")
+    client.force_login(user)
+    assert 'id="audit-link"' not in client.get("/").content.decode()
+    user.is_staff = True
+    user.save()
+    # Staff without the permission to view the rows get no link to a 403.
+    assert 'id="audit-link"' not in client.get("/").content.decode()
+    user.user_permissions.add(Permission.objects.get(codename="view_clientsecretissuance"))
+    user = type(user).objects.get(pk=user.pk)  # a fresh permission cache
+    client.force_login(user)
+    html = client.get("/").content.decode()
+    link = re.search(r'<a id="audit-link" href="([^"]+)"', html)[1]
+    assert link == f"/admin/gateway_realtime/clientsecretissuance/?user__id__exact={user.pk}"
+    changelist = client.get(link)
+    # The admin accepts the lookup (an unknown one redirects with ?e=1) and
+    # lists only this user's rows.
+    assert changelist.status_code == 200
+    rows = list(changelist.context["cl"].result_list)
+    assert [row.user_id for row in rows] == [user.pk]

@@ -1,5 +1,7 @@
-// Talks to the Gateway's realtime route with the normalized AI SDK events:
-// send a text message, show the reply as it streams in.
+// The text chat, for machines without a microphone: talks to the Gateway's
+// realtime route with the normalized AI SDK events (send a text message, show
+// the reply as it streams in). It connects when the user presses Connect: the
+// page carries no secret, so the helper fetches one from the block's refreshUrl.
 (function () {
   "use strict";
   var statusEl = document.getElementById("status");
@@ -7,7 +9,7 @@
   var form = document.getElementById("composer");
   var input = document.getElementById("message");
   var send = document.getElementById("send");
-  var reconnect = document.getElementById("reconnect");
+  var connectButton = document.getElementById("connect");
   var socket = null;
   var replies = {};
 
@@ -54,7 +56,9 @@
       function (ws) {
         socket = ws;
         setStatus("open", "Connected.");
+        connectButton.textContent = "Reconnect";
         input.disabled = send.disabled = false;
+        input.focus();
         ws.addEventListener("message", onMessage);
         ws.addEventListener("close", function (event) {
           if (socket !== ws) return;
@@ -86,6 +90,5 @@
     var seconds = Math.ceil(event.detail.retryInMs / 1000);
     setStatus("busy", "The Gateway is busy; trying again in " + seconds + " s…");
   });
-  reconnect.addEventListener("click", open);
-  open();
+  connectButton.addEventListener("click", open);
 })();
