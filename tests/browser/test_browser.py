@@ -340,29 +340,3 @@ def test_retries_are_bounded(context, site):
         "contentType": "application/json",
         "body": "{}",
     }
-
-
-@pytest.fixture
-def demo_site(site_settings):
-    site_settings.INSTALLED_APPS = [*site_settings.INSTALLED_APPS, "example_project"]
-    site_settings.LOGIN_URL = "/accounts/login/"
-
-
-@pytest.mark.urls("example_project.urls")
-def test_demo_page_talks_to_the_emulator(demo_site, context, site, emulator, user):
-    page = context.new_page()
-    page.goto(site + "/")
-    assert "/accounts/login/" in page.url  # anonymous: sent to log in
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "pw-alice")
-    page.click("button[type=submit]")
-    page.wait_for_selector("#status[data-state=open]")
-
-    page.fill("#message", "hello demo")
-    page.click("#send")
-    page.wait_for_selector("body[data-responses='1']")
-
-    lines = page.locator("#conversation li").all_text_contents()
-    assert lines[0] == "hello demo"
-    assert "hello" in lines[-1].lower()
-    assert [h.status for h in emulator.ws_handshakes] == [101]
