@@ -1,0 +1,103 @@
+"""Screenshots of the three elements on example_project's page, for docs/browser.md.
+
+Each element is pressed (the fake microphone plays a tone) until it shows a
+meaningful state, then only the element is shot with ``locator.screenshot``.
+``GATEWAY_REALTIME_UPDATE_SCREENSHOTS=1`` writes them to docs/images/ (commit
+them); otherwise they go to the test's tmp_path and are only checked to be
+PNGs of a sensible size.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.urls("example_project.urls")
+
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def demo_site(site_settings):
+    site_settings.INSTALLED_APPS = [*site_settings.INSTALLED_APPS, "example_project"]
+    site_settings.LOGIN_URL = "/accounts/login/"
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    if os.environ.get("GATEWAY_REALTIME_UPDATE_SCREENSHOTS") == "1":
+        IMAGES.mkdir(exist_ok=True)
+        return IMAGES
+    return tmp_path
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk (which comes first)."""
+    assert data[:8] == PNG_SIGNATURE, "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_png_size_reads_the_header():
+    header = PNG_SIGNATURE + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 640, 80)
+    assert png_size(header + bytes(5)) == (640, 80)
+    with pytest.raises(AssertionError):
+        png_size(b"GIF89a" + bytes(30))
+
+
+def wait_for_state(page, selector, *states):
+    page.wait_for_function(
+        "([selector, states]) => states.includes(document.querySelector(selector)"
+        ".getAttribute('state'))",
+        arg=[selector, list(states)],
+    )
+
+
+def shoot(locator, path: Path) -> tuple[int, int]:
+    locator.screenshot(path=str(path), animations="disabled", caret="hide")
+    data = path.read_bytes()
+    width, height = png_size(data)
+    # Just the element: wider than a button, much smaller than the page.
+    assert 120 <= width <= 900, (path.name, width, height)
+    assert 24 <= height <= 700, (path.name, width, height)
+    assert len(data) > 1000, path.name
+    return width, height
+
+
+def test_screenshots_of_the_three_elements(
+    demo_site, mic_context, login_to, site, emulator, user, out_dir
+):
+    login_to(mic_context, user)
+    page = mic_context.new_page()
+    page.set_viewport_size({"width": 800, "height": 1000})
+    page.goto(site + "/")
+    page.wait_for_function(
+        "['voice', 'dictation', 'speech'].every((n) => customElements.get('gateway-realtime-' + n))"
+    )
+
+    voice = page.locator("gateway-realtime-voice")
+    voice.locator("[part~='talk']").click()
+    # A whole exchange: the tone is heard, the reply is transcribed.
+    voice.locator("[part~='transcript'][data-role='assistant']").first.wait_for()
+    wait_for_state(page, "gateway-realtime-voice", "listening")
+    shoot(voice, out_dir / "voice-element.png")
+    voice.locator("[part~='hang-up']").click()
+    wait_for_state(page, "gateway-realtime-voice", "idle", "ended")
+
+    dictation = page.locator("gateway-realtime-dictation")
+    dictation.locator("[part~='dictate']").click()
+    page.wait_for_function("document.getElementById('note').value.trim().length > 0")
+    wait_for_state(page, "gateway-realtime-dictation", "listening")
+    shoot(dictation, out_dir / "dictation-element.png")
+    dictation.locator("[part~='dictate']").click()
+    wait_for_state(page, "gateway-realtime-dictation", "idle", "ended")
+
+    speech = page.locator("gateway-realtime-speech")
+    speech.locator("[part~='read']").click()
+    wait_for_state(page, "gateway-realtime-speech", "speaking")
+    shoot(speech, out_dir / "speech-element.png")
