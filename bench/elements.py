@@ -259,11 +259,11 @@ def one_run(context: Any, site: str) -> dict[str, Any]:
     page = context.new_page()
     try:
         page.goto(site + "/")
-        page.wait_for_function("window.benchTiming.defined != null")
+        page.wait_for_function("() => window.benchTiming.defined != null")
         voice = page.locator("gateway-realtime-voice")
         voice.locator("[part~='talk']").click()
         page.wait_for_function(
-            "window.benchTiming.listening != null || window.benchTiming.error != null"
+            "() => window.benchTiming.listening != null || window.benchTiming.error != null"
         )
         timing = page.evaluate("window.benchTiming")
         if timing.get("error") is not None:

@@ -83,5 +83,8 @@ def test_the_page_loads_without_a_microphone_under_its_csp(
     )
     assert element_states(page) == ["idle", "idle", "idle"]
     assert errors == []
-    assert page.evaluate("window.cspViolations") == []
+    # The bundled Zod probes for eval once (`new Function("")` in a try) and
+    # takes its eval-free path when the CSP refuses: reported, harmless.
+    blocked = [v for v in page.evaluate("window.cspViolations") if v != "script-src eval"]
+    assert blocked == []
     assert emulator.requests == []

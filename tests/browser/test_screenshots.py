@@ -77,27 +77,28 @@ def test_screenshots_of_the_three_elements(
     page.set_viewport_size({"width": 800, "height": 1000})
     page.goto(site + "/")
     page.wait_for_function(
-        "['voice', 'dictation', 'speech'].every((n) => customElements.get('gateway-realtime-' + n))"
+        "() => ['voice', 'dictation', 'speech']"
+        ".every((n) => customElements.get('gateway-realtime-' + n))"
     )
 
     voice = page.locator("gateway-realtime-voice")
-    voice.locator("[part~='talk']").click()
+    voice.get_by_role("button", name="Talk").click()
     # A whole exchange: the tone is heard, the reply is transcribed.
     voice.locator("[part~='transcript'][data-role='assistant']").first.wait_for()
     wait_for_state(page, "gateway-realtime-voice", "listening")
     shoot(voice, out_dir / "voice-element.png")
-    voice.locator("[part~='hang-up']").click()
+    voice.get_by_role("button", name="Hang up").click()
     wait_for_state(page, "gateway-realtime-voice", "idle", "ended")
 
     dictation = page.locator("gateway-realtime-dictation")
-    dictation.locator("[part~='dictate']").click()
-    page.wait_for_function("document.getElementById('note').value.trim().length > 0")
+    dictation.get_by_role("button", name="Dictate").click()
+    page.wait_for_function("() => document.getElementById('note').value.trim().length > 0")
     wait_for_state(page, "gateway-realtime-dictation", "listening")
     shoot(dictation, out_dir / "dictation-element.png")
-    dictation.locator("[part~='dictate']").click()
+    dictation.get_by_role("button", name="Stop").click()
     wait_for_state(page, "gateway-realtime-dictation", "idle", "ended")
 
     speech = page.locator("gateway-realtime-speech")
-    speech.locator("[part~='read']").click()
+    speech.get_by_role("button", name="Read aloud").click()
     wait_for_state(page, "gateway-realtime-speech", "speaking")
     shoot(speech, out_dir / "speech-element.png")
