@@ -88,3 +88,33 @@ def test_the_page_loads_without_a_microphone_under_its_csp(
     blocked = [v for v in page.evaluate("window.cspViolations") if v != "script-src eval"]
     assert blocked == []
     assert emulator.requests == []
+
+
+def test_without_a_microphone_talk_says_why_and_the_text_chat_still_works(
+    demo_site, context, site, emulator, login, user
+):
+    login(user)
+    page = context.new_page()
+    page.goto(site + "/")
+    page.evaluate(
+        """() => {
+          window.elementErrors = [];
+          document.addEventListener("error", (event) => {
+            if (event.detail) window.elementErrors.push(event.detail.type);
+          }, true);
+        }"""
+    )
+    page.wait_for_function("() => customElements.get('gateway-realtime-voice')")
+    page.locator("gateway-realtime-voice").get_by_role("button", name="Talk").click()
+    page.wait_for_function(
+        "() => document.querySelector('gateway-realtime-voice').getAttribute('state') === 'error'"
+    )
+    (error_type,) = page.evaluate("window.elementErrors")
+    assert error_type in {"microphone_denied", "microphone_unavailable"}
+    assert emulator.requests == []  # no microphone, no secret
+
+    page.click("#connect")
+    page.wait_for_selector("#status[data-state=open]")
+    page.fill("#message", "typed instead")
+    page.click("#send")
+    page.wait_for_selector("body[data-responses='1']")
