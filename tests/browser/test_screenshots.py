@@ -92,7 +92,10 @@ def test_screenshots_of_the_three_elements(
 
     dictation = page.locator("gateway-realtime-dictation")
     dictation.get_by_role("button", name="Dictate").click()
-    page.wait_for_function("() => document.getElementById('note').value.trim().length > 0")
+    # A few of the emulator's words ("this is an emulated transcript...").
+    page.wait_for_function(
+        "() => document.getElementById('note').value.trim().split(/\\s+/).length >= 5"
+    )
     wait_for_state(page, "gateway-realtime-dictation", "listening")
     shoot(dictation, out_dir / "dictation-element.png")
     dictation.get_by_role("button", name="Stop").click()
