@@ -368,7 +368,7 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
         this._lines.set(message.id, line);
       }
       if (line.textContent !== text) line.textContent = text;
-      const streaming = message.parts.some((part) => part.state === "streaming");
+      const streaming = (message.parts || []).some((part) => part.state === "streaming");
       line.dataset.state = streaming ? "streaming" : "done";
       const here = this._log.children[index] || null;
       if (here !== line) this._log.insertBefore(line, here);
