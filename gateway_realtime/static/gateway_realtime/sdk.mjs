@@ -5,9 +5,8 @@
 //
 // - VoiceSession: the AI SDK's own realtime session
 //   (Experimental_AbstractRealtimeSession, the class React's
-//   experimental_useRealtime wraps), connected through the app's setup
-//   endpoint ({ api: { token: setupUrl } }): microphone capture, playback,
-//   the Gateway's event protocol.
+//   experimental_useRealtime wraps) on a secret from the app's setup
+//   endpoint: microphone capture, playback, the Gateway's event protocol.
 // - streamTranscription / streamSpeech: the AI SDK's streaming
 //   transcription and speech, on a client secret minted by the setup
 //   endpoint of that kind.
@@ -28,19 +27,75 @@ export const PCM_RATE = 24000;
 /**
  * The AI SDK's realtime session, publishing every state change to `onChange`.
  *
- * new VoiceSession({ setupUrl, model, onChange, onEvent, onError, ...options })
+ * new VoiceSession({ setupUrl, model, onChange, onEvent, onError, onRetry, ...options })
  * `model` is the model id the server mints for (the tag writes the kind's
  * default); the server decides, the id only selects the SDK's model class.
+ *
+ * `connect()` asks the setup endpoint for a client secret first, through
+ * `mintSecret` (so busy answers are waited out and a refusal keeps the
+ * endpoint's error type), then opens the AI SDK session on the Gateway
+ * WebSocket the secret is for, offering the Gateway model's own
+ * subprotocols (`ai-gateway-auth.<token>`). It rejects with that typed
+ * error when no secret could be had; once the socket is being opened,
+ * failures arrive as the AI SDK reports them (`onError`, status `error`).
+ * Every `connect()` mints a new secret: a secret is good for one socket.
+ * `disconnect()` also abandons a mint still in flight.
  */
 export class VoiceSession extends Experimental_AbstractRealtimeSession {
-  constructor({ setupUrl, model, onChange, ...options }) {
+  constructor({ setupUrl, model, onChange, onRetry, sessionConfig, ...options }) {
     if (!setupUrl) throw GatewayRealtimeError("VoiceSession needs a setupUrl", { fatal: true });
-    super({
+    // The AI SDK reads `api` and `sessionConfig` from this object when it
+    // connects; connect() points `api` at the socket of each fresh secret.
+    const sdkOptions = {
       ...options,
-      model: createGateway({}).experimental_realtime(model),
+      sessionConfig,
+      model: createGateway({}).experimental_realtime(model || ""),
       api: { token: setupUrl },
-    });
+    };
+    super(sdkOptions);
+    this.setupUrl = setupUrl;
     this.onChange = onChange;
+    this.onRetry = onRetry;
+    this._sdkOptions = sdkOptions;
+    this._sessionConfig = sessionConfig;
+    this._minting = null;
+  }
+
+  async connect(connectOptions) {
+    if (this._minting) throw GatewayRealtimeError("VoiceSession is already connecting", { fatal: true });
+    const minting = new AbortController();
+    this._minting = minting;
+    let secret;
+    try {
+      const body = this._sessionConfig ? { sessionConfig: this._sessionConfig } : {};
+      secret = await mintSecret(this.setupUrl, { signal: minting.signal, onRetry: this.onRetry, body });
+    } catch (error) {
+      if (minting.signal.aborted) return; // disconnect() while minting: not an error
+      throw error;
+    } finally {
+      if (this._minting === minting) this._minting = null;
+    }
+    if (minting.signal.aborted) return;
+    const model = this._sdkOptions.model;
+    const { url, protocols } = model.getWebSocketConfig({ url: secret.url, token: secret.token });
+    this._sdkOptions.api = { websocket: url, protocols };
+    this._sdkOptions.sessionConfig = secret.tools
+      ? { ...this._sessionConfig, tools: secret.tools }
+      : this._sessionConfig;
+    try {
+      await super.connect(connectOptions);
+    } finally {
+      // The socket is open (or failed); the spent secret is not kept.
+      this._sdkOptions.api = { token: this.setupUrl };
+    }
+  }
+
+  disconnect() {
+    if (this._minting) {
+      this._minting.abort();
+      this._minting = null;
+    }
+    super.disconnect();
   }
 
   setState(key, value) {
@@ -48,21 +103,38 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
   }
 }
 
+/** How long a busy answer's Retry-After may ask us to wait before giving up instead. */
+const MAX_BUSY_WAIT_MS = 30000;
+
 /**
  * POST the setup endpoint for a client secret, waiting out 503/429 answers
  * (Retry-After, bounded backoff) up to `maxAttempts`; `onRetry(error, ms)`
- * is told of each wait. Resolves to {token, url, expiresAt?, protocols?}.
+ * is told of each wait. A used-up quota (`quota_exceeded`) or a
+ * Retry-After longer than `maxWaitMs` is not waited for. `body` is the JSON
+ * sent (default `{}`). Resolves to {token, url, expiresAt?, tools?}; rejects
+ * with a GatewayRealtimeError carrying the endpoint's `status` and `type`.
  */
-export async function mintSecret(setupUrl, { signal, maxAttempts = 4, onRetry } = {}) {
-  for (let attempt = 0; ; attempt += 1) {
+export async function mintSecret(
+  setupUrl,
+  { signal, maxAttempts = 4, onRetry, body = {}, maxWaitMs = MAX_BUSY_WAIT_MS } = {},
+) {
+  for (let attempt = 1; ; attempt += 1) {
     try {
-      return await fetchSecret(setupUrl, {}, undefined, signal);
+      return await fetchSecret(setupUrl, body, undefined, signal);
     } catch (error) {
       const busy = error && (error.status === 503 || error.status === 429);
-      if (!busy || attempt + 1 >= maxAttempts) throw error;
+      const hopeless =
+        !busy ||
+        error.type === "quota_exceeded" ||
+        (error.retryAfterMs != null && error.retryAfterMs > maxWaitMs);
+      if (hopeless || attempt >= maxAttempts) throw error;
       const wait = backoffDelay(attempt, error.retryAfterMs);
       if (onRetry) onRetry(error, wait);
       await new Promise((resolve, reject) => {
+        if (signal && signal.aborted) {
+          reject(signal.reason);
+          return;
+        }
         const timer = setTimeout(resolve, wait);
         if (signal) {
           signal.addEventListener(

@@ -1,1 +1,396 @@
-// <gateway-realtime-voice>: being written (issue 13); elements.mjs imports it.
+// <gateway-realtime-voice>: a spoken conversation with the AI Gateway's
+// realtime model, on the AI SDK's own realtime session (sdk.mjs VoiceSession).
+//
+//   {% load gateway_realtime %}{% gateway_realtime_voice max_seconds=120 %}
+//
+// Pressing talk asks for the microphone, then for a client secret from the
+// setup endpoint (`setup-url`; rendering the page minted nothing), opens the
+// session and starts capture. Every press mints a new secret.
+//
+// Attributes (the template tag writes the first three):
+//   setup-url    the realtime setup endpoint
+//   model        the model id the endpoint mints for
+//   max-seconds  the longest a session may last; then the element hangs up
+//                and says so (state `ended`)
+//   label        the talk button's text (default "Talk")
+//   voice        the assistant's voice, passed to the session
+//   lang         a language hint for the transcription of what the user says
+// Set by the element: `state` (idle, connecting, listening, speaking, error,
+// ended), `muted` while the microphone is off, `playing` while the
+// assistant's audio plays.
+//
+// Events (all bubble out of the shadow root):
+//   gateway-realtime:state        detail {state}, on every state change
+//   error                         detail {type, message, error}; type is the
+//                                 setup endpoint's error type (quota_exceeded,
+//                                 gateway_busy, forbidden...),
+//                                 microphone_denied, microphone_unavailable,
+//                                 setup_failed or session_error
+//   gateway-realtime:max-seconds  detail {seconds}, when the guard hung up
+//
+// Methods: start(), hangUp(), mute(on = true).
+//
+// Parts, for ::part() styling:
+//   controls        the row of buttons
+//   talk-button     starts a session
+//   mute-button     turns the microphone off and on again (aria-pressed)
+//   hang-up-button  ends the session and releases the microphone
+//   state           the session state in words
+//   status          why it ended, what went wrong, busy waits (aria-live)
+//   log             the transcript (role="log", aria-live="polite")
+//   transcript      one line of the transcript, a child of `log`, with
+//                   data-role="user" or "assistant" and data-state
+//                   "streaming" (still arriving) or "done"
+// Custom properties: see elements.css.
+import { GatewayRealtimeElement } from "./element-base.mjs";
+import { GatewayRealtimeError, PCM_RATE, VoiceSession } from "./sdk.mjs";
+
+const STATE_TEXT = {
+  idle: "Ready",
+  connecting: "Connecting…",
+  listening: "Listening",
+  speaking: "Speaking",
+  error: "Error",
+  ended: "Ended",
+};
+/** States in which a session exists (or is being set up). */
+const ACTIVE = new Set(["connecting", "listening", "speaking"]);
+
+function element(tag, part, attributes = {}) {
+  const node = document.createElement(tag);
+  node.setAttribute("part", part);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  return node;
+}
+
+function button(part, text) {
+  const node = element("button", part, { type: "button" });
+  node.textContent = text;
+  return node;
+}
+
+/** The microphone, or a typed error saying why not. */
+async function openMicrophone() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw GatewayRealtimeError("This page cannot use a microphone (it needs HTTPS).", {
+      type: "microphone_unavailable",
+      fatal: true,
+    });
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (cause) {
+    const denied = cause && (cause.name === "NotAllowedError" || cause.name === "SecurityError");
+    const error = GatewayRealtimeError(
+      denied ? "Microphone access was denied." : "No microphone could be opened.",
+      { type: denied ? "microphone_denied" : "microphone_unavailable", fatal: true },
+    );
+    error.cause = cause;
+    throw error;
+  }
+}
+
+function stopStream(stream) {
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+}
+
+/** The text of a message's text parts. */
+function messageText(message) {
+  return (message.parts || [])
+    .filter((part) => part.type === "text" && typeof part.text === "string")
+    .map((part) => part.text.trim())
+    .filter(Boolean)
+    .join(" ");
+}
+
+export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
+  static get observedAttributes() {
+    return ["state", "label"];
+  }
+
+  constructor() {
+    super();
+    const controls = element("div", "controls");
+    this._talkButton = button("talk-button", "Talk");
+    this._muteButton = button("mute-button", "Mute");
+    this._muteButton.setAttribute("aria-pressed", "false");
+    this._hangUpButton = button("hang-up-button", "Hang up");
+    controls.append(this._talkButton, this._muteButton, this._hangUpButton);
+    this._stateText = element("span", "state");
+    const status = element("div", "status", { role: "status", "aria-live": "polite" });
+    this._log = element("div", "log", {
+      role: "log",
+      "aria-live": "polite",
+      "aria-label": "Transcript",
+      tabindex: "0",
+    });
+    this.shadowRoot.append(controls, this._stateText, status, this._log);
+
+    this._talkButton.addEventListener("click", () => this.start());
+    this._muteButton.addEventListener("click", () => this.mute(!this._muted));
+    this._hangUpButton.addEventListener("click", () => this.hangUp());
+
+    this._run = 0; // bumped by every start and every end: late callbacks check it
+    this._session = null;
+    this._stream = null; // the microphone until the session takes it over
+    this._muted = false;
+    this._responding = false;
+    this._playing = false;
+    this._lastError = null;
+    this._lines = new Map();
+    this._logStart = 0;
+    this._sync();
+  }
+
+  connectedCallback() {
+    super.connectedCallback();
+    this._sync();
+  }
+
+  disconnectedCallback() {
+    super.disconnectedCallback();
+    if (ACTIVE.has(this.state)) this._end("");
+  }
+
+  attributeChangedCallback() {
+    this._sync();
+  }
+
+  /** The session options the element asks for: audio both ways, server VAD. */
+  get sessionConfig() {
+    const config = {
+      outputModalities: ["audio"],
+      inputAudioFormat: { type: "audio/pcm", rate: PCM_RATE },
+      outputAudioFormat: { type: "audio/pcm", rate: PCM_RATE },
+      inputAudioTranscription: {},
+      outputAudioTranscription: {},
+      turnDetection: { type: "server-vad" },
+    };
+    const voice = this.getAttribute("voice");
+    if (voice) config.voice = voice;
+    const lang = (this.getAttribute("lang") || "").split("-")[0];
+    if (lang) config.inputAudioTranscription.language = lang.toLowerCase();
+    return config;
+  }
+
+  /** The AI SDK session of the current call, or null. */
+  get session() {
+    return this._session;
+  }
+
+  get muted() {
+    return this._muted;
+  }
+
+  /** Start a call: microphone, a fresh secret, the session, capture. */
+  async start() {
+    if (ACTIVE.has(this.state)) return;
+    const run = ++this._run;
+    this._reset();
+    this._lines = new Map();
+    this._logStart = this._log.children.length;
+    this.announce("");
+    this.setState("connecting");
+
+    let stream;
+    try {
+      stream = await openMicrophone();
+    } catch (error) {
+      if (run === this._run) this.fail(error, "microphone_unavailable");
+      return;
+    }
+    if (run !== this._run) {
+      stopStream(stream); // hung up while the browser asked
+      return;
+    }
+    this._stream = stream;
+
+    let session;
+    try {
+      session = new VoiceSession({
+        setupUrl: this.setupUrl,
+        model: this.getAttribute("model") || "",
+        sessionConfig: this.sessionConfig,
+        onChange: (key, value) => this._onChange(session, key, value),
+        onEvent: (event) => this._onEvent(session, event),
+        onError: (error) => {
+          if (session === this._session) this._lastError = error;
+        },
+        onRetry: (error, ms) => {
+          if (session === this._session) {
+            this.announce(`The server is busy; trying again in ${Math.ceil(ms / 1000)} s.`);
+          }
+        },
+      });
+      this._session = session;
+      await session.connect();
+    } catch (error) {
+      if (run === this._run) this._abort(error, "setup_failed");
+    }
+  }
+
+  /** End the call (or the attempt to start one) and release the microphone. */
+  hangUp() {
+    if (!ACTIVE.has(this.state)) return;
+    this._end("Call ended.");
+  }
+
+  /** Turn the microphone off (`on` true) or back on; the session stays open. */
+  async mute(on = true) {
+    const muted = Boolean(on);
+    const session = this._session;
+    if (!session || session.state.status !== "connected" || muted === this._muted) return;
+    this._setMuted(muted);
+    if (muted) {
+      session.stopAudioCapture(); // the SDK stops the tracks: the mic is released
+      return;
+    }
+    let stream;
+    try {
+      stream = await openMicrophone();
+    } catch (error) {
+      if (session === this._session) this._abort(error, "microphone_unavailable");
+      return;
+    }
+    if (session !== this._session || this._muted) {
+      stopStream(stream);
+      return;
+    }
+    session.startAudioCapture(stream);
+  }
+
+  // Session callbacks -------------------------------------------------------
+
+  _onChange(session, key, value) {
+    if (session !== this._session) return;
+    if (key === "status") {
+      if (value === "connected" && this.state === "connecting") this._connected(session);
+      else if (value === "error") queueMicrotask(() => this._failed(session));
+      else if (value === "disconnected" && ACTIVE.has(this.state)) this._end("The call ended.");
+    } else if (key === "messages") {
+      this._render(value);
+    } else if (key === "isPlaying") {
+      this._playing = Boolean(value);
+      this.toggleAttribute("playing", this._playing);
+      this._speaking();
+    }
+  }
+
+  _onEvent(session, event) {
+    if (session !== this._session) return;
+    if (event.type === "response-created") this._responding = true;
+    else if (event.type === "response-done") this._responding = false;
+    else return;
+    this._speaking();
+  }
+
+  _connected(session) {
+    const stream = this._stream;
+    this._stream = null; // the SDK owns it now and stops it when capture stops
+    try {
+      session.startAudioCapture(stream);
+    } catch (error) {
+      stopStream(stream);
+      this._abort(error, "session_error");
+      return;
+    }
+    this.setState("listening");
+    this.startGuard(() => this._end(""));
+  }
+
+  _failed(session) {
+    if (session !== this._session) return;
+    this._abort(this._lastError || new Error("The voice session failed."), "session_error");
+  }
+
+  /** Speaking while a response is under way or its audio plays. */
+  _speaking() {
+    if (this.state !== "listening" && this.state !== "speaking") return;
+    this.setState(this._responding || this._playing ? "speaking" : "listening");
+  }
+
+  // Helpers -----------------------------------------------------------------
+
+  /** Hang up: state `ended`, `message` in the status line. */
+  _end(message) {
+    this._teardown();
+    this.setState("ended");
+    this.announce(message);
+  }
+
+  /** Give up on the call: state `error` and an `error` event. */
+  _abort(error, fallbackType) {
+    this._teardown();
+    this.fail(error, fallbackType);
+  }
+
+  _teardown() {
+    const session = this._session;
+    this._session = null;
+    this._run += 1;
+    this.clearGuard();
+    if (session) session.disconnect(); // closes the socket, stops capture and playback
+    this._release();
+    this._reset();
+  }
+
+  _release() {
+    stopStream(this._stream);
+    this._stream = null;
+  }
+
+  _reset() {
+    this._responding = false;
+    this._playing = false;
+    this._lastError = null;
+    this.removeAttribute("playing");
+    this._setMuted(false);
+  }
+
+  _setMuted(muted) {
+    this._muted = muted;
+    this.toggleAttribute("muted", muted);
+    this._muteButton.setAttribute("aria-pressed", String(muted));
+    this._muteButton.textContent = muted ? "Unmute" : "Mute";
+  }
+
+  /** Put the session's user and assistant messages in the log, in order. */
+  _render(messages) {
+    let index = this._logStart;
+    for (const message of messages || []) {
+      if (message.role !== "user" && message.role !== "assistant") continue;
+      const text = messageText(message);
+      if (!text) continue;
+      let line = this._lines.get(message.id);
+      if (!line) {
+        line = element("p", "transcript");
+        line.dataset.role = message.role;
+        this._lines.set(message.id, line);
+      }
+      if (line.textContent !== text) line.textContent = text;
+      const streaming = (message.parts || []).some((part) => part.state === "streaming");
+      line.dataset.state = streaming ? "streaming" : "done";
+      const here = this._log.children[index] || null;
+      if (here !== line) this._log.insertBefore(line, here);
+      index += 1;
+    }
+    this._log.scrollTop = this._log.scrollHeight;
+  }
+
+  /** Buttons and the state text follow the `state` attribute. */
+  _sync() {
+    const state = this.state;
+    const active = ACTIVE.has(state);
+    const focused = this.shadowRoot.activeElement;
+    this._talkButton.textContent = this.getAttribute("label") || "Talk";
+    this._talkButton.disabled = active;
+    this._hangUpButton.disabled = !active;
+    this._muteButton.disabled = state !== "listening" && state !== "speaking";
+    this._stateText.textContent = STATE_TEXT[state] || state;
+    if (focused && focused.disabled) (active ? this._hangUpButton : this._talkButton).focus();
+  }
+}
+
+if (!customElements.get("gateway-realtime-voice")) {
+  customElements.define("gateway-realtime-voice", GatewayRealtimeVoiceElement);
+}
