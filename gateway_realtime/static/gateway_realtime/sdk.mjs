@@ -51,15 +51,18 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
 /**
  * POST the setup endpoint for a client secret, waiting out 503/429 answers
  * (Retry-After, bounded backoff) up to `maxAttempts`; `onRetry(error, ms)`
- * is told of each wait. Resolves to {token, url, expiresAt?, protocols?}.
+ * is told of each wait. An answer whose Retry-After is longer than
+ * `maxWaitMs` (a used-up quota says when its window ends) fails at once.
+ * Resolves to {token, url, expiresAt?, protocols?}.
  */
-export async function mintSecret(setupUrl, { signal, maxAttempts = 4, onRetry } = {}) {
+export async function mintSecret(setupUrl, { signal, maxAttempts = 4, maxWaitMs = 30000, onRetry } = {}) {
   for (let attempt = 0; ; attempt += 1) {
     try {
       return await fetchSecret(setupUrl, {}, undefined, signal);
     } catch (error) {
       const busy = error && (error.status === 503 || error.status === 429);
-      if (!busy || attempt + 1 >= maxAttempts) throw error;
+      const tooLong = busy && error.retryAfterMs != null && error.retryAfterMs > maxWaitMs;
+      if (!busy || tooLong || attempt + 1 >= maxAttempts) throw error;
       const wait = backoffDelay(attempt, error.retryAfterMs);
       if (onRetry) onRetry(error, wait);
       await new Promise((resolve, reject) => {
