@@ -261,7 +261,7 @@ def one_run(context: Any, site: str) -> dict[str, Any]:
         page.goto(site + "/")
         page.wait_for_function("() => window.benchTiming.defined != null")
         voice = page.locator("gateway-realtime-voice")
-        voice.locator("[part~='talk']").click()
+        voice.locator("[part~='talk-button']").click()
         page.wait_for_function(
             "() => window.benchTiming.listening != null || window.benchTiming.error != null"
         )
