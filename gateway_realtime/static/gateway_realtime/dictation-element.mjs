@@ -27,9 +27,9 @@
 //   transcripts the aria-live log holding the transcript lines
 //   transcript  one line: what was heard in one dictation (data-role="user")
 // Custom properties (elements.css): --gateway-realtime-accent,
-// --gateway-realtime-accent-text, --gateway-realtime-radius,
+// --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
-// --gateway-realtime-error.
+// --gateway-realtime-danger.
 import { GatewayRealtimeElement } from "./element-base.mjs";
 import { PCM_RATE, pcm16FromFloat32, resampleAudio, streamTranscription } from "./sdk.mjs";
 

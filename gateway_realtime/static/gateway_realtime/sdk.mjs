@@ -151,27 +151,19 @@ export async function mintSecret(
   }
 }
 
-function teamHeader(secret) {
-  // The mint answer's subprotocols carry the team, base64url; the AI SDK
-  // takes it as the header it turns back into that subprotocol.
-  const team = (secret.protocols || []).find((p) => p.startsWith("ai-gateway-team."));
-  if (!team) return {};
-  const encoded = team.slice("ai-gateway-team.".length).replace(/-/g, "+").replace(/_/g, "/");
-  const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-  return { "x-vercel-ai-gateway-team": new TextDecoder().decode(bytes) };
-}
-
 /**
  * The AI SDK's Gateway provider for a minted secret: the secret rides the
  * WebSocket's subprotocols (`ai-gateway-auth.<token>`), the base URL and the
- * model id come from the socket URL the server answered with.
+ * model id come from the socket URL the server answered with. The team, if
+ * the site has one, was given when the secret was minted; the browser sends
+ * none, as the AI SDK's own client-secret connection does not.
  */
 export function gatewayForSecret(secret) {
   const url = new URL(secret.url);
   const modelId = url.searchParams.get("ai-model-id");
   const path = url.pathname.replace(/\/(realtime|transcription|speech)-model\/?$/, "");
   const baseURL = `${url.protocol.replace(/^ws/, "http")}//${url.host}${path}`;
-  const provider = createGateway({ apiKey: secret.token, baseURL, headers: teamHeader(secret) });
+  const provider = createGateway({ apiKey: secret.token, baseURL });
   return { provider, modelId };
 }
 

@@ -27,9 +27,9 @@
 //   button      both buttons; also `speak` or `stop`
 //   status      the status line (role="status")
 // Custom properties (elements.css): --gateway-realtime-accent,
-// --gateway-realtime-accent-text, --gateway-realtime-radius,
+// --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
-// --gateway-realtime-error.
+// --gateway-realtime-danger.
 import { GatewayRealtimeElement } from "./element-base.mjs";
 import { PCM_RATE, float32FromPcm16, streamSpeech } from "./sdk.mjs";
 
