@@ -414,6 +414,57 @@ def _check_resilience() -> list[CheckMessage]:
                 id="gateway_realtime.E020",
             )
         )
+    return errors + _check_relay()
+
+
+def _check_relay() -> list[CheckMessage]:
+    """Relay mode's limits (``gateway_realtime.relay``)."""
+    errors: list[CheckMessage] = []
+
+    def setting(name: str) -> Any:
+        return getattr(settings, PREFIX + name, DEFAULTS[name])
+
+    sessions = setting("RELAY_MAX_SESSIONS")
+    if sessions is not None and not _is_whole(sessions, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_RELAY_MAX_SESSIONS must be a positive whole number or None.",
+                hint="Relayed sessions one user may have open at once; None for no cap.",
+                id="gateway_realtime.E021",
+            )
+        )
+    for name in ("RELAY_QUEUE_FRAMES", "RELAY_MAX_FRAME_BYTES"):
+        if not _is_whole(setting(name), 1):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_{name} must be a positive whole number.",
+                    hint=f"The default is {DEFAULTS[name]}.",
+                    id="gateway_realtime.E021",
+                )
+            )
+    if not _is_number(setting("RELAY_MAX_SESSION_SECONDS")):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS must be a positive number of seconds.",
+                hint=f"The default is {DEFAULTS['RELAY_MAX_SESSION_SECONDS']}.",
+                id="gateway_realtime.E021",
+            )
+        )
+    budget = setting("RELAY_BUDGET")
+    if budget is not None and (
+        not isinstance(budget, dict)
+        or not budget
+        or not set(budget) <= {"audio_seconds", "tokens"}
+        or not all(_is_number(value) for value in budget.values())
+    ):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_RELAY_BUDGET must be None or a dict with "
+                '"audio_seconds" and/or "tokens", each a positive number.',
+                hint='For example {"audio_seconds": 1800}: per user and quota period.',
+                id="gateway_realtime.E021",
+            )
+        )
     return errors
 
 

@@ -56,6 +56,12 @@ DEFAULTS: dict[str, Any] = {
     "POLICY": None,
     "AUDIT_RETENTION_DAYS": 90,
     "ELEMENT_MAX_SECONDS": 300,
+    "RELAY_MAX_SESSIONS": 2,
+    "RELAY_MAX_SESSION_SECONDS": 900,
+    "RELAY_BUDGET": None,
+    "RELAY_QUEUE_FRAMES": 64,
+    "RELAY_MAX_FRAME_BYTES": 1048576,
+    "RELAY_CHANNEL_LAYER": "default",
 }
 
 
@@ -205,6 +211,31 @@ class AppSettings:
     @property
     def ELEMENT_MAX_SECONDS(self) -> float:
         return float(_get("ELEMENT_MAX_SECONDS"))
+
+    @property
+    def RELAY_MAX_SESSIONS(self) -> int | None:
+        value = _get("RELAY_MAX_SESSIONS")
+        return None if value is None else int(value)
+
+    @property
+    def RELAY_MAX_SESSION_SECONDS(self) -> float:
+        return float(_get("RELAY_MAX_SESSION_SECONDS"))
+
+    @property
+    def RELAY_BUDGET(self) -> Mapping[str, float] | None:
+        return _get("RELAY_BUDGET")  # type: ignore[no-any-return]
+
+    @property
+    def RELAY_QUEUE_FRAMES(self) -> int:
+        return int(_get("RELAY_QUEUE_FRAMES"))
+
+    @property
+    def RELAY_MAX_FRAME_BYTES(self) -> int:
+        return int(_get("RELAY_MAX_FRAME_BYTES"))
+
+    @property
+    def RELAY_CHANNEL_LAYER(self) -> str:
+        return str(_get("RELAY_CHANNEL_LAYER"))
 
     # Derived values -------------------------------------------------------
 

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import math
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import Error as DatabaseError
@@ -60,6 +61,15 @@ class Policy:
     - ``quota``: mints per ``quota_period`` seconds (``None``: no quota).
     - ``rate``: burst rate like ``"10/min"`` (``None``: no burst limit).
 
+    Relay mode (``gateway_realtime.relay``) reads three more; the quota counts
+    a relayed session's start as one mint:
+
+    - ``max_sessions``: relayed sessions a user may have open at once (``None``: any).
+    - ``max_session_seconds``: how long one relayed session may last.
+    - ``budget``: usage a user may spend per ``quota_period`` in relayed
+      sessions, metered from the Gateway's events: ``{"audio_seconds": 600,
+      "tokens": 200000}``, either key optional (``None``: no budget).
+
     Build a changed copy with ``dataclasses.replace(policy, quota=1000)``.
     """
 
@@ -69,6 +79,9 @@ class Policy:
     quota: int | None
     quota_period: int
     rate: str | None
+    max_sessions: int | None = None
+    max_session_seconds: float = 900.0
+    budget: Mapping[str, float] | None = None
 
 
 def site_policy(kind: Kind) -> Policy:
@@ -80,6 +93,9 @@ def site_policy(kind: Kind) -> Policy:
         quota=app_settings.QUOTA,
         quota_period=app_settings.QUOTA_PERIOD,
         rate=app_settings.RATE,
+        max_sessions=app_settings.RELAY_MAX_SESSIONS,
+        max_session_seconds=app_settings.RELAY_MAX_SESSION_SECONDS,
+        budget=app_settings.RELAY_BUDGET,
     )
 
 

@@ -144,3 +144,72 @@ class QuotaCounter(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} from {self.window_start:%Y-%m-%d %H:%M}: {self.used}"
+
+
+class CloseSide(models.TextChoices):
+    """Who ended a relayed session."""
+
+    BROWSER = "browser", _("The browser")
+    GATEWAY = "gateway", _("The Gateway")
+    LIMIT = "limit", _("A limit")
+    REVOKED = "revoked", _("Revoked")
+    RELAY = "relay", _("The relay (a fault)")
+
+
+class RelaySession(models.Model):
+    """One session relayed between a browser and the Gateway (``gateway_realtime.relay``).
+
+    Written when the relay accepts the browser's socket, completed when the
+    session ends; holds who, what, how long, how it ended and the usage
+    metered from the Gateway's events. Never a frame's content, never the
+    site's credential.
+    """
+
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        # The (user, started_at) index serves it.
+        db_index=False,
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    model = models.CharField(_("model"), max_length=200)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
+    close_code = models.PositiveIntegerField(_("close code"), null=True, blank=True)
+    # A WebSocket close reason is at most 123 bytes.
+    close_reason = models.CharField(_("close reason"), max_length=123, blank=True)
+    closed_by = models.CharField(
+        _("closed by"), max_length=16, choices=CloseSide.choices, blank=True
+    )
+    frames_from_browser = models.PositiveBigIntegerField(_("frames from the browser"), default=0)
+    frames_from_gateway = models.PositiveBigIntegerField(_("frames from the Gateway"), default=0)
+    bytes_from_browser = models.PositiveBigIntegerField(_("bytes from the browser"), default=0)
+    bytes_from_gateway = models.PositiveBigIntegerField(_("bytes from the Gateway"), default=0)
+    audio_seconds_in = models.FloatField(_("audio in (s)"), default=0.0)
+    audio_seconds_out = models.FloatField(_("audio out (s)"), default=0.0)
+    input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+
+    class Meta:
+        verbose_name = _("relayed session")
+        verbose_name_plural = _("relayed sessions")
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            # Per-user history, live sessions and budgets: "this user's sessions since T".
+            models.Index(fields=["user", "started_at"], name="gwrt_relay_user_started_idx"),
+            # Retention: the prune command deletes by age.
+            models.Index(fields=["started_at"], name="gwrt_relay_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
+        state = "live" if self.ended_at is None else f"ended ({self.closed_by or '?'})"
+        return f"{self.kind} {self.model} relayed for {who}: {state}"

@@ -59,6 +59,12 @@ CASES: list[Any] = [
     pytest.param({"BREAKER_CACHE": "nowhere"}, "gateway_realtime.E019", id="E019"),
     pytest.param({"ELEMENT_MAX_SECONDS": 0}, "gateway_realtime.E020", id="E020"),
     pytest.param({"ELEMENT_MAX_SECONDS": "long"}, "gateway_realtime.E020", id="E020-text"),
+    pytest.param({"RELAY_MAX_SESSIONS": 0}, "gateway_realtime.E021", id="E021-sessions"),
+    pytest.param({"RELAY_QUEUE_FRAMES": 0}, "gateway_realtime.E021", id="E021-queue"),
+    pytest.param({"RELAY_MAX_FRAME_BYTES": "1M"}, "gateway_realtime.E021", id="E021-frame"),
+    pytest.param({"RELAY_MAX_SESSION_SECONDS": -1}, "gateway_realtime.E021", id="E021-length"),
+    pytest.param({"RELAY_BUDGET": {"minutes": 5}}, "gateway_realtime.E021", id="E021-budget-key"),
+    pytest.param({"RELAY_BUDGET": {"tokens": 0}}, "gateway_realtime.E021", id="E021-budget-zero"),
     pytest.param({"EXTRA_HEADERS": [("x-a", "b")]}, "gateway_realtime.E006", id="E006-list"),
     pytest.param({"EXTRA_HEADERS": {"x-a": 1}}, "gateway_realtime.E006", id="E006-int"),
     pytest.param(

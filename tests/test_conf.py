@@ -68,6 +68,12 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "POLICY": (hook, hook),
     "AUDIT_RETENTION_DAYS": ("30", 30),
     "ELEMENT_MAX_SECONDS": ("60", 60.0),
+    "RELAY_MAX_SESSIONS": ("3", 3),
+    "RELAY_MAX_SESSION_SECONDS": ("120", 120.0),
+    "RELAY_BUDGET": ({"tokens": 1000}, {"tokens": 1000}),
+    "RELAY_QUEUE_FRAMES": ("8", 8),
+    "RELAY_MAX_FRAME_BYTES": ("4096", 4096),
+    "RELAY_CHANNEL_LAYER": ("relay", "relay"),
 }
 
 # name -> what app_settings reads when the setting is absent, where that is

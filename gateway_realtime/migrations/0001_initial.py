@@ -194,4 +194,123 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        migrations.CreateModel(
+            name="RelaySession",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started_at", models.DateTimeField(auto_now_add=True, verbose_name="started at")),
+                ("ended_at", models.DateTimeField(blank=True, null=True, verbose_name="ended at")),
+                ("username", models.CharField(blank=True, max_length=150, verbose_name="username")),
+                (
+                    "ip_address",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="IP address"),
+                ),
+                (
+                    "user_agent",
+                    models.CharField(blank=True, max_length=512, verbose_name="user agent"),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("realtime", "Realtime"),
+                            ("transcription", "Transcription"),
+                            ("speech", "Speech"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, verbose_name="model")),
+                (
+                    "duration_ms",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="duration (ms)"
+                    ),
+                ),
+                (
+                    "close_code",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="close code"),
+                ),
+                (
+                    "close_reason",
+                    models.CharField(blank=True, max_length=123, verbose_name="close reason"),
+                ),
+                (
+                    "closed_by",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("browser", "The browser"),
+                            ("gateway", "The Gateway"),
+                            ("limit", "A limit"),
+                            ("revoked", "Revoked"),
+                            ("relay", "The relay (a fault)"),
+                        ],
+                        max_length=16,
+                        verbose_name="closed by",
+                    ),
+                ),
+                (
+                    "frames_from_browser",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="frames from the browser"
+                    ),
+                ),
+                (
+                    "frames_from_gateway",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="frames from the Gateway"
+                    ),
+                ),
+                (
+                    "bytes_from_browser",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="bytes from the browser"
+                    ),
+                ),
+                (
+                    "bytes_from_gateway",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="bytes from the Gateway"
+                    ),
+                ),
+                ("audio_seconds_in", models.FloatField(default=0.0, verbose_name="audio in (s)")),
+                ("audio_seconds_out", models.FloatField(default=0.0, verbose_name="audio out (s)")),
+                (
+                    "input_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="input tokens"),
+                ),
+                (
+                    "output_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="output tokens"),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
+            ],
+            options={
+                "verbose_name": "relayed session",
+                "verbose_name_plural": "relayed sessions",
+                "ordering": ["-started_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["user", "started_at"], name="gwrt_relay_user_started_idx"),
+                    models.Index(fields=["started_at"], name="gwrt_relay_started_idx"),
+                ],
+            },
+        ),
     ]
