@@ -8,6 +8,13 @@ mints nothing: the element asks the setup endpoint for a secret when the user
 presses its button, so a page with elements costs no quota or Gateway call
 and may be cached like any other page.
 
+``{% gateway_realtime_voice relay=True %}`` writes ``relay-url`` instead of
+``setup-url``: the element then talks through the site's relay (relay mode,
+docs/relay.md) at ``RELAY_PATH``, or at ``relay_url="..."`` when the site
+routes its relay elsewhere. The relay is an ASGI route (the site's
+``asgi.py``), not a Django URL, so the path cannot be reversed; the element
+makes it an absolute ws:// or wss:// URL from the page's location.
+
 The markup comes from ``gateway_realtime/elements/<name>.html``; a site may
 override those templates. Which attributes the elements understand is in
 docs/browser.md.
@@ -31,6 +38,9 @@ ELEMENTS_SCRIPT = "gateway_realtime/elements.mjs"
 #: Keyword arguments the tags pass through as attributes (``_`` becomes ``-``).
 PASSED_ATTRIBUTES = frozenset({"id", "class", "title", "label", "lang", "voice"})
 
+#: Where ``relay_urlpatterns()`` routes the realtime relay by default.
+RELAY_PATH = "/ws/gateway-realtime/realtime/"
+
 KIND_OF = {
     "voice": Kind.REALTIME,
     "dictation": Kind.TRANSCRIPTION,
@@ -50,17 +60,42 @@ def _seconds(tag: str, value: Any) -> str:
     return f"{seconds:g}"
 
 
-def render_element(name: str, *, setup_url: str | None, **options: Any) -> SafeString:
+def relay_option(options: dict[str, Any]) -> str | None:
+    """The voice tag's ``relay`` / ``relay_url`` options as the ``relay-url`` to write.
+
+    Pops both from ``options``; ``None`` when the element is not relayed.
+    """
+    relay = options.pop("relay", None)
+    relay_url = options.pop("relay_url", None)
+    if relay_url is not None and relay is not None:
+        raise template.TemplateSyntaxError(
+            "gateway_realtime_voice: give relay=True or relay_url, not both."
+        )
+    if relay_url is not None:
+        if not isinstance(relay_url, str) or not relay_url.strip():
+            raise template.TemplateSyntaxError(
+                "gateway_realtime_voice: relay_url must be the relay's path or ws(s):// URL."
+            )
+        return relay_url.strip()
+    return RELAY_PATH if relay else None
+
+
+def render_element(
+    name: str, *, setup_url: str | None, relay_url: str | None = None, **options: Any
+) -> SafeString:
     """Render ``gateway_realtime/elements/<name>.html`` for one element.
 
     ``options``: ``max_seconds`` (default ``GATEWAY_REALTIME_ELEMENT_MAX_SECONDS``),
     ``target`` / ``text`` (dictation and speech), and the attributes in
     ``PASSED_ATTRIBUTES``. Raises ``TemplateSyntaxError`` for anything else,
-    and when the kind's setup endpoint is not routed.
+    and when the kind's setup endpoint is not routed (unless ``relay_url``
+    is given: a relayed element uses no setup endpoint).
     """
     tag = f"gateway_realtime_{name}"
     kind = KIND_OF[name]
-    if not setup_url:
+    if relay_url:
+        setup_url = None
+    elif not setup_url:
         raise template.TemplateSyntaxError(
             f"{tag}: the {kind.value} setup endpoint is not routed; "
             'include("gateway_realtime.urls") in your URLconf.'
@@ -80,6 +115,7 @@ def render_element(name: str, *, setup_url: str | None, **options: Any) -> SafeS
     context = {
         "script_url": static(ELEMENTS_SCRIPT),
         "setup_url": setup_url,
+        "relay_url": relay_url,
         "model": app_settings.default_model(kind) or "",
         "max_seconds": max_seconds,
         "target": target,

@@ -159,3 +159,50 @@ def test_a_site_can_override_the_element_template(settings: Any, tmp_path: Any) 
     ]
     html = render("{% gateway_realtime_voice %}")
     assert html.startswith('<div class="wrap">')
+
+
+@pytest.mark.django_db
+def test_relay_true_writes_the_relay_route_and_no_setup_url(
+    gateway_mock: responses.RequestsMock,
+) -> None:
+    html = render("{% gateway_realtime_voice relay=True %}")
+    assert attributes(html, "gateway-realtime-voice") == {
+        "relay-url": "/ws/gateway-realtime/realtime/",
+        "model": "openai/gpt-realtime-2",
+        "max-seconds": "300",
+    }
+    assert len(gateway_mock.calls) == 0
+    assert not ClientSecretIssuance.objects.exists()
+
+
+def test_relay_url_names_another_route_and_is_escaped() -> None:
+    html = render('{% gateway_realtime_voice relay_url="/talk/?a=1&b=2" %}')
+    found = attributes(html, "gateway-realtime-voice")
+    assert found["relay-url"] == "/talk/?a=1&amp;b=2"
+    assert "setup-url" not in found
+    assert "setup-url" not in render("{% gateway_realtime_voice relay=True label='Relayed' %}")
+
+
+def test_relay_false_keeps_the_setup_endpoint() -> None:
+    found = attributes(render("{% gateway_realtime_voice relay=False %}"), "gateway-realtime-voice")
+    assert found["setup-url"] == "/gateway/realtime/"
+    assert "relay-url" not in found
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{% gateway_realtime_voice relay=True relay_url='/x/' %}", "not both"),
+        ("{% gateway_realtime_voice relay_url='' %}", "relay_url must be"),
+        ('{% gateway_realtime_dictation "note" relay=True %}', "unknown option relay"),
+    ],
+)
+def test_bad_relay_options_are_clear_template_errors(source: str, message: str) -> None:
+    with pytest.raises(TemplateSyntaxError, match=message):
+        render(source)
+
+
+@pytest.mark.urls("tests.test_element_tags_unrouted")
+def test_a_relayed_voice_element_needs_no_setup_endpoint() -> None:
+    html = render("{% gateway_realtime_voice relay=True %}")
+    assert 'relay-url="/ws/gateway-realtime/realtime/"' in html

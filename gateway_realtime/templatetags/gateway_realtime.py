@@ -33,7 +33,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from gateway_realtime.api_errors import error_payload
 from gateway_realtime.conf import app_settings
-from gateway_realtime.elements import render_element
+from gateway_realtime.elements import relay_option, render_element
 from gateway_realtime.exceptions import (
     GatewayConfigurationError,
     GatewayError,
@@ -241,8 +241,12 @@ def gateway_realtime_voice(**options: Any) -> SafeString:
     A talk button, the session's state, a live transcript of both sides,
     audio out, mute and hang up, on the AI SDK's realtime session. Mints
     nothing while the page renders (see ``gateway_realtime.elements``).
+    ``relay=True`` (or ``relay_url="/ws/..."``): the element talks through the
+    site's relay instead, and the page holds no secret at all (docs/relay.md).
     """
-    return render_element("voice", setup_url=refresh_url(Kind.REALTIME), **options)
+    relay_url = relay_option(options)
+    setup_url = None if relay_url else refresh_url(Kind.REALTIME)
+    return render_element("voice", setup_url=setup_url, relay_url=relay_url, **options)
 
 
 @register.simple_tag

@@ -6,7 +6,8 @@
 // - VoiceSession: the AI SDK's own realtime session
 //   (Experimental_AbstractRealtimeSession, the class React's
 //   experimental_useRealtime wraps) on a secret from the app's setup
-//   endpoint: microphone capture, playback, the Gateway's event protocol.
+//   endpoint, or through the site's relay (relay mode, docs/relay.md):
+//   microphone capture, playback, the Gateway's event protocol.
 // - streamTranscription / streamSpeech: the AI SDK's streaming
 //   transcription and speech, on a client secret minted by the setup
 //   endpoint of that kind.
@@ -40,20 +41,32 @@ export const PCM_RATE = 24000;
  * failures arrive as the AI SDK reports them (`onError`, status `error`).
  * Every `connect()` mints a new secret: a secret is good for one socket.
  * `disconnect()` also abandons a mint still in flight.
+ *
+ * Relay mode: given `relayUrl` (the site's relay route, e.g.
+ * "/ws/gateway-realtime/realtime/"; a path is made absolute ws:// or wss://
+ * from the page's location) instead of `setupUrl`, `connect()` opens the AI
+ * SDK session on the site's own WebSocket (`api: { websocket }`, the SDK's
+ * `server-websocket` connection): no setup request, no secret in the page.
+ * The session cookie authenticates it; the relay holds the credential.
  */
 export class VoiceSession extends Experimental_AbstractRealtimeSession {
-  constructor({ setupUrl, model, onChange, onRetry, sessionConfig, ...options }) {
-    if (!setupUrl) throw GatewayRealtimeError("VoiceSession needs a setupUrl", { fatal: true });
+  constructor({ setupUrl, relayUrl, model, onChange, onRetry, sessionConfig, ...options }) {
+    if (!setupUrl && !relayUrl) {
+      throw GatewayRealtimeError("VoiceSession needs a setupUrl or a relayUrl", { fatal: true });
+    }
+    const relay = relayUrl ? relaySocketUrl(relayUrl) : null;
     // The AI SDK reads `api` and `sessionConfig` from this object when it
-    // connects; connect() points `api` at the socket of each fresh secret.
+    // connects; connect() points `api` at the socket of each fresh secret
+    // (or, relayed, it stays on the site's own socket).
     const sdkOptions = {
       ...options,
       sessionConfig,
       model: createGateway({}).experimental_realtime(model || ""),
-      api: { token: setupUrl },
+      api: relay ? { websocket: relay } : { token: setupUrl },
     };
     super(sdkOptions);
-    this.setupUrl = setupUrl;
+    this.setupUrl = setupUrl || null;
+    this.relayUrl = relay;
     this.onChange = onChange;
     this.onRetry = onRetry;
     this._sdkOptions = sdkOptions;
@@ -62,6 +75,12 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
   }
 
   async connect(connectOptions) {
+    if (this.relayUrl) {
+      // The relay opens the Gateway socket with the site's credential.
+      this._sdkOptions.api = { websocket: this.relayUrl };
+      await super.connect(connectOptions);
+      return;
+    }
     if (this._minting) throw GatewayRealtimeError("VoiceSession is already connecting", { fatal: true });
     const minting = new AbortController();
     this._minting = minting;
@@ -101,6 +120,35 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
   setState(key, value) {
     if (this.onChange) this.onChange(key, value, this.state);
   }
+}
+
+/**
+ * The absolute ws:// or wss:// URL of a relay route: a path (or an http(s)
+ * URL) resolves against the page, its scheme following the page's (https
+ * pages get wss); a ws(s):// URL is kept.
+ */
+export function relaySocketUrl(relayUrl, base = globalThis.location && globalThis.location.href) {
+  const url = new URL(relayUrl, base);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw GatewayRealtimeError(`Not a WebSocket URL: ${relayUrl}`, { fatal: true });
+  }
+  url.hash = "";
+  return url.href;
+}
+
+/**
+ * The close code and reason of a socket that closed under an AI SDK
+ * session, from the error the SDK reports for it ("Realtime WebSocket
+ * closed unexpectedly (code 4410: session revoked)"), or null. The relay
+ * says why it ended a session this way (docs/relay.md, close codes).
+ */
+export function socketClose(error) {
+  const match = /WebSocket closed unexpectedly \(code (\d+)(?:: (.*))?\)/.exec(
+    (error && error.message) || "",
+  );
+  return match ? { code: Number(match[1]), reason: match[2] || "" } : null;
 }
 
 /** How long a busy answer's Retry-After may ask us to wait before giving up instead. */

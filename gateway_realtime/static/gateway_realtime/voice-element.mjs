@@ -7,8 +7,16 @@
 // setup endpoint (`setup-url`; rendering the page minted nothing), opens the
 // session and starts capture. Every press mints a new secret.
 //
+// Relay mode (docs/relay.md): with a `relay-url` attribute (the tag's
+// `relay=True`) the session goes through the site's own WebSocket relay
+// instead: no setup request, no secret in the page, the session cookie
+// authenticates it, and the site can end it (limits, revocation). A relay's
+// close reason is shown in the status line and typed in the `error` event.
+//
 // Attributes (the template tag writes the first three):
 //   setup-url    the realtime setup endpoint
+//   relay-url    the relay's route (a path such as /ws/gateway-realtime/realtime/
+//                or a ws(s):// URL); when present, setup-url is not used
 //   model        the model id the endpoint mints for
 //   max-seconds  the longest a session may last; then the element hangs up
 //                and says so (state `ended`)
@@ -25,7 +33,11 @@
 //                                 setup endpoint's error type (quota_exceeded,
 //                                 gateway_busy, forbidden...),
 //                                 microphone_denied, microphone_unavailable,
-//                                 setup_failed or session_error
+//                                 setup_failed or session_error; relayed:
+//                                 not_authenticated, forbidden, too_many_sessions,
+//                                 quota_exceeded, budget_exceeded, fell_behind,
+//                                 gateway_error (a relay that ends a session
+//                                 for its length or by revocation: state `ended`)
 //   gateway-realtime:max-seconds  detail {seconds}, when the guard hung up
 //
 // Methods: start(), hangUp(), mute(on = true).
@@ -43,7 +55,7 @@
 //                   "streaming" (still arriving) or "done"
 // Custom properties: see elements.css.
 import { GatewayRealtimeElement } from "./element-base.mjs";
-import { GatewayRealtimeError, PCM_RATE, VoiceSession } from "./sdk.mjs";
+import { GatewayRealtimeError, PCM_RATE, VoiceSession, socketClose } from "./sdk.mjs";
 
 const STATE_TEXT = {
   idle: "Ready",
@@ -53,6 +65,31 @@ const STATE_TEXT = {
   error: "Error",
   ended: "Ended",
 };
+/** Relay close codes (docs/relay.md) that end a call as `ended`, not `error`. */
+const RELAY_ENDED = new Set([4408, 4410]);
+/** The `error` type of each relay refusal; 4429 is typed by its reason. */
+const RELAY_ERROR_TYPES = {
+  1011: "gateway_error",
+  4401: "not_authenticated",
+  4403: "forbidden",
+  4404: "not_found",
+  4413: "fell_behind",
+  4429: "too_many_requests",
+};
+
+/** A relay's close as the element reports it: {ended, type, message}, or null. */
+function relayOutcome(error) {
+  const close = socketClose(error);
+  if (!close || (close.code < 4000 && close.code !== 1011)) return null;
+  const message = close.reason
+    ? `${close.reason.charAt(0).toUpperCase()}${close.reason.slice(1)}.`
+    : `The relay closed the session (code ${close.code}).`;
+  if (RELAY_ENDED.has(close.code)) return { ended: true, message };
+  let type = RELAY_ERROR_TYPES[close.code] || "session_error";
+  if (close.code === 4429 && /^[a-z ]+$/.test(close.reason)) type = close.reason.replaceAll(" ", "_");
+  return { ended: false, type, message };
+}
+
 /** States in which a session exists (or is being set up). */
 const ACTIVE = new Set(["connecting", "listening", "speaking"]);
 
@@ -173,6 +210,11 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     return config;
   }
 
+  /** `relay-url`: the site's relay route; when set, the call is relayed. */
+  get relayUrl() {
+    return this.getAttribute("relay-url") || "";
+  }
+
   /** The AI SDK session of the current call, or null. */
   get session() {
     return this._session;
@@ -207,8 +249,9 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
 
     let session;
     try {
+      const relayUrl = this.relayUrl;
       session = new VoiceSession({
-        setupUrl: this.setupUrl,
+        ...(relayUrl ? { relayUrl } : { setupUrl: this.setupUrl }),
         model: this.getAttribute("model") || "",
         sessionConfig: this.sessionConfig,
         onChange: (key, value) => this._onChange(session, key, value),
@@ -300,7 +343,17 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
 
   _failed(session) {
     if (session !== this._session) return;
-    this._abort(this._lastError || new Error("The voice session failed."), "session_error");
+    const error = this._lastError || new Error("The voice session failed.");
+    const relayed = session.relayUrl ? relayOutcome(error) : null;
+    if (relayed && relayed.ended) {
+      this._end(relayed.message);
+    } else if (relayed) {
+      const typed = GatewayRealtimeError(relayed.message, { type: relayed.type, fatal: true });
+      typed.cause = error;
+      this._abort(typed, relayed.type);
+    } else {
+      this._abort(error, "session_error");
+    }
   }
 
   /** Speaking while a response is under way or its audio plays. */
