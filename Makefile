@@ -11,6 +11,7 @@ DEMO_STAMP := $(VENV)/.demo-installed
 
 help:
 	@echo "make demo    run example_project against the built-in Gateway emulator"
+	@echo "             (make demo RELAY=1: with relay mode, served by uvicorn)"
 	@echo "make test    lint, type-check and run the whole test suite"
 	@echo "make vendor  rebuild the vendored AI SDK bundle (needs node and npm)"
 
@@ -66,8 +67,25 @@ $(DEMO_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile -r $(VENV)/demo-requirements.txt
 	touch $@
 
+# `make demo RELAY=1` shows relay mode too (docs/relay.md): it adds the
+# "relay" extra (Channels, channels-redis, websockets) and uvicorn, read from
+# pyproject.toml like the rest, and serves the site with uvicorn.
+DEMO_RELAY_STAMP := $(VENV)/.demo-relay-installed
+$(DEMO_RELAY_STAMP): pyproject.toml $(DEMO_STAMP)
+	$(BIN)/python -c 'import tomllib; t = tomllib.load(open("pyproject.toml", "rb")); \
+	  print(*t["project"]["optional-dependencies"]["relay"], \
+	        *[r for r in t["dependency-groups"]["test"] if r.startswith("uvicorn")], sep="\n")' \
+	  > $(VENV)/demo-relay-requirements.txt
+	$(BIN)/python -m pip install --quiet --no-compile -r $(VENV)/demo-relay-requirements.txt
+	touch $@
+
+ifeq ($(RELAY),1)
+demo: $(DEMO_RELAY_STAMP)
+	$(BIN)/python -m example_project.demo --port $(PORT) --relay
+else
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m example_project.demo --port $(PORT)
+endif
 
 # The performance benchmark (docs/performance.md), all on loopback: quick by
 # default (a CI smoke test, no thresholds), BENCH_FULL=1 for the long run.

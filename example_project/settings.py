@@ -5,8 +5,13 @@ Environment:
   demo sets them to its local emulator unless you set a real key).
 - DATABASE_URL (postgres://user:pass@host:port/name): SQLite when unset.
 - REDIS_URL (redis://host:port/db): local memory cache when unset.
+- RELAY_REDIS_URL (redis://host:port/db): relay mode's channel layer on Redis
+  (channels-redis), for many processes; in memory (one process) when unset.
+- DEMO_RELAY=1: the page shows the relayed voice element too (set by
+  ``make demo RELAY=1``, which serves the site with uvicorn, example_project.asgi).
 """
 
+import importlib.util
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -43,6 +48,24 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "example_project.urls"
 WSGI_APPLICATION = "example_project.wsgi.application"
+
+# Relay mode (docs/relay.md) when the `relay` extra is installed: Channels,
+# the ASGI application with the relay's routes, and a channel layer for
+# revocation (in memory for one process; Redis for many).
+RELAY_INSTALLED = importlib.util.find_spec("channels") is not None
+DEMO_RELAY = RELAY_INSTALLED and os.environ.get("DEMO_RELAY") == "1"
+if RELAY_INSTALLED:
+    INSTALLED_APPS.insert(0, "channels")
+    ASGI_APPLICATION = "example_project.asgi.application"
+    if os.environ.get("RELAY_REDIS_URL"):
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [os.environ["RELAY_REDIS_URL"]]},
+            }
+        }
+    else:
+        CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 TEMPLATES = [
     {

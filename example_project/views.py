@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -78,10 +79,13 @@ def audit_url(request: HttpRequest) -> str | None:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Render the page: the three elements, the text chat, the quota, the audit link."""
+    """Render the page: the elements (and the relayed one), the chat, the quota, the audit link."""
     context = {
         "quota": quota_note(request),
         "audit_url": audit_url(request),
+        # Relay mode's element, when the site runs under ASGI with the relay
+        # (`make demo RELAY=1`); runserver cannot serve its WebSocket.
+        "relay": getattr(settings, "DEMO_RELAY", False),
         # The text chat's config block without a secret (secret_config mints
         # nothing without a request): the JS helper fetches one from its
         # refreshUrl when the user presses Connect.
