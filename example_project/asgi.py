@@ -18,6 +18,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 # Django first: the relay's modules import models, which need the apps loaded.
 django_application = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+if settings.DEBUG:
+    # Static files as runserver serves them (the elements' modules); a
+    # deployment serves collectstatic's output from its proxy instead.
+    django_application = ASGIStaticFilesHandler(django_application)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from gateway_realtime.relay.routing import websocket_urlpatterns  # noqa: E402
