@@ -241,6 +241,7 @@ async def phase(
     args: argparse.Namespace,
     server_pid: int | None,
     warm_rss: int | None,
+    emulator_pid: int,
 ) -> dict[str, Any]:
     frame = json.dumps(
         {
@@ -275,7 +276,11 @@ async def phase(
             samples.append(rss_bytes(server_pid))
 
     sampler = asyncio.create_task(sample()) if server_pid is not None else None
+    emulator_before, client_before = cpu_seconds(emulator_pid), time.process_time()
     await asyncio.gather(*(c.run(args.seconds, args.frame_ms, args.probe_ms, frame) for c in live))
+    # Everything shares the machine's cores: how busy the other two processes were.
+    result["emulator_cpu_seconds"] = round(cpu_seconds(emulator_pid) - emulator_before, 2)
+    result["client_cpu_seconds"] = round(time.process_time() - client_before, 2)
     if sampler is not None:
         sampler.cancel()
         result["cpu_seconds"] = round(cpu_seconds(server_pid) - cpu_before, 2)
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(site)
         wait_for_port(emulator_port, emulator)
         wait_for_port(site_port, site)
-        result = asyncio.run(run(args, keys, emulator_port, site_port, site.pid))
+        result = asyncio.run(run(args, keys, emulator_port, site_port, site.pid, emulator.pid))
         result["rows"] = relay_rows(pg)
     finally:
         for proc in reversed(procs):
@@ -403,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(
-    args: argparse.Namespace, keys: list[str], emulator_port: int, site_port: int, site_pid: int
+    args: argparse.Namespace,
+    keys: list[str],
+    emulator_port: int,
+    site_port: int,
+    site_pid: int,
+    emulator_pid: int,
 ) -> dict[str, Any]:
     origin = f"http://127.0.0.1:{site_port}"
     relay_url = f"ws://127.0.0.1:{site_port}{RELAY_PATH}"
@@ -435,9 +445,12 @@ async def run(
         args,
         None,
         None,
+        emulator_pid,
     )
     await asyncio.sleep(2)
-    relay = await phase("relay", [relayed(key) for key in keys[:n]], args, site_pid, warm_rss)
+    relay = await phase(
+        "relay", [relayed(key) for key in keys[:n]], args, site_pid, warm_rss, emulator_pid
+    )
     await asyncio.sleep(2)  # the relay completes its rows
     frame_bytes = 2 * PCM_RATE * args.frame_ms // 1000
 
@@ -456,6 +469,7 @@ async def run(
         "frame_json_bytes": len(
             json.dumps({"type": "input-audio-append", "audio": "x" * (4 * -(-frame_bytes // 3))})
         ),
+        "cpus": os.cpu_count(),
         "warm_rss_mb": round(warm_rss / 2**20, 1),
         "direct": direct,
         "relay": relay,
