@@ -29,6 +29,9 @@ then at the end of the audio phase (the largest of samples taken once a
 second); per session is (RSS - warm RSS) / sessions. CPU: the uvicorn
 process's user + system seconds during the audio phase.
 
+``BENCH_RELAY_PROFILE=<file>`` runs the server under cProfile and writes
+its profile there when it stops (for ``python -m pstats``).
+
 Needs PostgreSQL (``BENCH_DATABASE_URL``, else ``TEST_DATABASE_URL``, else
 postgres://postgres@127.0.0.1:5432/test): it creates and drops a database of
 its own on that server. Without it, it prints why and a JSON line with
@@ -44,6 +47,7 @@ import base64
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -369,9 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=300,
             ).stdout
         )
+        # BENCH_RELAY_PROFILE=<file>: the server under cProfile (its event loop's thread).
+        profile = os.environ.get("BENCH_RELAY_PROFILE")
+        profiler = ["-m", "cProfile", "-o", profile] if profile else []
         site = subprocess.Popen(
             [
                 sys.executable,
+                *profiler,
                 "-m",
                 "uvicorn",
                 "example_project.asgi:application",
@@ -397,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"] = relay_rows(pg)
     finally:
         for proc in reversed(procs):
-            proc.terminate()
+            # SIGINT: uvicorn stops as on Ctrl-C, and under cProfile the
+            # KeyboardInterrupt it re-raises still lets the profile be written.
+            proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
