@@ -34,9 +34,10 @@
 //                                 gateway_busy, forbidden...),
 //                                 microphone_denied, microphone_unavailable,
 //                                 setup_failed or session_error; relayed:
-//                                 not_authenticated, forbidden, too_many_sessions,
-//                                 quota_exceeded, budget_exceeded, fell_behind,
-//                                 gateway_error (a relay that ends a session
+//                                 not_authenticated, forbidden, not_found,
+//                                 too_many_sessions, quota_exceeded,
+//                                 budget_exceeded, fell_behind, gateway_unavailable,
+//                                 gateway_error, limits_unavailable (a relay that ends a session
 //                                 for its length or by revocation: state `ended`)
 //   gateway-realtime:max-seconds  detail {seconds}, when the guard hung up
 //
@@ -86,7 +87,9 @@ function relayOutcome(error) {
     : `The relay closed the session (code ${close.code}).`;
   if (RELAY_ENDED.has(close.code)) return { ended: true, message };
   let type = RELAY_ERROR_TYPES[close.code] || "session_error";
-  if (close.code === 4429 && /^[a-z ]+$/.test(close.reason)) type = close.reason.replaceAll(" ", "_");
+  // 4429 and 1011 say which limit or failure in their reason.
+  const named = (close.code === 4429 || close.code === 1011) && /^[a-z ]+$/.test(close.reason);
+  if (named) type = close.reason.replaceAll(" ", "_");
   return { ended: false, type, message };
 }
 
