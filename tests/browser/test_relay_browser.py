@@ -305,3 +305,22 @@ def test_logging_out_ends_the_relayed_session_and_the_element_says_why(
     assert reason
     status = page.evaluate(f"{ELEMENT}.shadowRoot.querySelector(\"[part='status']\").textContent")
     assert status == f"{reason[0].upper()}{reason[1:]}."
+
+
+def test_a_relay_refusal_is_a_typed_error_with_the_relays_reason(
+    relay_page: tuple[Any, dict[str, list]], relay_site: RelaySite
+) -> None:
+    page, seen = relay_page
+    # Only the realtime kind relays: the relay accepts, then closes with 4404.
+    page.evaluate(f"{ELEMENT}.setAttribute('relay-url', '/ws/gateway-realtime/speech/')")
+    page.click(f"{RELAYED} [part='talk-button']")
+    until(page, f"{ELEMENT}.getAttribute('state') === 'error'")
+    assert page.evaluate("window.__relay.errors") == [
+        {"type": "not_found", "message": "Unknown relay kind."}
+    ]
+    status = page.evaluate(f"{ELEMENT}.shadowRoot.querySelector(\"[part='status']\").textContent")
+    assert status == "Unknown relay kind."
+    assert seen["websockets"] == [f"ws://127.0.0.1:{relay_site.port}/ws/gateway-realtime/speech/"]
+    # The microphone the press opened was released.
+    assert page.evaluate(f"{ELEMENT}.session") is None
+    assert relay_site.rows("SELECT id FROM gateway_realtime_relaysession") == []
