@@ -896,6 +896,8 @@ class GatewayEmulator:
         offered = request.headers.getall("sec-websocket-protocol", [])
         if sum(len(value) for value in offered) > _MAX_PROTOCOL_HEADER:
             raise _Refused(431, "header_too_large", "Sec-WebSocket-Protocol is too large")
+        if self.allow_api_key_ws and not protocols and "authorization" in request.headers:
+            return self._check_server_socket(request, ws, kind, model)
         marker = KIND_MARKERS[kind]
         if not protocols or protocols[0] != marker:
             raise _Refused(400, "invalid_subprotocol", f"The first subprotocol must be {marker}")
@@ -935,6 +937,28 @@ class GatewayEmulator:
             # racing handshakes can never both get in.
             info.used = True
         return info, team
+
+    def _check_server_socket(
+        self, request: web.BaseRequest, ws: web.WebSocketResponse, kind: str, model: str
+    ) -> tuple[IssuedToken, str | None]:
+        """A server-side socket (relay mode): the mint's header auth, no subprotocol.
+
+        Realtime only, as on the Gateway (the ``conversation`` intent). The
+        record's token is ``"server-socket"``: the credential is not kept.
+        """
+        if kind != "realtime":
+            raise _Refused(400, "invalid_request_error", "Server sockets are realtime only")
+        refused = self._check_credentials(request)
+        if refused is not None:
+            error = json.loads(refused.body).get("error", {}) if refused.body else {}
+            raise _Refused(
+                refused.status,
+                str(error.get("type") or "authentication_error"),
+                str(error.get("message") or "refused"),
+            )
+        if not ws.can_prepare(request).ok:
+            raise _Refused(400, "invalid_request_error", "Not a valid WebSocket handshake")
+        return IssuedToken("server-socket", model, kind, 0, time.time(), self.team), self.team
 
     def _record_handshake(
         self,

@@ -1,0 +1,506 @@
+"""RelayConsumer through Channels' WebsocketCommunicator, against the emulator on a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from django.test import override_settings
+from django.urls import path
+from websockets.asyncio.server import serve
+
+from gateway_realtime.models import RelaySession
+from gateway_realtime.relay.consumers import Overflow, Pipe, RelayConsumer
+from gateway_realtime.relay.revocation import group_for
+
+from .conftest import RELAY_KEY
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 5
+
+
+def run(coroutine_function):
+    return async_to_sync(coroutine_function)()
+
+
+async def next_close(comm, timeout=TIMEOUT):
+    """Skip data frames until the app closes the socket; return (code, reason, frames skipped)."""
+    frames = []
+    while True:
+        out = await comm.receive_output(timeout)
+        if out["type"] == "websocket.close":
+            return out.get("code"), out.get("reason"), frames
+        frames.append(out.get("text", out.get("bytes")))
+
+
+async def open_session(comm):
+    connected, _ = await comm.connect(TIMEOUT)
+    assert connected
+    created = await comm.receive_json_from(TIMEOUT)
+    assert created["type"] == "session-created"
+
+
+async def finish(comm):
+    await comm.disconnect(timeout=TIMEOUT)
+
+
+def wait_for(predicate, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def only_row():
+    rows = list(RelaySession.objects.all())
+    assert len(rows) == 1
+    return rows[0]
+
+
+# Frames both ways ----------------------------------------------------------------
+
+
+def test_events_reach_the_emulator_and_back(relay_emulator, relay_browser, user):
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        update = {"type": "session-update", "config": {"outputModalities": ["text"]}}
+        await comm.send_to(text_data=json.dumps(update))
+        assert (await comm.receive_json_from(TIMEOUT))["type"] == "session-updated"
+        await finish(comm)
+
+    run(scenario)
+    record = wait_for(lambda: relay_emulator.ws_sessions)[0]
+    assert record.received == ["session-update"]
+    assert record.sent[:2] == ["session-created", "session-updated"]
+    assert record.subprotocols == []
+    handshake = relay_emulator.ws_handshakes[0]
+    headers = {name.lower(): value for name, value in handshake.headers}
+    assert headers["authorization"] == f"Bearer {RELAY_KEY}"
+    assert headers["ai-gateway-protocol-version"] == "0.0.1"
+    assert headers["ai-gateway-auth-method"] == "api-key"
+    assert "content-type" not in headers and "sec-websocket-protocol" not in headers
+
+
+class EchoGateway:
+    """A tiny WebSocket server on 127.0.0.1 standing in for the Gateway: echoes every frame.
+
+    The text frame ``burst`` is answered with 200 frames instead.
+    """
+
+    def __init__(self):
+        self.headers = []
+        self.server = None
+
+    async def handler(self, ws):
+        self.headers.append(ws.request.headers)
+        async for message in ws:
+            if message == "burst":
+                for index in range(200):
+                    await ws.send(f'{{"type":"burst","n":{index}}}')
+            else:
+                await ws.send(message)
+
+    async def __aenter__(self):
+        self.server = await serve(self.handler, "127.0.0.1", 0, compression=None)
+        port = self.server.sockets[0].getsockname()[1]
+        self.override = override_settings(
+            GATEWAY_REALTIME_BASE_URL=f"http://127.0.0.1:{port}/v4/ai"
+        )
+        self.override.enable()
+        return self
+
+    async def __aexit__(self, *exc):
+        self.override.disable()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+TEXT_FRAMES = [
+    '{"type":"session-update","config":{"instructions":"héllo \\u00e9 ☃"}}',
+    '{ "type" : "x",\n  "spaces":   [1, 2.50, 1e3] }',
+    "not json at all",
+]
+BINARY_FRAMES = [bytes(range(256)), b"\x00" * 70000, b"\xff\xfe"]
+
+
+def test_frames_pass_byte_for_byte_both_ways(relay_browser, channel_layer, user):
+    browser = relay_browser(user)
+
+    async def scenario():
+        async with EchoGateway() as gateway:
+            comm = browser.communicator()
+            assert (await comm.connect(TIMEOUT))[0]
+            for frame in TEXT_FRAMES:
+                await comm.send_to(text_data=frame)
+                echoed = await comm.receive_from(TIMEOUT)
+                assert isinstance(echoed, str) and echoed == frame
+            for frame in BINARY_FRAMES:
+                await comm.send_to(bytes_data=frame)
+                echoed = await comm.receive_from(TIMEOUT)
+                assert isinstance(echoed, bytes) and echoed == frame
+            await finish(comm)
+            return gateway.headers
+
+    headers = run(scenario)
+    assert headers[0]["Authorization"] == "Bearer test-gateway-key"
+    assert "Sec-WebSocket-Protocol" not in headers[0]
+    row = only_row()
+    assert row.frames_from_browser == row.frames_from_gateway == 6
+    expected = sum(len(f.encode()) for f in TEXT_FRAMES) + sum(map(len, BINARY_FRAMES))
+    assert row.bytes_from_browser == row.bytes_from_gateway == expected
+
+
+# Refusals -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "origin", "route", "expected"),
+    [
+        ("anonymous", "http://testserver", "realtime", (4401, "login required")),
+        ("user", "https://evil.example", "realtime", (4403, "cross-site origin refused")),
+        ("user", "http://testserver:8000", "realtime", (4403, "cross-site origin refused")),
+        ("user", None, "realtime", (4403, "cross-site origin refused")),
+        ("anonymous", "https://evil.example", "realtime", (4403, "cross-site origin refused")),
+        ("user", "http://testserver", "transcription", (4404, "unknown relay kind")),
+        ("user", "http://testserver", "nonsense", (4404, "unknown relay kind")),
+    ],
+)
+def test_refusals_close_with_code_and_reason(
+    relay_emulator, relay_browser, user, who, origin, route, expected
+):
+    browser = relay_browser(user if who == "user" else None, origin=origin)
+
+    async def scenario():
+        comm = browser.communicator(f"/ws/gateway-realtime/{route}/")
+        assert (await comm.connect(TIMEOUT))[0]  # accepted, then closed: the browser sees why
+        code, reason, frames = await next_close(comm)
+        await finish(comm)
+        return code, reason, frames
+
+    code, reason, frames = run(scenario)
+    assert (code, reason) == expected and frames == []
+    assert not RelaySession.objects.exists()
+    assert relay_emulator.ws_handshakes == []
+
+
+def test_trusted_origin_is_accepted(relay_emulator, relay_browser, user, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.org"]
+    browser = relay_browser(user, origin="https://app.example.org")
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        await finish(comm)
+
+    run(scenario)
+
+
+# Limits -------------------------------------------------------------------------
+
+
+def test_second_concurrent_session_is_refused(relay_emulator, relay_browser, user, settings):
+    settings.GATEWAY_REALTIME_RELAY_MAX_SESSIONS = 1
+    browser = relay_browser(user)
+
+    async def scenario():
+        first = browser.communicator()
+        await open_session(first)
+        second = browser.communicator()
+        assert (await second.connect(TIMEOUT))[0]
+        refused = await next_close(second)
+        await finish(second)
+        await finish(first)
+        return refused
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4429, "too many sessions")
+    refused = RelaySession.objects.get(close_code=4429)
+    assert refused.closed_by == "limit" and refused.close_reason == "too many sessions"
+
+
+def test_quota_counts_session_starts(relay_emulator, relay_browser, user, settings):
+    settings.GATEWAY_REALTIME_QUOTA = 1
+    browser = relay_browser(user)
+
+    async def scenario():
+        first = browser.communicator()
+        await open_session(first)
+        await finish(first)
+        second = browser.communicator()
+        assert (await second.connect(TIMEOUT))[0]
+        refused = await next_close(second)
+        await finish(second)
+        return refused
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4429, "quota exceeded")
+
+
+def test_session_too_long(relay_emulator, relay_browser, user, settings):
+    settings.GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS = 0.3
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4408, "session too long")
+    row = only_row()
+    assert (row.close_code, row.closed_by) == (4408, "limit")
+    record = wait_for(lambda: relay_emulator.ws_sessions)[0]
+    assert record.close_code == 1000
+
+
+def test_budget_ends_the_session_after_the_usage_event(
+    relay_emulator, relay_browser, user, settings
+):
+    settings.GATEWAY_REALTIME_RELAY_BUDGET = {"tokens": 2}
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        update = {"type": "session-update", "config": {"outputModalities": ["text"]}}
+        await comm.send_json_to(update)
+        await comm.send_json_to({"type": "response-create"})
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, frames = run(scenario)
+    assert (code, reason) == (4429, "budget exceeded")
+    done = json.loads(frames[-1])
+    assert done["type"] == "response-done"
+    row = only_row()
+    assert row.input_tokens == done["usage"]["inputTokens"]
+    assert row.output_tokens == done["usage"]["outputTokens"]
+    assert row.closed_by == "limit"
+
+    # The budget is spent for the period: the next session is refused at its start.
+    async def again():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    assert run(again)[:2] == (4429, "budget exceeded")
+
+
+# Revocation -----------------------------------------------------------------------
+
+
+def test_revocation_through_the_channel_layer(relay_emulator, relay_browser, channel_layer, user):
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        await channel_layer.group_send(
+            group_for(user.pk), {"type": "relay.revoke", "reason": "logged out"}
+        )
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4410, "logged out")
+    assert only_row().closed_by == "revoked"
+    assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
+
+
+# Faults ---------------------------------------------------------------------------
+
+
+def test_gateway_drop_closes_the_browser_cleanly(relay_emulator, relay_browser, user, settings):
+    settings.GATEWAY_REALTIME_DEFAULT_MODELS = {"realtime": "emulator/ws-drop"}
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (1011, "gateway error")
+    row = only_row()
+    assert (row.model, row.closed_by, row.close_code) == ("emulator/ws-drop", "gateway", 1011)
+
+
+def test_gateway_unreachable(relay_browser, channel_layer, user, settings):
+    settings.GATEWAY_REALTIME_BASE_URL = "http://127.0.0.1:9/v4/ai"  # discard port: refused
+    settings.GATEWAY_REALTIME_QUOTA = 5
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (1011, "gateway unavailable")
+    assert only_row().closed_by == "relay"
+    from gateway_realtime.limits import quota_left
+
+    assert quota_left(user, "realtime") == 5  # the start's quota was given back
+
+
+def test_browser_disconnect_closes_the_gateway_socket(relay_emulator, relay_browser, user):
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        await comm.disconnect(code=1001, timeout=TIMEOUT)
+
+    run(scenario)
+    record = wait_for(lambda: relay_emulator.ws_sessions)[0]
+    assert record.ended_at is not None and record.close_code == 1000
+    row = only_row()
+    assert (row.closed_by, row.close_code, row.close_reason) == ("browser", 1001, "browser closed")
+
+
+# Backpressure -------------------------------------------------------------------------
+
+
+class SlowBrowserConsumer(RelayConsumer):
+    """A browser that never reads: sending to it never completes."""
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        await asyncio.Event().wait()
+
+
+class SlowGatewayConsumer(RelayConsumer):
+    """A Gateway that never reads: nothing is ever written to it."""
+
+    async def _write_gateway(self, upstream, pipe):
+        await asyncio.Event().wait()
+
+
+def slow_app(consumer):
+    return AuthMiddlewareStack(URLRouter([path("ws/slow/<str:kind>/", consumer.as_asgi())]))
+
+
+def test_slow_browser_falls_behind(relay_browser, channel_layer, user, settings):
+    settings.GATEWAY_REALTIME_RELAY_QUEUE_FRAMES = 4
+    browser = relay_browser(user, path="/ws/slow/realtime/", app=slow_app(SlowBrowserConsumer))
+
+    async def scenario():
+        async with EchoGateway():
+            comm = browser.communicator()
+            assert (await comm.connect(TIMEOUT))[0]
+            await comm.send_to(text_data="burst")
+            closed = await next_close(comm)
+            await finish(comm)
+            return closed
+
+    code, reason, frames = run(scenario)
+    assert (code, reason, frames) == (4413, "fell behind", [])
+    row = only_row()
+    assert row.closed_by == "limit"
+    # Refused once the pipe held its 4 frames (plus what websockets buffered), not 200.
+    assert row.frames_from_gateway < 200
+
+
+def test_slow_gateway_falls_behind(relay_browser, channel_layer, user, settings):
+    settings.GATEWAY_REALTIME_RELAY_QUEUE_FRAMES = 4
+    browser = relay_browser(user, path="/ws/slow/realtime/", app=slow_app(SlowGatewayConsumer))
+
+    async def scenario():
+        async with EchoGateway():
+            comm = browser.communicator()
+            assert (await comm.connect(TIMEOUT))[0]
+            for index in range(10):
+                await comm.send_to(text_data=f"frame {index}")
+            closed = await next_close(comm)
+            await finish(comm)
+            return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4413, "fell behind")
+    assert only_row().frames_from_browser == 5  # the fifth did not fit
+
+
+def test_pipe_is_bounded():
+    async def scenario():
+        pipe = Pipe(3)
+        for frame in ("a", b"b", "c"):
+            pipe.put(frame)
+        with pytest.raises(Overflow):
+            pipe.put("d")
+        assert len(pipe) == 3 and pipe.high_water == 3
+        assert [await pipe.get(), await pipe.get()] == ["a", b"b"]
+        pipe.put("e")
+        pipe.close()  # the end marker goes beyond the limit
+        assert [await pipe.get(), await pipe.get(), await pipe.get()] == ["c", "e", None]
+
+    run(scenario)
+    with pytest.raises(ValueError):
+        Pipe(0)
+
+
+# The audit row --------------------------------------------------------------------------
+
+
+def test_audit_row_has_usage_and_no_content_or_credential(
+    relay_emulator, relay_browser, user, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    marker = "PRIVATE-CONTENT-7d1f"
+    browser = relay_browser(user)
+    audio = base64.b64encode(b"\x00\x00" * 2400).decode()  # 0.1 s of 24 kHz PCM16 silence
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        update = {
+            "type": "session-update",
+            "config": {"outputModalities": ["text"], "instructions": marker},
+        }
+        await comm.send_json_to(update)
+        assert (await comm.receive_json_from(TIMEOUT))["type"] == "session-updated"
+        await comm.send_json_to({"type": "input-audio-append", "audio": audio})
+        await comm.send_json_to({"type": "response-create"})
+        while (event := await comm.receive_json_from(TIMEOUT))["type"] != "response-done":
+            pass
+        await comm.disconnect(timeout=TIMEOUT)
+        return event
+
+    done = run(scenario)
+    row = only_row()
+    assert row.user == user and row.username == "alice"
+    assert (row.kind, row.model) == ("realtime", "openai/gpt-realtime-2")
+    assert row.user_agent == "relay-test-browser/1.0"
+    assert row.ended_at is not None and row.duration_ms is not None
+    assert (row.close_code, row.close_reason, row.closed_by) == (1000, "browser closed", "browser")
+    assert row.frames_from_browser == 3 and row.frames_from_gateway >= 4
+    assert row.bytes_from_browser > 0 and row.bytes_from_gateway > 0
+    assert row.audio_seconds_in == pytest.approx(0.1)
+    assert row.input_tokens == done["usage"]["inputTokens"]
+    assert row.output_tokens == done["usage"]["outputTokens"]
+    values = " ".join(str(getattr(row, f.attname)) for f in RelaySession._meta.concrete_fields)
+    assert marker not in values and RELAY_KEY not in values
+    assert marker not in caplog.text and RELAY_KEY not in caplog.text
+    assert "Relay session" in caplog.text  # the relay did log (without either)
