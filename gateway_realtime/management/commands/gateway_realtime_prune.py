@@ -4,6 +4,10 @@ Safe to run from cron while the site mints: rows are deleted in short
 transactions over primary-key ranges, each also filtered by age, so a batch
 only ever locks old rows, and rows being written or completed right now are
 never touched. Quota counters whose window has ended are deleted too.
+
+Relayed session rows (``RelaySession``) started before the same cutoff go
+the same way, ended ones only: a row whose session is still live (no
+``ended_at``) is never deleted, however old.
 """
 
 from __future__ import annotations
@@ -13,17 +17,18 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Model, QuerySet
 from django.utils import timezone
 
 from gateway_realtime.conf import app_settings
-from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySession
 
 
 class Command(BaseCommand):
     help = (
         "Delete client secret audit rows older than GATEWAY_REALTIME_AUDIT_RETENTION_DAYS "
-        "(or --days), in batches, and quota counters whose window has ended."
+        "(or --days), in batches, relayed session rows (ended ones) started before then, "
+        "and quota counters whose window has ended."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,27 +61,40 @@ class Command(BaseCommand):
         cutoff = now - dt.timedelta(days=days)
         alias = app_settings.AUDIT_DATABASE
         old_rows = ClientSecretIssuance.objects.using(alias).filter(created_at__lt=cutoff)
+        # Live sessions (no ended_at) stay whatever their age.
+        old_relayed = RelaySession.objects.using(alias).filter(
+            started_at__lt=cutoff, ended_at__isnull=False
+        )
         expired = QuotaCounter.objects.using(alias).filter(window_end__lt=now)
 
         if options["dry_run"]:
             self.stdout.write(
                 f"Would delete {old_rows.count()} audit rows created before "
-                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC and {expired.count()} expired quota counters."
+                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, {old_relayed.count()} ended relayed "
+                f"sessions started before then, and {expired.count()} expired quota counters."
             )
             return
 
-        high = old_rows.aggregate(high=Max("pk"))["high"]
-        low = old_rows.aggregate(low=Min("pk"))["low"]
-        deleted = batches = 0
-        while low is not None and low <= high:
-            with transaction.atomic(using=alias):
-                count, _ = old_rows.filter(pk__gte=low, pk__lt=low + batch_size).delete()
-            deleted += count
-            batches += 1
-            # Jump over gaps in the keys instead of stepping through empty ranges.
-            low = old_rows.filter(pk__gte=low + batch_size).aggregate(low=Min("pk"))["low"]
+        deleted, batches = delete_in_batches(old_rows, batch_size, alias)
+        relayed, relayed_batches = delete_in_batches(old_relayed, batch_size, alias)
         counters, _ = expired.delete()
         self.stdout.write(
             f"Deleted {deleted} audit rows created before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-            f"in {batches} batches, and {counters} expired quota counters."
+            f"in {batches} batches, {relayed} ended relayed sessions started before then "
+            f"in {relayed_batches} batches, and {counters} expired quota counters."
         )
+
+
+def delete_in_batches(rows: QuerySet[Model], batch_size: int, alias: str) -> tuple[int, int]:
+    """Delete ``rows`` in short transactions over primary-key ranges: (rows, batches)."""
+    high = rows.aggregate(high=Max("pk"))["high"]
+    low = rows.aggregate(low=Min("pk"))["low"]
+    deleted = batches = 0
+    while low is not None and low <= high:
+        with transaction.atomic(using=alias):
+            count, _ = rows.filter(pk__gte=low, pk__lt=low + batch_size).delete()
+        deleted += count
+        batches += 1
+        # Jump over gaps in the keys instead of stepping through empty ranges.
+        low = rows.filter(pk__gte=low + batch_size).aggregate(low=Min("pk"))["low"]
+    return deleted, batches
