@@ -151,19 +151,19 @@ def make_relayed(count, *, days_ago, ended=True, user=None):
 def test_old_ended_relayed_sessions_go_live_and_recent_ones_stay(user):
     old = make_relayed(4, days_ago=91, user=user)
     recent = make_relayed(2, days_ago=89, user=user)
-    # Never ended: live (or its process died), however old it is.
-    live = make_relayed(1, days_ago=400, ended=False, user=user)
+    # Never ended and older than any session may last: its process died.
+    abandoned = make_relayed(1, days_ago=400, ended=False, user=user)
     live_now = make_relayed(1, days_ago=0, ended=False, user=user)
     make_rows(1, days_ago=91)
     assert "Would delete 1 audit rows" in prune("--dry-run")
-    assert "4 ended relayed sessions" in prune("--dry-run")
+    assert "5 relayed sessions" in prune("--dry-run")
     assert RelaySession.objects.count() == 8
     output = prune()
     assert "Deleted 1 audit rows" in output
-    assert "4 ended relayed sessions started before then in 1 batches" in output
+    assert "5 relayed sessions started before then (ended or abandoned) in 1 batches" in output
     remaining = set(RelaySession.objects.values_list("pk", flat=True))
-    assert remaining == {r.pk for r in recent + live + live_now}
-    assert not remaining & {r.pk for r in old}
+    assert remaining == {r.pk for r in recent + live_now}
+    assert not remaining & {r.pk for r in old + abandoned}
 
 
 @override_settings(GATEWAY_REALTIME_AUDIT_RETENTION_DAYS=7)
@@ -172,15 +172,19 @@ def test_relayed_sessions_follow_the_setting_the_option_and_batches():
     make_relayed(3, days_ago=3)
     RelaySession.objects.filter(pk__in=[r.pk for r in rows[2:9]]).delete()
     output = prune("--batch-size", "2")
-    assert "5 ended relayed sessions started before then in 3 batches" in output
+    assert "5 relayed sessions started before then (ended or abandoned) in 3 batches" in output
     output = prune("--days", "2")
-    assert "3 ended relayed sessions" in output
+    assert "3 relayed sessions" in output
     assert RelaySession.objects.count() == 0
 
 
-def test_a_session_ending_while_pruning_is_pruned_only_once_ended(user):
-    [row] = make_relayed(1, days_ago=100, ended=False, user=user)
-    assert "0 ended relayed sessions" in prune()
-    RelaySession.objects.filter(pk=row.pk).update(ended_at=timezone.now())
-    assert "1 ended relayed sessions" in prune()
+@override_settings(GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS=400 * 86400)
+def test_a_live_session_is_never_pruned_an_abandoned_one_is(user):
+    # A site whose sessions may last 400 days: one started 100 days ago may be live.
+    [live] = make_relayed(1, days_ago=100, ended=False, user=user)
+    make_relayed(1, days_ago=500, ended=False, user=user)  # abandoned
+    assert "1 relayed sessions" in prune()
+    assert set(RelaySession.objects.values_list("pk", flat=True)) == {live.pk}
+    RelaySession.objects.filter(pk=live.pk).update(ended_at=timezone.now())
+    assert "1 relayed sessions" in prune()
     assert not RelaySession.objects.exists()

@@ -14,6 +14,7 @@ django_asgi = get_asgi_application()  # before anything that imports models
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
 from gateway_realtime.relay.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(

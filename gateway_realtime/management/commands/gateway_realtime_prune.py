@@ -6,8 +6,10 @@ only ever locks old rows, and rows being written or completed right now are
 never touched. Quota counters whose window has ended are deleted too.
 
 Relayed session rows (``RelaySession``) started before the same cutoff go
-the same way, ended ones only: a row whose session is still live (no
-``ended_at``) is never deleted, however old.
+the same way once they have ended. A row without ``ended_at`` is deleted
+only when it started longer ago than the cutoff and than
+``GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS``: no relay lets a session run
+that long, so its process died before it could complete the row.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from django.db.models import Max, Min, Model, QuerySet
+from django.db.models import Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
 from gateway_realtime.conf import app_settings
@@ -27,7 +29,8 @@ from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySes
 class Command(BaseCommand):
     help = (
         "Delete client secret audit rows older than GATEWAY_REALTIME_AUDIT_RETENTION_DAYS "
-        "(or --days), in batches, relayed session rows (ended ones) started before then, "
+        "(or --days), in batches, relayed session rows started before then (ended, or "
+        "abandoned by a process that died), "
         "and quota counters whose window has ended."
     )
 
@@ -61,17 +64,20 @@ class Command(BaseCommand):
         cutoff = now - dt.timedelta(days=days)
         alias = app_settings.AUDIT_DATABASE
         old_rows = ClientSecretIssuance.objects.using(alias).filter(created_at__lt=cutoff)
-        # Live sessions (no ended_at) stay whatever their age.
+        # A row without ended_at is a live session, unless it is older than
+        # any session may last: then its process died before completing it.
+        longest = now - dt.timedelta(seconds=app_settings.RELAY_MAX_SESSION_SECONDS)
         old_relayed = RelaySession.objects.using(alias).filter(
-            started_at__lt=cutoff, ended_at__isnull=False
+            Q(ended_at__isnull=False) | Q(started_at__lt=longest), started_at__lt=cutoff
         )
         expired = QuotaCounter.objects.using(alias).filter(window_end__lt=now)
 
         if options["dry_run"]:
             self.stdout.write(
                 f"Would delete {old_rows.count()} audit rows created before "
-                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, {old_relayed.count()} ended relayed "
-                f"sessions started before then, and {expired.count()} expired quota counters."
+                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, {old_relayed.count()} relayed "
+                "sessions started before then (ended or abandoned), "
+                f"and {expired.count()} expired quota counters."
             )
             return
 
@@ -80,7 +86,8 @@ class Command(BaseCommand):
         counters, _ = expired.delete()
         self.stdout.write(
             f"Deleted {deleted} audit rows created before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-            f"in {batches} batches, {relayed} ended relayed sessions started before then "
+            f"in {batches} batches, {relayed} relayed sessions started before then "
+            "(ended or abandoned) "
             f"in {relayed_batches} batches, and {counters} expired quota counters."
         )
 
