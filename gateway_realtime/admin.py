@@ -1,12 +1,27 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename, get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, token_fingerprint
+from gateway_realtime.models import (
+    ClientSecretIssuance,
+    QuotaCounter,
+    RelaySession,
+    token_fingerprint,
+)
+
+logger = logging.getLogger("gateway_realtime")
+
+#: The close reason (with 4410) of sessions ended from the admin.
+ADMIN_REASON = "ended by an administrator"
 
 
 @admin.register(ClientSecretIssuance)
@@ -73,4 +88,144 @@ class QuotaCounterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RelaySessionStateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("live", _("Live")), ("ended", _("Ended"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "live":
+            return queryset.filter(ended_at__isnull=True)
+        if self.value() == "ended":
+            return queryset.filter(ended_at__isnull=False)
+        return queryset
+
+
+def _seconds(total: float) -> str:
+    minutes, seconds = divmod(int(total), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{seconds:02}" if hours else f"{minutes}:{seconds:02}"
+
+
+@admin.register(RelaySession)
+class RelaySessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: one row per relayed session, written by the relay.
+
+    The action ends the live sessions of the selected rows' users everywhere
+    (``revoke_sessions``): staff who may change users may use it.
+    """
+
+    list_display = [
+        "started_at",
+        "account",
+        "kind",
+        "model",
+        "duration",
+        "closed_by",
+        "close_reason",
+        "usage",
+    ]
+    list_filter = [RelaySessionStateFilter, "kind", "closed_by", "model", "started_at"]
+    search_fields = ["username", "user__username"]
+    date_hierarchy = "started_at"
+    list_select_related = ["user"]
+    show_full_result_count = False
+    readonly_fields = [f.name for f in RelaySession._meta.fields]
+    actions = ["end_live_sessions"]
+
+    @admin.display(description=_("user"), ordering="username")
+    def account(self, row: RelaySession) -> str:
+        if row.username:
+            return row.username
+        return str(row.user) if row.user_id else "-"
+
+    @admin.display(description=_("duration"), ordering="duration_ms")
+    def duration(self, row: RelaySession) -> str:
+        if row.ended_at is None:
+            return str(
+                _("live, %(time)s")
+                % {"time": _seconds((timezone.now() - row.started_at).total_seconds())}
+            )
+        if row.duration_ms is None:
+            return "-"
+        return _seconds(row.duration_ms / 1000)
+
+    @admin.display(description=_("usage"))
+    def usage(self, row: RelaySession) -> str:
+        parts = []
+        if row.audio_seconds_in or row.audio_seconds_out:
+            parts.append(
+                str(_("audio %(in)s in, %(out)s out"))
+                % {"in": _seconds(row.audio_seconds_in), "out": _seconds(row.audio_seconds_out)}
+            )
+        if row.input_tokens or row.output_tokens:
+            parts.append(
+                str(_("tokens %(in)d in, %(out)d out"))
+                % {"in": row.input_tokens, "out": row.output_tokens}
+            )
+        return "; ".join(parts) or "-"
+
+    @admin.action(description=_("End the live sessions of these users"), permissions=["revoke"])
+    def end_live_sessions(self, request: HttpRequest, queryset: QuerySet[RelaySession]) -> None:
+        from gateway_realtime.relay.revocation import revoke_sessions
+
+        user_ids = sorted(
+            set(
+                queryset.filter(ended_at__isnull=True, user__isnull=False).values_list(
+                    "user_id", flat=True
+                )
+            )
+        )
+        if not user_ids:
+            self.message_user(
+                request, _("None of the selected sessions is live."), messages.WARNING
+            )
+            return
+        try:
+            sent = all([revoke_sessions(user_id, ADMIN_REASON) for user_id in user_ids])
+        except Exception:
+            logger.exception("The admin action could not revoke relayed sessions")
+            self.message_user(
+                request,
+                _("Could not reach the channel layer: no session was ended. See the log."),
+                messages.ERROR,
+            )
+            return
+        if not sent:
+            self.message_user(
+                request,
+                _("No channel layer is configured (CHANNEL_LAYERS): no session was ended."),
+                messages.ERROR,
+            )
+            return
+        self.message_user(
+            request,
+            ngettext(
+                "Ending the live sessions of %(count)d user.",
+                "Ending the live sessions of %(count)d users.",
+                len(user_ids),
+            )
+            % {"count": len(user_ids)},
+            messages.SUCCESS,
+        )
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """Who may change users (and so deactivate them) may end their sessions."""
+        user_model = get_user_model()
+        opts = user_model._meta
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Rows leave only through the retention command, so the trail stays complete.
         return False

@@ -1,3 +1,5 @@
+import importlib.util
+
 from django.apps import AppConfig
 from django.core import checks
 from django.utils.translation import gettext_lazy as _
@@ -12,9 +14,18 @@ class GatewayRealtimeConfig(AppConfig):
         from gateway_realtime.checks import (
             check_breaker_cache,
             check_credential,
+            check_relay_channel_layer,
             check_settings,
         )
 
         checks.register(check_settings, checks.Tags.security)
         checks.register(check_credential, checks.Tags.security, deploy=True)
         checks.register(check_breaker_cache, checks.Tags.caches, deploy=True)
+        checks.register(check_relay_channel_layer)
+
+        # Relay mode is an optional extra: end a user's relayed sessions on
+        # logout and deactivation only where Channels is installed.
+        if importlib.util.find_spec("channels") is not None:
+            from gateway_realtime.relay.revocation import connect_receivers
+
+            connect_receivers()

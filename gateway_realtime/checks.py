@@ -491,3 +491,26 @@ def check_breaker_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
             id="gateway_realtime.W006",
         )
     ]
+
+
+def check_relay_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W007 when a site set up for Channels has no layer to revoke relayed sessions through.
+
+    Only where ``channels`` is in ``INSTALLED_APPS``: without it the relay is
+    not in use, and nothing is said.
+    """
+    if "channels" not in getattr(settings, "INSTALLED_APPS", ()):
+        return []
+    alias = getattr(settings, PREFIX + "RELAY_CHANNEL_LAYER", DEFAULTS["RELAY_CHANNEL_LAYER"])
+    if alias in getattr(settings, "CHANNEL_LAYERS", {}):
+        return []
+    return [
+        Warning(
+            f"GATEWAY_REALTIME_RELAY_CHANNEL_LAYER {alias!r} is not in CHANNEL_LAYERS: "
+            "relayed sessions cannot be revoked (revoke_sessions, logout, deactivation, "
+            "the admin action).",
+            hint="Add a channel layer every process shares (channels_redis.core.RedisChannelLayer) "
+            "under that alias, or name one you have.",
+            id="gateway_realtime.W007",
+        )
+    ]

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
+from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter, RelaySession
 from gateway_realtime.services import mint_client_secret
 from tests.conftest import MINT_URL
 
@@ -132,3 +132,59 @@ def test_a_mint_in_flight_while_pruning_completes(user, gateway_mock):
     row = ClientSecretIssuance.objects.get()
     assert row.pk == secret.issuance.pk
     assert row.outcome == Outcome.ISSUED
+
+
+def make_relayed(count, *, days_ago, ended=True, user=None):
+    rows = [
+        RelaySession.objects.create(user=user, kind="realtime", model="openai/gpt-realtime-2")
+        for _ in range(count)
+    ]
+    when = timezone.now() - dt.timedelta(days=days_ago)
+    RelaySession.objects.filter(pk__in=[r.pk for r in rows]).update(
+        started_at=when,
+        ended_at=when + dt.timedelta(minutes=5) if ended else None,
+        duration_ms=300_000 if ended else None,
+    )
+    return rows
+
+
+def test_old_ended_relayed_sessions_go_live_and_recent_ones_stay(user):
+    old = make_relayed(4, days_ago=91, user=user)
+    recent = make_relayed(2, days_ago=89, user=user)
+    # Never ended and older than any session may last: its process died.
+    abandoned = make_relayed(1, days_ago=400, ended=False, user=user)
+    live_now = make_relayed(1, days_ago=0, ended=False, user=user)
+    make_rows(1, days_ago=91)
+    assert "Would delete 1 audit rows" in prune("--dry-run")
+    assert "5 relayed sessions" in prune("--dry-run")
+    assert RelaySession.objects.count() == 8
+    output = prune()
+    assert "Deleted 1 audit rows" in output
+    assert "5 relayed sessions started before then (ended or abandoned) in 1 batches" in output
+    remaining = set(RelaySession.objects.values_list("pk", flat=True))
+    assert remaining == {r.pk for r in recent + live_now}
+    assert not remaining & {r.pk for r in old + abandoned}
+
+
+@override_settings(GATEWAY_REALTIME_AUDIT_RETENTION_DAYS=7)
+def test_relayed_sessions_follow_the_setting_the_option_and_batches():
+    rows = make_relayed(12, days_ago=8)
+    make_relayed(3, days_ago=3)
+    RelaySession.objects.filter(pk__in=[r.pk for r in rows[2:9]]).delete()
+    output = prune("--batch-size", "2")
+    assert "5 relayed sessions started before then (ended or abandoned) in 3 batches" in output
+    output = prune("--days", "2")
+    assert "3 relayed sessions" in output
+    assert RelaySession.objects.count() == 0
+
+
+@override_settings(GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS=400 * 86400)
+def test_a_live_session_is_never_pruned_an_abandoned_one_is(user):
+    # A site whose sessions may last 400 days: one started 100 days ago may be live.
+    [live] = make_relayed(1, days_ago=100, ended=False, user=user)
+    make_relayed(1, days_ago=500, ended=False, user=user)  # abandoned
+    assert "1 relayed sessions" in prune()
+    assert set(RelaySession.objects.values_list("pk", flat=True)) == {live.pk}
+    RelaySession.objects.filter(pk=live.pk).update(ended_at=timezone.now())
+    assert "1 relayed sessions" in prune()
+    assert not RelaySession.objects.exists()

@@ -4,6 +4,12 @@ Safe to run from cron while the site mints: rows are deleted in short
 transactions over primary-key ranges, each also filtered by age, so a batch
 only ever locks old rows, and rows being written or completed right now are
 never touched. Quota counters whose window has ended are deleted too.
+
+Relayed session rows (``RelaySession``) started before the same cutoff go
+the same way once they have ended. A row without ``ended_at`` is deleted
+only when it started longer ago than the cutoff and than
+``GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS``: no relay lets a session run
+that long, so its process died before it could complete the row.
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
 from gateway_realtime.conf import app_settings
-from gateway_realtime.models import ClientSecretIssuance, QuotaCounter
+from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySession
 
 
 class Command(BaseCommand):
     help = (
         "Delete client secret audit rows older than GATEWAY_REALTIME_AUDIT_RETENTION_DAYS "
-        "(or --days), in batches, and quota counters whose window has ended."
+        "(or --days), in batches, relayed session rows started before then (ended, or "
+        "abandoned by a process that died), "
+        "and quota counters whose window has ended."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -56,27 +64,44 @@ class Command(BaseCommand):
         cutoff = now - dt.timedelta(days=days)
         alias = app_settings.AUDIT_DATABASE
         old_rows = ClientSecretIssuance.objects.using(alias).filter(created_at__lt=cutoff)
+        # A row without ended_at is a live session, unless it is older than
+        # any session may last: then its process died before completing it.
+        longest = now - dt.timedelta(seconds=app_settings.RELAY_MAX_SESSION_SECONDS)
+        old_relayed = RelaySession.objects.using(alias).filter(
+            Q(ended_at__isnull=False) | Q(started_at__lt=longest), started_at__lt=cutoff
+        )
         expired = QuotaCounter.objects.using(alias).filter(window_end__lt=now)
 
         if options["dry_run"]:
             self.stdout.write(
                 f"Would delete {old_rows.count()} audit rows created before "
-                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC and {expired.count()} expired quota counters."
+                f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, {old_relayed.count()} relayed "
+                "sessions started before then (ended or abandoned), "
+                f"and {expired.count()} expired quota counters."
             )
             return
 
-        high = old_rows.aggregate(high=Max("pk"))["high"]
-        low = old_rows.aggregate(low=Min("pk"))["low"]
-        deleted = batches = 0
-        while low is not None and low <= high:
-            with transaction.atomic(using=alias):
-                count, _ = old_rows.filter(pk__gte=low, pk__lt=low + batch_size).delete()
-            deleted += count
-            batches += 1
-            # Jump over gaps in the keys instead of stepping through empty ranges.
-            low = old_rows.filter(pk__gte=low + batch_size).aggregate(low=Min("pk"))["low"]
+        deleted, batches = delete_in_batches(old_rows, batch_size, alias)
+        relayed, relayed_batches = delete_in_batches(old_relayed, batch_size, alias)
         counters, _ = expired.delete()
         self.stdout.write(
             f"Deleted {deleted} audit rows created before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
-            f"in {batches} batches, and {counters} expired quota counters."
+            f"in {batches} batches, {relayed} relayed sessions started before then "
+            "(ended or abandoned) "
+            f"in {relayed_batches} batches, and {counters} expired quota counters."
         )
+
+
+def delete_in_batches(rows: QuerySet[Model], batch_size: int, alias: str) -> tuple[int, int]:
+    """Delete ``rows`` in short transactions over primary-key ranges: (rows, batches)."""
+    high = rows.aggregate(high=Max("pk"))["high"]
+    low = rows.aggregate(low=Min("pk"))["low"]
+    deleted = batches = 0
+    while low is not None and low <= high:
+        with transaction.atomic(using=alias):
+            count, _ = rows.filter(pk__gte=low, pk__lt=low + batch_size).delete()
+        deleted += count
+        batches += 1
+        # Jump over gaps in the keys instead of stepping through empty ranges.
+        low = rows.filter(pk__gte=low + batch_size).aggregate(low=Min("pk"))["low"]
+    return deleted, batches

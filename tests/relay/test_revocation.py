@@ -1,0 +1,207 @@
+"""``gateway_realtime.relay.revocation``: revoke messages reach the user's group.
+
+A relay consumer joins ``group_for(user.pk)``; here a bare channel on the
+in-memory channel layer stands in for it.
+"""
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import Client, override_settings
+
+from gateway_realtime.relay import revocation
+from gateway_realtime.relay.revocation import (
+    arevoke_sessions,
+    group_for,
+    revoke_sessions,
+)
+
+pytestmark = pytest.mark.django_db
+
+IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+SENTINEL = {"type": "test.sentinel"}
+
+
+@pytest.fixture
+def layer():
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
+        yield revocation._channel_layer()
+
+
+def join(layer, user):
+    """A channel in ``user``'s group, as a relay consumer's would be."""
+
+    async def go():
+        channel = await layer.new_channel()
+        await layer.group_add(group_for(user.pk), channel)
+        return channel
+
+    return async_to_sync(go)()
+
+
+def first_message(layer, channel):
+    async def go():
+        return await asyncio.wait_for(layer.receive(channel), timeout=5)
+
+    return async_to_sync(go)()
+
+
+def got_nothing(layer, channel):
+    """True when ``channel`` holds no message: a sentinel sent now comes out first."""
+    async_to_sync(layer.send)(channel, SENTINEL)
+    return first_message(layer, channel) == SENTINEL
+
+
+def test_group_names_are_valid_for_channel_layers(layer):
+    for user_id in (1, 2**62, uuid.uuid4(), "some-key_1.x"):
+        name = group_for(user_id)
+        assert name.startswith("gateway_realtime.relay.user.")
+        assert layer.require_valid_group_name(name)
+
+
+def test_revoke_reaches_the_users_group_only(layer, user, other_user):
+    mine, theirs = join(layer, user), join(layer, other_user)
+    assert revoke_sessions(user) is True
+    assert first_message(layer, mine) == {"type": "relay.revoke", "reason": "session revoked"}
+    assert got_nothing(layer, theirs)
+
+
+def test_every_channel_of_the_user_gets_it_with_the_reason(layer, user):
+    channels = [join(layer, user) for _ in range(3)]
+    # By primary key as well as by instance.
+    assert revoke_sessions(user.pk, reason="banned") is True
+    for channel in channels:
+        assert first_message(layer, channel) == {"type": "relay.revoke", "reason": "banned"}
+
+
+def test_the_reason_fits_a_close_frame(layer, user):
+    channel = join(layer, user)
+    revoke_sessions(user, reason="é" * 100)
+    reason = first_message(layer, channel)["reason"]
+    assert reason == "é" * 61
+    assert len(reason.encode()) <= 123
+
+
+def test_async_twin(layer, user, other_user):
+    mine, theirs = join(layer, user), join(layer, other_user)
+    assert async_to_sync(arevoke_sessions)(user, "over budget") is True
+    assert first_message(layer, mine) == {"type": "relay.revoke", "reason": "over budget"}
+    assert got_nothing(layer, theirs)
+
+
+def test_an_unsaved_user_is_an_error(layer, django_user_model):
+    with pytest.raises(ValueError):
+        revoke_sessions(django_user_model(username="ghost"))
+
+
+@override_settings(CHANNEL_LAYERS={})
+def test_no_channel_layer_is_a_no_op_with_a_warning(user, caplog):
+    with caplog.at_level(logging.WARNING, logger="gateway_realtime"):
+        assert revoke_sessions(user) is False
+        assert async_to_sync(arevoke_sessions)(user) is False
+    assert len(caplog.records) == 2
+    assert "no channel layer 'default'" in caplog.records[0].getMessage()
+
+
+def test_the_layer_named_by_the_setting(user):
+    layers = {"relay": IN_MEMORY["default"]}
+    with override_settings(CHANNEL_LAYERS=layers, GATEWAY_REALTIME_RELAY_CHANNEL_LAYER="relay"):
+        layer = revocation._channel_layer()
+        channel = join(layer, user)
+        assert revoke_sessions(user) is True
+        assert first_message(layer, channel)["type"] == "relay.revoke"
+
+
+def test_logout_revokes_that_users_sessions(layer, user, other_user):
+    mine, theirs = join(layer, user), join(layer, other_user)
+    client = Client()
+    client.force_login(user)
+    client.logout()
+    assert first_message(layer, mine) == {"type": "relay.revoke", "reason": "logged out"}
+    assert got_nothing(layer, theirs)
+
+
+def test_logout_when_logged_out_sends_nothing(layer, user):
+    channel = join(layer, user)
+    Client().logout()
+    assert got_nothing(layer, channel)
+
+
+def test_deactivation_revokes_once_committed(
+    layer, user, other_user, django_user_model, django_capture_on_commit_callbacks
+):
+    mine, theirs = join(layer, user), join(layer, other_user)
+    loaded = django_user_model.objects.get(pk=user.pk)
+    loaded.is_active = False
+    with django_capture_on_commit_callbacks() as callbacks:
+        loaded.save()
+    # Nothing before the commit.
+    assert got_nothing(layer, mine)
+    for callback in callbacks:
+        callback()
+    assert first_message(layer, mine) == {"type": "relay.revoke", "reason": "account deactivated"}
+    assert got_nothing(layer, theirs)
+
+
+def test_only_the_change_to_inactive_revokes(
+    layer, user, django_user_model, django_capture_on_commit_callbacks
+):
+    channel = join(layer, user)
+    with django_capture_on_commit_callbacks(execute=True):
+        user.first_name = "Alice"
+        user.save()  # still active
+        django_user_model.objects.create_user(username="dormant", is_active=False)
+    assert got_nothing(layer, channel)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    assert first_message(layer, channel)["reason"] == "account deactivated"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        user.last_name = "Liddell"
+        user.save()  # already inactive
+        django_user_model.objects.get(pk=user.pk).save()  # loaded inactive
+    assert got_nothing(layer, channel)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = True
+        user.save()
+        user.is_active = False
+        user.save()  # deactivated again
+    assert first_message(layer, channel)["reason"] == "account deactivated"
+    assert got_nothing(layer, channel)
+
+
+@override_settings(CHANNEL_LAYERS={})
+def test_receivers_are_quiet_without_a_channel_layer(
+    user, caplog, django_capture_on_commit_callbacks
+):
+    with caplog.at_level(logging.DEBUG, logger="gateway_realtime"):
+        client = Client()
+        client.force_login(user)
+        client.logout()
+        with django_capture_on_commit_callbacks(execute=True):
+            user.is_active = False
+            user.save()
+    assert caplog.records == []
+
+
+def test_a_channel_layer_fault_never_fails_a_logout(user, monkeypatch, caplog):
+    class Broken:
+        async def group_send(self, group, message):
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(revocation, "_channel_layer", Broken)
+    client = Client()
+    client.force_login(user)
+    with caplog.at_level(logging.ERROR, logger="gateway_realtime"):
+        client.logout()
+    assert "_auth_user_id" not in client.session
+    assert "Could not revoke the relayed sessions of user" in caplog.text
+    # Called directly, the fault reaches the caller.
+    with pytest.raises(ConnectionError):
+        revoke_sessions(user)
