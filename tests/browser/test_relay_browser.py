@@ -271,10 +271,6 @@ def test_the_ai_sdk_session_talks_through_the_relay_with_only_the_session_cookie
 def test_logging_out_ends_the_relayed_session_and_the_element_says_why(
     relay_page: tuple[Any, dict[str, list]], relay_site: RelaySite
 ) -> None:
-    from gateway_realtime.relay import revocation
-
-    if not hasattr(revocation, "revoke_sessions"):
-        pytest.skip("revocation on logout (gateway_realtime.relay.revocation) is not merged yet")
     page, _ = relay_page
     page.click(f"{RELAYED} [part='talk-button']")
     until(page, f"{ELEMENT}.getAttribute('state') === 'listening'")
