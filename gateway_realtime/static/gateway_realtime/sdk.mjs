@@ -48,6 +48,10 @@ export const PCM_RATE = 24000;
  * SDK session on the site's own WebSocket (`api: { websocket }`, the SDK's
  * `server-websocket` connection): no setup request, no secret in the page.
  * The session cookie authenticates it; the relay holds the credential.
+ * `socketClosed` is then a promise of the relay socket's close, `{code,
+ * reason}`: the AI SDK reports a close's code and reason only when nothing
+ * else failed first, and a microphone frame sent while the socket closes
+ * ("Realtime WebSocket is not open") often does.
  */
 export class VoiceSession extends Experimental_AbstractRealtimeSession {
   constructor({ setupUrl, relayUrl, model, onChange, onRetry, sessionConfig, ...options }) {
@@ -67,6 +71,7 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
     super(sdkOptions);
     this.setupUrl = setupUrl || null;
     this.relayUrl = relay;
+    this.socketClosed = Promise.resolve(null);
     this.onChange = onChange;
     this.onRetry = onRetry;
     this._sdkOptions = sdkOptions;
@@ -78,7 +83,14 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
     if (this.relayUrl) {
       // The relay opens the Gateway socket with the site's credential.
       this._sdkOptions.api = { websocket: this.relayUrl };
-      await super.connect(connectOptions);
+      const { result, socket } = openingSocket(() => super.connect(connectOptions));
+      this.socketClosed = socket
+        ? new Promise((resolve) => {
+            const closed = (event) => resolve({ code: event.code, reason: event.reason });
+            socket.addEventListener("close", closed, { once: true });
+          })
+        : Promise.resolve(null);
+      await result;
       return;
     }
     if (this._minting) throw GatewayRealtimeError("VoiceSession is already connecting", { fatal: true });
@@ -119,6 +131,29 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
 
   setState(key, value) {
     if (this.onChange) this.onChange(key, value, this.state);
+  }
+}
+
+/**
+ * Call `start` and return `{result, socket}`: its result and the WebSocket
+ * it opened while it ran synchronously (the AI SDK session's relay
+ * connection opens its socket before its first await), else null. The
+ * browser's own WebSocket constructor, watched for that one call only, so
+ * the socket's close event can be heard whatever the SDK reports.
+ */
+function openingSocket(start) {
+  const Native = globalThis.WebSocket;
+  let socket = null;
+  globalThis.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      socket = this;
+    }
+  };
+  try {
+    return { result: start(), socket };
+  } finally {
+    globalThis.WebSocket = Native;
   }
 }
 

@@ -78,9 +78,11 @@ const RELAY_ERROR_TYPES = {
   4429: "too_many_requests",
 };
 
-/** A relay's close as the element reports it: {ended, type, message}, or null. */
-function relayOutcome(error) {
-  const close = socketClose(error);
+/** How long a failed relayed session waits for its socket's close, to say why. */
+const CLOSE_WAIT_MS = 1000;
+
+/** A relay's close ({code, reason}) as the element reports it: {ended, type, message}, or null. */
+function relayOutcome(close) {
   if (!close || (close.code < 4000 && close.code !== 1011)) return null;
   const message = close.reason
     ? `${close.reason.charAt(0).toUpperCase()}${close.reason.slice(1)}.`
@@ -344,10 +346,22 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this.startGuard(() => this._end(""));
   }
 
-  _failed(session) {
+  async _failed(session) {
     if (session !== this._session) return;
     const error = this._lastError || new Error("The voice session failed.");
-    const relayed = session.relayUrl ? relayOutcome(error) : null;
+    let relayed = null;
+    if (session.relayUrl) {
+      // The relay says why in its close; the error the SDK reported first
+      // may be another one (a microphone frame sent as the socket closed).
+      const close =
+        socketClose(error) ||
+        (await Promise.race([
+          session.socketClosed,
+          new Promise((resolve) => setTimeout(() => resolve(null), CLOSE_WAIT_MS)),
+        ]));
+      if (session !== this._session) return;
+      relayed = relayOutcome(close);
+    }
     if (relayed && relayed.ended) {
       this._end(relayed.message);
     } else if (relayed) {
