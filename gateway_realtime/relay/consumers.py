@@ -289,6 +289,21 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # Frames ----------------------------------------------------------------------
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand the browser's frames straight to ``websocket_receive``.
+
+        Channels' ``dispatch`` first closes stale database connections in its
+        one worker thread, before every message. A frame touches no database
+        here (``receive`` only meters and queues it), and with every frame of
+        every session waiting its turn for that thread, one process saturated
+        at 200 sessions (docs/performance.md, "Relay mode"). Every other
+        message keeps Channels' own path.
+        """
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame: Frame | None = text_data if text_data is not None else bytes_data
         pipe, session = self.to_gateway, self.session
