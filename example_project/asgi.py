@@ -28,6 +28,7 @@ if settings.DEBUG:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
 from gateway_realtime.relay.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(

@@ -245,22 +245,14 @@ def mint_client_secret(
     except (GatewayBusy, GatewayUnavailable) as error:
         gateway_call.close()
         _record_rejection(issuance, error)
-        client_secret_failed.send(
-            sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
-        )
+        _send_failed(issuance, user, request, error)
         raise
     with gateway_call:
         try:
             claim = _claim_and_record(issuance, policy)
         except QuotaExceeded as error:
             _record_rejection(issuance, error)
-            client_secret_failed.send(
-                sender=ClientSecretIssuance,
-                issuance=issuance,
-                user=user,
-                request=request,
-                error=error,
-            )
+            _send_failed(issuance, user, request, error)
             raise
         except LimitsUnavailable:
             logger.error(
@@ -286,13 +278,7 @@ def mint_client_secret(
             if claim is not None and certainly_not_issued(error):
                 claim.release()
             _record_failure(issuance, error, started)
-            client_secret_failed.send(
-                sender=ClientSecretIssuance,
-                issuance=issuance,
-                user=user,
-                request=request,
-                error=error,
-            )
+            _send_failed(issuance, user, request, error)
             raise
 
     now = timezone.now()
@@ -476,6 +462,17 @@ def _record_rejection(
         issuance.model,
         issuance.error_type,
         extra=_log_fields(issuance),
+    )
+
+
+def _send_failed(
+    issuance: ClientSecretIssuance,
+    user: AbstractBaseUser | AnonymousUser | None,
+    request: HttpRequest | None,
+    error: Exception,
+) -> None:
+    client_secret_failed.send(
+        sender=ClientSecretIssuance, issuance=issuance, user=user, request=request, error=error
     )
 
 

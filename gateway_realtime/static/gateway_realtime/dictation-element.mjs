@@ -30,7 +30,7 @@
 // --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
 // --gateway-realtime-danger.
-import { GatewayRealtimeElement } from "./element-base.mjs";
+import { GatewayRealtimeElement, firstLine, typedError } from "./element-base.mjs";
 import { PCM_RATE, pcm16FromFloat32, resampleAudio, streamTranscription } from "./sdk.mjs";
 
 // Samples per ScriptProcessor callback: about 85 ms at 48 kHz, one binary
@@ -43,22 +43,6 @@ const FINISH_TIMEOUT_MS = 15000;
 // into a field never focused it goes after the text already there.
 const focusedFields = new WeakSet();
 document.addEventListener("focusin", (event) => focusedFields.add(event.target), true);
-
-function typedError(message, type, cause) {
-  const error = new Error(message);
-  error.type = type;
-  if (cause) error.cause = cause;
-  return error;
-}
-
-// Some of the SDK's messages run on with advice for developers: the status
-// line gets the first line, the `error` event's detail.error.cause the rest.
-function firstLine(error, fallbackType) {
-  const message = (error && error.message) || String(error);
-  const first = message.split("\n")[0];
-  if (first === message) return error;
-  return typedError(first, (error && error.type) || fallbackType, error);
-}
 
 /** The microphone as a ReadableStream of PCM16 little-endian bytes at PCM_RATE. */
 class MicrophonePcm {

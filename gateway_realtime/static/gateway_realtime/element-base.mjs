@@ -8,6 +8,26 @@
 export const STATES = Object.freeze(["idle", "connecting", "listening", "speaking", "error", "ended"]);
 
 const STYLESHEET = new URL("./elements.css", import.meta.url).href;
+
+/** An Error with the `type` an element's `error` event reports. */
+export function typedError(message, type, cause) {
+  const error = new Error(message);
+  error.type = type;
+  if (cause) error.cause = cause;
+  return error;
+}
+
+/**
+ * Some of the AI SDK's messages run on with advice for developers: the
+ * status line gets the first line, the `error` event's detail.error.cause
+ * the whole error.
+ */
+export function firstLine(error, fallbackType) {
+  const message = (error && error.message) || String(error);
+  const first = message.split("\n")[0];
+  if (first === message) return error;
+  return typedError(first, (error && error.type) || fallbackType, error);
+}
 const DEFAULT_MAX_SECONDS = 300;
 
 export class GatewayRealtimeElement extends HTMLElement {

@@ -30,24 +30,8 @@
 // --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
 // --gateway-realtime-danger.
-import { GatewayRealtimeElement } from "./element-base.mjs";
+import { GatewayRealtimeElement, firstLine, typedError } from "./element-base.mjs";
 import { PCM_RATE, float32FromPcm16, streamSpeech } from "./sdk.mjs";
-
-function typedError(message, type, cause) {
-  const error = new Error(message);
-  error.type = type;
-  if (cause) error.cause = cause;
-  return error;
-}
-
-// Some of the SDK's messages run on with advice for developers: the status
-// line gets the first line, the `error` event's detail.error.cause the rest.
-function firstLine(error, fallbackType) {
-  const message = (error && error.message) || String(error);
-  const first = message.split("\n")[0];
-  if (first === message) return error;
-  return typedError(first, (error && error.type) || fallbackType, error);
-}
 
 /** PCM16 chunks played back to back on one AudioContext. */
 class Player {
