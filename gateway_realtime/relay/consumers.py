@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,6 +68,7 @@ FRAME_TOO_LARGE = (1009, "frame too large")
 GATEWAY_UNAVAILABLE = (1011, "gateway unavailable")
 GATEWAY_ERROR = (1011, "gateway error")
 LIMITS_UNAVAILABLE = sessions.LIMITS_UNAVAILABLE  # (1011, "limits unavailable")
+RELAY_ERROR = (1011, "relay error")
 #: Gateway close codes passed on to the browser as they are.
 PASSED_ON = frozenset({1000, 1001})
 
@@ -85,6 +87,7 @@ CLOSE_CODES = (
     GATEWAY_UNAVAILABLE,
     GATEWAY_ERROR,
     LIMITS_UNAVAILABLE,
+    RELAY_ERROR,
 )
 
 RELAYED_KINDS = frozenset({Kind.REALTIME.value})
@@ -184,6 +187,10 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         return False
+    if scope.get("scheme") == "wss" and parts.scheme != "https":
+        # As Django's CSRF check: a page served over plain http may not
+        # open the site's secure socket.
+        return False
     if _trusted(f"{parts.scheme}://{parts.netloc}"):
         return True
     host = _header(scope, b"host")
@@ -223,9 +230,30 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.refuse(*CROSS_SITE)
             return
         user = self.scope.get("user")
-        if user is None or not getattr(user, "is_authenticated", False):
+        if (
+            user is None
+            or not getattr(user, "is_authenticated", False)
+            or not getattr(user, "is_active", True)
+        ):
             await self.refuse(*LOGIN_REQUIRED)
             return
+        # Join the user's group first, so that a revocation sent while the
+        # session starts is not lost: Channels hands it over once connect()
+        # returns, and it ends whatever connect() started.
+        if self.channel_layer is not None:
+            try:
+                group = group_for(user.pk)
+                await self.channel_layer.group_add(group, self.channel_name)
+            except Exception as error:
+                # Unrevocable sessions are not started (the layer is down, say).
+                logger.error(
+                    "Relay refused for user %s: the channel layer failed (%s)",
+                    user.pk,
+                    type(error).__name__,
+                )
+                await self.refuse(*LIMITS_UNAVAILABLE)
+                return
+            self.group = group
         kind = str(self.scope.get("url_route", {}).get("kwargs", {}).get("kind", ""))
         if kind not in RELAYED_KINDS:
             await self.refuse(*UNKNOWN_KIND)
@@ -253,27 +281,50 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         limit = app_settings.RELAY_QUEUE_FRAMES
         try:
             self.upstream = await open_upstream(model, max_queue=limit)
-        except UpstreamUnavailable as error:
-            logger.warning("Relay session %s: %s", session.row.pk, error)
-            await database_sync_to_async(sessions.release_quota)(session)
-            self._end_soon(*GATEWAY_UNAVAILABLE, CloseSide.RELAY)
-            assert self.finishing is not None
-            await asyncio.shield(self.finishing)
+        except Exception as error:
+            # UpstreamUnavailable names the failure's type only; anything else
+            # is a fault of ours, logged by type too (never the credential).
+            logger.warning(
+                "Relay session %s: %s",
+                session.row.pk,
+                error if isinstance(error, UpstreamUnavailable) else type(error).__name__,
+            )
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(sessions.release_quota)(session)
+            unavailable = isinstance(error, UpstreamUnavailable)
+            await self._end_now(*(GATEWAY_UNAVAILABLE if unavailable else RELAY_ERROR))
             return
-        if self.channel_layer is not None:
-            self.group = group_for(user.pk)
-            await self.channel_layer.group_add(self.group, self.channel_name)
         self.to_gateway = Pipe(limit)
         self.to_browser = Pipe(limit)
         self.tasks = [
-            asyncio.create_task(self._read_gateway(self.upstream, self.to_browser)),
-            asyncio.create_task(self._write_browser(self.to_browser)),
-            asyncio.create_task(self._write_gateway(self.upstream, self.to_gateway)),
-            asyncio.create_task(self._time_limit(session.seconds_left)),
+            asyncio.create_task(self._guarded(self._read_gateway(self.upstream, self.to_browser))),
+            asyncio.create_task(self._guarded(self._write_browser(self.to_browser))),
+            asyncio.create_task(self._guarded(self._write_gateway(self.upstream, self.to_gateway))),
+            asyncio.create_task(self._guarded(self._time_limit(session.seconds_left))),
         ]
         logger.info(
             "Relay session %s started for user %s (%s %s)", session.row.pk, user.pk, kind, model
         )
+
+    async def _end_now(self, code: int, reason: str) -> None:
+        self._end_soon(code, reason, CloseSide.RELAY)
+        assert self.finishing is not None
+        await asyncio.shield(self.finishing)
+
+    async def _guarded(self, pump: Coroutine[Any, Any, None]) -> None:
+        """Run one pump; a fault in it ends the session (1011) instead of leaving it hung."""
+        try:
+            await pump
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            session = self.session
+            logger.error(
+                "Relay session %s: a pump failed (%s); ending the session",
+                session.row.pk if session is not None else "?",
+                type(error).__name__,
+            )
+            self._end_soon(*RELAY_ERROR, CloseSide.RELAY)
 
     def choose_model(self, policy: Policy) -> str | None:
         """The ``?model=`` the page asked for if the policy allows it, else the default."""
@@ -285,6 +336,10 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def refuse(self, code: int, reason: str) -> None:
         self.browser_closed = True
+        if self.group is not None and self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
         await self.close(code, reason=reason)
 
     # Frames ----------------------------------------------------------------------
@@ -431,6 +486,10 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """The browser went away: end the session (the Gateway socket with it)."""
         self.browser_closed = True
         if self.session is None:
+            if self.group is not None and self.channel_layer is not None:
+                with contextlib.suppress(Exception):
+                    await self.channel_layer.group_discard(self.group, self.channel_name)
+                self.group = None
             return
         self._end_soon(int(code), "browser closed", CloseSide.BROWSER)
         if self.finishing is not None:

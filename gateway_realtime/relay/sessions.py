@@ -105,7 +105,9 @@ class Meter:
             self.bytes_from_browser += len(frame)
             return
         self.bytes_from_browser += len(frame.encode())
-        if not any(marker in frame for marker in _BROWSER_MARKERS):
+        # A JSON escape (``"input\\u002daudio-append"``) would hide an event
+        # from the markers but not from the Gateway: such frames are parsed.
+        if not any(marker in frame for marker in _BROWSER_MARKERS) and "\\u" not in frame:
             return
         event = _parse(frame)
         kind = event.get("type")

@@ -251,7 +251,8 @@ def test_quota_counts_session_starts(relay_emulator, relay_browser, user, settin
 
 
 def test_session_too_long(relay_emulator, relay_browser, user, settings):
-    settings.GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS = 0.3
+    # Long enough for session-created to come first on a loaded machine.
+    settings.GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS = 1.5
     browser = relay_browser(user)
 
     async def scenario():
@@ -504,3 +505,157 @@ def test_audit_row_has_usage_and_no_content_or_credential(
     assert marker not in values and RELAY_KEY not in values
     assert marker not in caplog.text and RELAY_KEY not in caplog.text
     assert "Relay session" in caplog.text  # the relay did log (without either)
+
+
+# What a maintainer's review found ---------------------------------------------------
+
+
+def test_a_revocation_sent_while_the_session_starts_is_not_lost(
+    relay_emulator, relay_browser, channel_layer, user, monkeypatch
+):
+    from gateway_realtime.relay import consumers
+
+    real_open = consumers.open_upstream
+
+    async def slow_open(*args, **kwargs):
+        await asyncio.sleep(0.5)
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(consumers, "open_upstream", slow_open)
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        connecting = asyncio.ensure_future(comm.connect(TIMEOUT))
+        await asyncio.sleep(0.2)  # the user's group is joined; the Gateway socket is opening
+        await channel_layer.group_send(
+            group_for(user.pk), {"type": "relay.revoke", "reason": "logged out"}
+        )
+        assert (await connecting)[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4410, "logged out")
+    assert only_row().closed_by == "revoked"
+    assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
+
+
+def test_a_fault_after_the_start_ends_the_session_and_gives_the_quota_back(
+    relay_browser, channel_layer, user, settings, monkeypatch
+):
+    from gateway_realtime.limits import quota_left
+    from gateway_realtime.relay import consumers
+
+    async def broken_open(*args, **kwargs):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(consumers, "open_upstream", broken_open)
+    settings.GATEWAY_REALTIME_QUOTA = 5
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (1011, "relay error")
+    row = only_row()
+    assert row.ended_at is not None and row.closed_by == "relay"
+    assert quota_left(user, "realtime") == 5
+
+
+def test_a_pump_that_fails_ends_the_session_instead_of_hanging(
+    relay_emulator, relay_browser, user, monkeypatch
+):
+    from gateway_realtime.relay import sessions
+
+    def broken_sync(session):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(sessions, "sync_usage", broken_sync)
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        await open_session(comm)
+        await comm.send_json_to(
+            {
+                "type": "conversation-item-create",
+                "item": {"type": "text-message", "role": "user", "text": "hello"},
+            }
+        )
+        await comm.send_json_to({"type": "response-create"})
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (1011, "relay error")
+    assert only_row().closed_by == "relay"
+    assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
+
+
+def test_an_unrevocable_session_is_not_started(relay_browser, channel_layer, user, monkeypatch):
+    async def broken_group_add(group, channel):
+        raise ConnectionError("the channel layer is down")
+
+    monkeypatch.setattr(channel_layer, "group_add", broken_group_add)
+    browser = relay_browser(user)
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (1011, "limits unavailable")
+    assert not RelaySession.objects.exists()
+
+
+def test_an_inactive_user_is_refused(relay_emulator, relay_browser, user, settings):
+    # A backend that lets inactive users keep their session, as some sites use.
+    settings.AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.AllowAllUsersModelBackend"]
+    browser = relay_browser(user)
+    type(user).objects.filter(pk=user.pk).update(is_active=False)
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4401, "login required")
+    assert not RelaySession.objects.exists()
+
+
+def test_an_escaped_event_type_is_still_metered():
+    from gateway_realtime.relay.sessions import Meter
+
+    audio = base64.b64encode(bytes(48000)).decode()  # 1 s of 24 kHz PCM16
+    meter = Meter()
+    frame = json.dumps({"type": "input-audio-append", "audio": audio}).replace("-", "\\u002d", 1)
+    assert "input-audio-append" not in frame
+    meter.observe_browser(frame)
+    assert meter.audio_seconds_in == pytest.approx(1.0)
+
+
+def test_a_secure_socket_refuses_a_plain_http_origin(settings):
+    from gateway_realtime.relay.consumers import origin_allowed
+
+    settings.ALLOWED_HOSTS = ["site.test"]
+
+    def scope(scheme, origin):
+        return {"scheme": scheme, "headers": [(b"host", b"site.test"), (b"origin", origin)]}
+
+    assert origin_allowed(scope("wss", b"https://site.test"))
+    assert not origin_allowed(scope("wss", b"http://site.test"))
+    assert origin_allowed(scope("ws", b"http://site.test"))
