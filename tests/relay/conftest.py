@@ -8,15 +8,21 @@
   whose ``communicator()`` (call it inside the event loop) is a Channels
   ``WebsocketCommunicator`` with the user's session cookie and an ``Origin``.
 
-Async code runs inside sync tests (``async_to_sync``): pytest-asyncio is not used.
+Async code runs inside sync tests through ``run_async``: pytest-asyncio is not
+used, and the loop runs in a thread of its own, because the browser tests'
+Playwright keeps an event loop running in the main thread for the rest of the
+session (``async_to_sync`` refuses to run there).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.testing.websocket import WebsocketCommunicator
@@ -26,6 +32,25 @@ from django.test import Client
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.relay.routing import websocket_urlpatterns
 from gateway_realtime.testing import emulated_gateway
+
+
+def run_async(function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``async_to_sync(function)(*args)`` in a thread of its own; its result or its error."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = async_to_sync(function)(*args)
+        except BaseException as error:  # handed to the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name="relay-test-loop")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
 
 #: The emulator's API key: the site's credential in these tests (never to be seen elsewhere).
 RELAY_KEY = "vck_relay_test_key_5f3a9c1e7b"

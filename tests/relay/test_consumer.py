@@ -9,7 +9,6 @@ import logging
 import time
 
 import pytest
-from asgiref.sync import async_to_sync
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from django.test import override_settings
@@ -20,7 +19,7 @@ from gateway_realtime.models import RelaySession
 from gateway_realtime.relay.consumers import Overflow, Pipe, RelayConsumer
 from gateway_realtime.relay.revocation import group_for
 
-from .conftest import RELAY_KEY
+from .conftest import RELAY_KEY, run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +27,7 @@ TIMEOUT = 5
 
 
 def run(coroutine_function):
-    return async_to_sync(coroutine_function)()
+    return run_async(coroutine_function)
 
 
 async def next_close(comm, timeout=TIMEOUT):

@@ -1,10 +1,12 @@
 """Logout and deactivation end a live relayed session (the consumer, in this process)."""
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.test import Client
 
 from gateway_realtime.models import CloseSide, RelaySession
+
+from .conftest import run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +35,7 @@ def ended_by(action, browser):
         await comm.disconnect(timeout=TIMEOUT)
         return closed
 
-    return async_to_sync(scenario)()
+    return run_async(scenario)
 
 
 def test_logging_out_ends_the_session(relay_emulator, relay_browser, user):
@@ -70,5 +72,5 @@ def test_another_users_logout_leaves_the_session(relay_emulator, relay_browser, 
         assert (await comm.receive_json_from(TIMEOUT))["type"] == "session-updated"
         await comm.disconnect(timeout=TIMEOUT)
 
-    async_to_sync(scenario)()
+    run_async(scenario)
     assert RelaySession.objects.get().closed_by == CloseSide.BROWSER

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from gateway_realtime.relay.upstream import UpstreamUnavailable, open_upstream
 
-from .conftest import RELAY_KEY
+from .conftest import RELAY_KEY, run_async
 
 
 def test_wrong_credential_is_refused_without_naming_it(relay_emulator, settings):
@@ -17,7 +16,7 @@ def test_wrong_credential_is_refused_without_naming_it(relay_emulator, settings)
         await open_upstream("openai/gpt-realtime-2", max_queue=4)
 
     with pytest.raises(UpstreamUnavailable) as caught:
-        async_to_sync(scenario)()
+        run_async(scenario)
     assert "vck_wrong_key_1234" not in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__context__ is not None
     assert relay_emulator.ws_handshakes[0].status == 401
