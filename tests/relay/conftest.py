@@ -34,13 +34,16 @@ from gateway_realtime.relay.routing import websocket_urlpatterns
 from gateway_realtime.testing import emulated_gateway
 
 
-def run_async(function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """``async_to_sync(function)(*args)`` in a thread of its own; its result or its error."""
+def in_a_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` in a thread of its own; its result or its error.
+
+    For sync code that runs an event loop (``async_to_sync``, ``revoke_sessions``).
+    """
     outcome: dict[str, Any] = {}
 
     def target() -> None:
         try:
-            outcome["value"] = async_to_sync(function)(*args)
+            outcome["value"] = function(*args, **kwargs)
         except BaseException as error:  # handed to the test's thread
             outcome["error"] = error
 
@@ -50,6 +53,11 @@ def run_async(function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")
+
+
+def run_async(function: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``async_to_sync(function)(*args)`` in a thread of its own."""
+    return in_a_thread(async_to_sync(function), *args)
 
 
 #: The emulator's API key: the site's credential in these tests (never to be seen elsewhere).

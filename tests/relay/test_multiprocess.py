@@ -34,6 +34,7 @@ from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import CloseSide, RelaySession
 from gateway_realtime.relay.revocation import revoke_sessions
 from tests.gunicorn_site import free_port, services_or_skip, tail
+from tests.relay.conftest import in_a_thread
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -198,7 +199,7 @@ def test_revoke_in_one_process_closes_a_session_held_by_another(servers, layer, 
     ):
         assert '"session-created"' in first_event(ws, second_log)
         assert '"session-created"' in first_event(bystander, first_log)
-        assert revoke_sessions(user, reason="banned by the test") is True
+        assert in_a_thread(revoke_sessions, user, reason="banned by the test") is True
         assert close_of(ws, second_log) == (4410, "banned by the test")
         wait_for_no_live_session(user)
         row = RelaySession.objects.get(user=user)
