@@ -8,19 +8,21 @@ replaces the token check with a same-origin check that is at least as strong:
 - otherwise the body must be ``application/json`` (which a cross-site page
   cannot send without a CORS preflight), and
 - ``Sec-Fetch-Site``, when sent, must be ``same-origin``, and
-- ``Origin``, when sent, must be this site's origin or appear exactly in
-  ``CSRF_TRUSTED_ORIGINS``, and
+- ``Origin``, when sent, must be trusted: this site's origin or an exact
+  entry of ``CSRF_TRUSTED_ORIGINS`` (``gateway_realtime.origins``, the rule
+  the relay applies too; wildcard entries are not honoured), and
 - at least one of those two headers must be present (every browser that can
   run the realtime API sends both on a POST).
 """
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
+
+from gateway_realtime import origins
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -36,12 +38,8 @@ def request_origin(request: HttpRequest) -> str:
 
 
 def is_trusted_origin(request: HttpRequest, origin: str) -> bool:
-    origin = origin.strip().lower()
-    if origin == request_origin(request):
-        return True
-    # Exact entries only: wildcard subdomain entries are not same-origin.
-    trusted = {o.lower() for o in getattr(settings, "CSRF_TRUSTED_ORIGINS", []) if "*" not in o}
-    return origin in trusted
+    """Whether ``origin`` is trusted for ``request``: ``origins.is_trusted_origin``."""
+    return origins.is_trusted_origin(origin, site_origin=request_origin(request))
 
 
 def check_same_origin(request: HttpRequest) -> None:
