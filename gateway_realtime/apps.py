@@ -24,8 +24,15 @@ class GatewayRealtimeConfig(AppConfig):
         checks.register(check_relay_channel_layer)
 
         # Relay mode is an optional extra: end a user's relayed sessions on
-        # logout and deactivation only where Channels is installed.
+        # logout, deactivation and a password change only where it is in use
+        # (revocation.relay_in_use: Channels and the relay's channel layer).
+        # override_settings of those settings (tests) reconnects them.
         if importlib.util.find_spec("channels") is not None:
-            from gateway_realtime.relay.revocation import connect_receivers
+            from django.core.signals import setting_changed
 
-            connect_receivers()
+            from gateway_realtime.relay.revocation import relay_settings_changed, update_receivers
+
+            update_receivers()
+            setting_changed.connect(
+                relay_settings_changed, dispatch_uid="gateway_realtime.relay.settings"
+            )

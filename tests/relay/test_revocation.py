@@ -10,6 +10,10 @@ import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_init, post_save
 from django.test import Client, override_settings
 
 from gateway_realtime.relay import revocation
@@ -176,10 +180,11 @@ def test_only_the_change_to_inactive_revokes(
     assert got_nothing(layer, channel)
 
 
-@override_settings(CHANNEL_LAYERS={})
 def test_receivers_are_quiet_without_a_channel_layer(
-    user, caplog, django_capture_on_commit_callbacks
+    layer, user, caplog, monkeypatch, django_capture_on_commit_callbacks
 ):
+    # Connected (a layer is configured), but the layer is gone when they run.
+    monkeypatch.setattr(revocation, "_channel_layer", lambda: None)
     with caplog.at_level(logging.DEBUG, logger="gateway_realtime"):
         client = Client()
         client.force_login(user)
@@ -190,7 +195,7 @@ def test_receivers_are_quiet_without_a_channel_layer(
     assert caplog.records == []
 
 
-def test_a_channel_layer_fault_never_fails_a_logout(user, monkeypatch, caplog):
+def test_a_channel_layer_fault_never_fails_a_logout(layer, user, monkeypatch, caplog):
     class Broken:
         async def group_send(self, group, message):
             raise ConnectionError("redis is down")
@@ -205,3 +210,156 @@ def test_a_channel_layer_fault_never_fails_a_logout(user, monkeypatch, caplog):
     # Called directly, the fault reaches the caller.
     with pytest.raises(ConnectionError):
         revoke_sessions(user)
+
+
+# A password change ---------------------------------------------------------------
+
+
+def test_a_password_change_revokes_once_committed(
+    layer, user, other_user, django_user_model, django_capture_on_commit_callbacks
+):
+    mine, theirs = join(layer, user), join(layer, other_user)
+    loaded = django_user_model.objects.get(pk=user.pk)
+    loaded.set_password("a-new-password")
+    with django_capture_on_commit_callbacks() as callbacks:
+        loaded.save()
+    assert got_nothing(layer, mine)  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    assert first_message(layer, mine) == {"type": "relay.revoke", "reason": "password changed"}
+    assert got_nothing(layer, theirs)
+
+
+def test_saves_without_a_new_password_revoke_nothing(
+    layer, user, django_user_model, django_capture_on_commit_callbacks
+):
+    channel = join(layer, user)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        user.first_name = "Alice"
+        user.save()
+        django_user_model.objects.get(pk=user.pk).save()
+        # Logging in saves last_login only (update_last_login).
+        Client().force_login(user)
+        # A hash set in memory but left out of update_fields is not written.
+        user.set_password("not-saved")
+        user.save(update_fields=["first_name"])
+        django_user_model.objects.create_user(username="carol", password="pw-carol")
+    assert callbacks == []
+    assert got_nothing(layer, channel)
+    # The hash left unsaved still counts as a change when it is written.
+    with django_capture_on_commit_callbacks(execute=True):
+        user.save(update_fields=["password"])
+    assert first_message(layer, channel)["reason"] == "password changed"
+
+
+def test_a_rolled_back_password_change_revokes_nothing(
+    layer, user, django_capture_on_commit_callbacks
+):
+    channel = join(layer, user)
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        user.set_password("rolled-back")
+        user.save()
+        raise RuntimeError("the view failed after the save")
+    assert callbacks == []
+    assert got_nothing(layer, channel)
+
+
+def test_a_password_change_keeping_the_login_still_revokes(
+    layer, user, rf, django_capture_on_commit_callbacks
+):
+    # update_session_auth_hash keeps the Django session that changed the
+    # password; the relayed sessions were opened with the old one and end.
+    from django.contrib.auth import update_session_auth_hash
+    from django.contrib.sessions.backends.db import SessionStore
+
+    channel = join(layer, user)
+    request = rf.post("/password/")
+    request.session = SessionStore()
+    request.user = user
+    with django_capture_on_commit_callbacks(execute=True):
+        user.set_password("changed-in-a-view")
+        user.save()
+        update_session_auth_hash(request, user)
+    assert first_message(layer, channel)["reason"] == "password changed"
+
+
+def test_deactivation_and_a_new_password_in_one_save_revoke_once(
+    layer, user, django_capture_on_commit_callbacks
+):
+    channel = join(layer, user)
+    with django_capture_on_commit_callbacks(execute=True):
+        user.is_active = False
+        user.set_unusable_password()
+        user.save()
+    assert first_message(layer, channel)["reason"] == "account deactivated"
+    assert got_nothing(layer, channel)
+
+
+def test_deferred_fields_cost_no_query_and_still_count(
+    layer, user, django_user_model, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    channel = join(layer, user)
+    with django_assert_num_queries(1):
+        loaded = django_user_model.objects.only("username").get(pk=user.pk)
+    # The hash was not loaded: setting one is taken as a change.
+    loaded.set_password("set-on-a-partial-instance")
+    with django_capture_on_commit_callbacks(execute=True):
+        loaded.save()
+    assert first_message(layer, channel)["reason"] == "password changed"
+
+
+# When the receivers are connected --------------------------------------------------
+
+
+def connected():
+    """Which of the relay's receivers are connected: logout, post_init, post_save."""
+    user_model = get_user_model()
+    return (
+        user_logged_out.has_listeners(),
+        post_init.has_listeners(user_model),
+        post_save.has_listeners(user_model),
+    )
+
+
+def test_no_receiver_without_relay_mode(user, django_capture_on_commit_callbacks):
+    # The suite's settings configure no channel layer: relay mode is not in use.
+    assert not revocation.relay_in_use()
+    assert connected() == (False, False, False)
+    loaded = type(user).objects.get(pk=user.pk)
+    assert not any(key.startswith("_gateway_realtime") for key in vars(loaded))
+    with django_capture_on_commit_callbacks() as callbacks:
+        loaded.is_active = False
+        loaded.set_password("x")
+        loaded.save()
+    assert callbacks == []
+
+
+def test_the_receivers_follow_the_relays_channel_layer():
+    assert connected() == (False, False, False)
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
+        assert revocation.relay_in_use()
+        assert connected() == (True, True, True)
+        with override_settings(GATEWAY_REALTIME_RELAY_CHANNEL_LAYER="relay"):
+            assert not revocation.relay_in_use()  # no layer of that name
+            assert connected() == (False, False, False)
+        assert connected() == (True, True, True)
+    assert connected() == (False, False, False)
+
+
+def test_connect_and_disconnect_are_idempotent(user, django_capture_on_commit_callbacks):
+    try:
+        revocation.connect_receivers()
+        revocation.connect_receivers()
+        assert connected() == (True, True, True)
+        with django_capture_on_commit_callbacks() as callbacks:
+            user.is_active = False
+            user.save()
+        assert len(callbacks) == 1  # connected once
+    finally:
+        revocation.disconnect_receivers()
+        revocation.disconnect_receivers()
+    assert connected() == (False, False, False)

@@ -1,4 +1,4 @@
-"""Logout and deactivation end a live relayed session (the consumer, in this process)."""
+"""Logout, deactivation and a password change end a live relayed session (in this process)."""
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -55,6 +55,18 @@ def test_deactivating_the_user_ends_the_session(
         loaded.save()
 
     assert ended_by(deactivate, relay_browser(user)) == (4410, "account deactivated")
+    assert RelaySession.objects.get().closed_by == CloseSide.REVOKED
+
+
+def test_changing_the_password_ends_the_session(
+    relay_emulator, relay_browser, user, django_user_model
+):
+    def change_password():
+        loaded = django_user_model.objects.get(pk=user.pk)
+        loaded.set_password("a-new-password")
+        loaded.save()
+
+    assert ended_by(change_password, relay_browser(user)) == (4410, "password changed")
     assert RelaySession.objects.get().closed_by == CloseSide.REVOKED
 
 
