@@ -15,6 +15,7 @@ from gateway_realtime.models import (
     ClientSecretIssuance,
     QuotaCounter,
     RelaySession,
+    RelayUsage,
     token_fingerprint,
 )
 
@@ -91,6 +92,28 @@ class QuotaCounterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
+@admin.register(RelayUsage)
+class RelayUsageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only: what each user's relayed sessions spent per budget window.
+
+    Deleting a row gives the user that window's budget back, so deletion
+    stays allowed for staff with the permission, as for quota counters.
+    """
+
+    list_display = ["user", "window_start", "window_end", "audio_seconds", "tokens"]
+    list_filter = ["window_start"]
+    search_fields = ["user__username"]
+    date_hierarchy = "window_start"
+    list_select_related = ["user"]
+    readonly_fields = ["user", "window_start", "window_end", "audio_seconds", "tokens"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class RelaySessionStateFilter(admin.SimpleListFilter):
     title = _("state")
     parameter_name = "state"
@@ -128,6 +151,7 @@ class RelaySessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "duration",
         "closed_by",
         "close_reason",
+        "attempts",
         "usage",
     ]
     list_filter = [RelaySessionStateFilter, "kind", "closed_by", "model", "started_at"]

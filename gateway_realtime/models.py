@@ -154,6 +154,7 @@ class CloseSide(models.TextChoices):
     LIMIT = "limit", _("A limit")
     REVOKED = "revoked", _("Revoked")
     RELAY = "relay", _("The relay (a fault)")
+    SERVER = "server", _("The server (shutting down)")
 
 
 class RelaySession(models.Model):
@@ -197,6 +198,14 @@ class RelaySession(models.Model):
     audio_seconds_out = models.FloatField(_("audio out (s)"), default=0.0)
     input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
     output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+    attempts = models.PositiveIntegerField(
+        _("attempts"),
+        default=1,
+        help_text=_(
+            "Refused starts of the same user, close code and reason within a "
+            "minute share one row; a started session is always 1."
+        ),
+    )
 
     class Meta:
         verbose_name = _("relayed session")
@@ -213,3 +222,43 @@ class RelaySession(models.Model):
         who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
         state = "live" if self.ended_at is None else f"ended ({self.closed_by or '?'})"
         return f"{self.kind} {self.model} relayed for {who}: {state}"
+
+
+class RelayUsage(models.Model):
+    """What a user's relayed sessions spent in one budget window (``RELAY_BUDGET``).
+
+    One row per (user, window). Every session adds its metered usage with
+    ``UPDATE ... SET audio_seconds = audio_seconds + delta``, which the
+    database serialises per row, so the sessions of one user on any number
+    of processes and hosts spend one budget and no update is lost.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="+",
+        # The unique (user, window_start, window_end) constraint's index serves it.
+        db_index=False,
+    )
+    window_start = models.DateTimeField(_("window start"))
+    window_end = models.DateTimeField(_("window end"))
+    audio_seconds = models.FloatField(_("audio (s)"), default=0.0)
+    tokens = models.PositiveBigIntegerField(_("tokens"), default=0)
+
+    class Meta:
+        verbose_name = _("relay usage")
+        verbose_name_plural = _("relay usage")
+        ordering = ["-window_start", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "window_start", "window_end"], name="gwrt_relay_usage_user_window"
+            )
+        ]
+        indexes = [
+            # The prune command deletes windows that have ended.
+            models.Index(fields=["window_end"], name="gwrt_relay_usage_end_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} from {self.window_start:%Y-%m-%d %H:%M}"

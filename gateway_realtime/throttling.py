@@ -31,6 +31,46 @@ from gateway_realtime.protocol import Kind
 logger = logging.getLogger("gateway_realtime")
 
 
+def take_rate(user_id: Any, rate: str) -> int | None:
+    """Count one request of ``user_id`` against ``rate``; ``None`` if allowed, else seconds to wait.
+
+    The one counter behind every burst limit: the mint endpoints' throttle
+    and relay mode's session starts (``gateway_realtime.relay.ledger``)
+    count on it together, so one rate covers both ways of talking. Raises
+    ``GatewayConfigurationError`` for a malformed rate and
+    ``LimitsUnavailable`` when the cache cannot be reached.
+    """
+    try:
+        limit, period = parse_rate(rate)
+    except ValueError as error:
+        raise GatewayConfigurationError(f"GATEWAY_REALTIME_RATE: {error}") from None
+    now = time.time()
+    window = math.floor(now / period)
+    key = f"{app_settings.RATE_KEY_PREFIX}:rate:{user_id}:{period}:{window}"
+    count = _increment(key, period)
+    if count <= limit:
+        return None
+    return max(1, math.ceil((window + 1) * period - now))
+
+
+def _increment(key: str, period: int) -> int:
+    """Count one request in the window ``key`` names; the count so far."""
+    try:
+        cache = caches[app_settings.RATE_CACHE]
+        # The key carries its window, so its timeout only has to outlive
+        # the window; add() is a no-op when another request started it.
+        cache.add(key, 0, timeout=period + 1)
+        return int(cache.incr(key))
+    except Exception as error:
+        logger.error(
+            "The rate limit cache is unreachable; refusing to mint",
+            extra={"gateway_realtime": {"outcome": "rejected", "error_type": "limits_unavailable"}},
+        )
+        raise LimitsUnavailable(
+            f"The rate limit cache could not be reached ({type(error).__name__})."
+        ) from None
+
+
 class RateLimitExceeded(exceptions.Throttled):
     """429 with ``Retry-After`` and error type ``rate_limited``."""
 
@@ -61,17 +101,10 @@ class ClientSecretRateThrottle(BaseThrottle):
         policy = get_policy(user, kind, request._request)
         if not policy.rate:
             return True
-        try:
-            limit, period = parse_rate(policy.rate)
-        except ValueError as error:
-            raise GatewayConfigurationError(f"GATEWAY_REALTIME_RATE: {error}") from None
-        now = time.time()
-        window = math.floor(now / period)
-        key = f"{app_settings.RATE_KEY_PREFIX}:rate:{user.pk}:{period}:{window}"
-        count = self._increment(key, period)
-        self._wait = max(1, math.ceil((window + 1) * period - now))
-        if count <= limit:
+        wait = take_rate(user.pk, policy.rate)
+        if wait is None:
             return True
+        self._wait = wait
         logger.warning(
             "Rate limited a %s mint request",
             kind.value,
@@ -87,25 +120,6 @@ class ClientSecretRateThrottle(BaseThrottle):
             },
         )
         raise RateLimitExceeded(wait=self._wait)
-
-    def _increment(self, key: str, period: int) -> int:
-        """Count one request in the window ``key`` names; the count so far."""
-        try:
-            cache = caches[app_settings.RATE_CACHE]
-            # The key carries its window, so its timeout only has to outlive
-            # the window; add() is a no-op when another request started it.
-            cache.add(key, 0, timeout=period + 1)
-            return int(cache.incr(key))
-        except Exception as error:
-            logger.error(
-                "The rate limit cache is unreachable; refusing to mint",
-                extra={
-                    "gateway_realtime": {"outcome": "rejected", "error_type": "limits_unavailable"}
-                },
-            )
-            raise LimitsUnavailable(
-                f"The rate limit cache could not be reached ({type(error).__name__})."
-            ) from None
 
     def wait(self) -> float | None:
         return self._wait

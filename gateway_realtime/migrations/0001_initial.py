@@ -251,6 +251,7 @@ class Migration(migrations.Migration):
                             ("limit", "A limit"),
                             ("revoked", "Revoked"),
                             ("relay", "The relay (a fault)"),
+                            ("server", "The server (shutting down)"),
                         ],
                         max_length=16,
                         verbose_name="closed by",
@@ -291,6 +292,17 @@ class Migration(migrations.Migration):
                     models.PositiveBigIntegerField(default=0, verbose_name="output tokens"),
                 ),
                 (
+                    "attempts",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text=(
+                            "Refused starts of the same user, close code and reason "
+                            "within a minute share one row; a started session is always 1."
+                        ),
+                        verbose_name="attempts",
+                    ),
+                ),
+                (
                     "user",
                     models.ForeignKey(
                         blank=True,
@@ -310,6 +322,43 @@ class Migration(migrations.Migration):
                 "indexes": [
                     models.Index(fields=["user", "started_at"], name="gwrt_relay_user_started_idx"),
                     models.Index(fields=["started_at"], name="gwrt_relay_started_idx"),
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="RelayUsage",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("window_start", models.DateTimeField(verbose_name="window start")),
+                ("window_end", models.DateTimeField(verbose_name="window end")),
+                ("audio_seconds", models.FloatField(default=0.0, verbose_name="audio (s)")),
+                ("tokens", models.PositiveBigIntegerField(default=0, verbose_name="tokens")),
+                (
+                    "user",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
+            ],
+            options={
+                "verbose_name": "relay usage",
+                "verbose_name_plural": "relay usage",
+                "ordering": ["-window_start", "user"],
+                "indexes": [models.Index(fields=["window_end"], name="gwrt_relay_usage_end_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("user", "window_start", "window_end"),
+                        name="gwrt_relay_usage_user_window",
+                    )
                 ],
             },
         ),

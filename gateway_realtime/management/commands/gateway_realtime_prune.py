@@ -23,7 +23,7 @@ from django.db.models import Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
 from gateway_realtime.conf import app_settings
-from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySession
+from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySession, RelayUsage
 
 
 class Command(BaseCommand):
@@ -71,24 +71,28 @@ class Command(BaseCommand):
             Q(ended_at__isnull=False) | Q(started_at__lt=longest), started_at__lt=cutoff
         )
         expired = QuotaCounter.objects.using(alias).filter(window_end__lt=now)
+        expired_usage = RelayUsage.objects.using(alias).filter(window_end__lt=now)
 
         if options["dry_run"]:
             self.stdout.write(
                 f"Would delete {old_rows.count()} audit rows created before "
                 f"{cutoff:%Y-%m-%d %H:%M:%S} UTC, {old_relayed.count()} relayed "
                 "sessions started before then (ended or abandoned), "
-                f"and {expired.count()} expired quota counters."
+                f"and {expired.count()} expired quota counters "
+                f"and {expired_usage.count()} expired relay usage counters."
             )
             return
 
         deleted, batches = delete_in_batches(old_rows, batch_size, alias)
         relayed, relayed_batches = delete_in_batches(old_relayed, batch_size, alias)
         counters, _ = expired.delete()
+        usage_counters, _ = expired_usage.delete()
         self.stdout.write(
             f"Deleted {deleted} audit rows created before {cutoff:%Y-%m-%d %H:%M:%S} UTC "
             f"in {batches} batches, {relayed} relayed sessions started before then "
             "(ended or abandoned) "
-            f"in {relayed_batches} batches, and {counters} expired quota counters."
+            f"in {relayed_batches} batches, and {counters} expired quota counters "
+            f"and {usage_counters} expired relay usage counters."
         )
 
 
