@@ -4,7 +4,7 @@
 
 HTTP goes to Django as under WSGI; WebSockets at
 ``/ws/gateway-realtime/<kind>/`` go to the app's relay consumer, which
-authenticates by the session cookie (``AuthMiddlewareStack``) and checks
+authenticates by the session cookie (its routes carry Channels' session middleware) and checks
 the ``Origin`` itself, so no ``AllowedHostsOriginValidator`` is needed here.
 Needs the ``relay`` extra (``pip install "django-gateway-realtime[relay]"``)
 and an ASGI server such as uvicorn.
@@ -26,7 +26,6 @@ if settings.DEBUG:
     # deployment serves collectstatic's output from its proxy instead.
     django_application = ASGIStaticFilesHandler(django_application)
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from gateway_realtime.relay.routing import websocket_urlpatterns  # noqa: E402
@@ -34,6 +33,6 @@ from gateway_realtime.relay.routing import websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -442,14 +442,15 @@ def _check_relay() -> list[CheckMessage]:
                     id="gateway_realtime.E021",
                 )
             )
-    if not _is_number(setting("RELAY_MAX_SESSION_SECONDS")):
-        errors.append(
-            Error(
-                "GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS must be a positive number of seconds.",
-                hint=f"The default is {DEFAULTS['RELAY_MAX_SESSION_SECONDS']}.",
-                id="gateway_realtime.E021",
+    for name in ("RELAY_MAX_SESSION_SECONDS", "RELAY_MAX_BEHIND_SECONDS", "RELAY_METER_INTERVAL"):
+        if not _is_number(setting(name)):
+            errors.append(
+                Error(
+                    f"GATEWAY_REALTIME_{name} must be a positive number of seconds.",
+                    hint=f"The default is {DEFAULTS[name]}.",
+                    id="gateway_realtime.E021",
+                )
             )
-        )
     budget = setting("RELAY_BUDGET")
     if budget is not None and (
         not isinstance(budget, dict)

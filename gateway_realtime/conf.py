@@ -59,7 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "RELAY_MAX_SESSIONS": 2,
     "RELAY_MAX_SESSION_SECONDS": 900,
     "RELAY_BUDGET": None,
-    "RELAY_QUEUE_FRAMES": 64,
+    "RELAY_QUEUE_FRAMES": 16,
+    "RELAY_MAX_BEHIND_SECONDS": 10,
+    "RELAY_METER_INTERVAL": 1.0,
     "RELAY_MAX_FRAME_BYTES": 1048576,
     "RELAY_CHANNEL_LAYER": "default",
 }
@@ -228,6 +230,14 @@ class AppSettings:
     @property
     def RELAY_QUEUE_FRAMES(self) -> int:
         return int(_get("RELAY_QUEUE_FRAMES"))
+
+    @property
+    def RELAY_MAX_BEHIND_SECONDS(self) -> float:
+        return float(_get("RELAY_MAX_BEHIND_SECONDS"))
+
+    @property
+    def RELAY_METER_INTERVAL(self) -> float:
+        return float(_get("RELAY_METER_INTERVAL"))
 
     @property
     def RELAY_MAX_FRAME_BYTES(self) -> int:

@@ -90,3 +90,16 @@ def test_readme_quickstart_migrates_the_whole_project():
 def test_readme_names_no_example_project_variable_as_a_setting():
     # AI_GATEWAY_BASE_URL is read by example_project only, not by the app.
     assert "AI_GATEWAY_BASE_URL" not in README
+
+
+def test_relay_close_codes_table_matches_the_consumer():
+    pytest.importorskip("channels")
+    from gateway_realtime.relay.consumers import CLOSE_CODES
+
+    text = (DOCS / "relay.md").read_text()
+    section = text.split("## Close codes", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        (int(code), reason)
+        for code, reason in re.findall(r"^\| (\d{4}) \| `([^`]+)` \|", section, re.MULTILINE)
+    }
+    assert documented == set(CLOSE_CODES)

@@ -15,7 +15,7 @@ Public API:
 
 - ``websocket_urlpatterns`` (and ``relay_urlpatterns(prefix)``) in
   ``gateway_realtime.relay.routing``: the routes for the site's ``asgi.py``,
-  wrapped in ``channels.auth.AuthMiddlewareStack``;
+  routed with ``channels.routing.URLRouter`` (each route carries the session middleware);
 - ``revoke_sessions(user, reason="session revoked")`` (and ``arevoke_sessions``)
   in ``gateway_realtime.relay.revocation``: end the user's live sessions on
   every process, through the channel layer ``GATEWAY_REALTIME_RELAY_CHANNEL_LAYER``.

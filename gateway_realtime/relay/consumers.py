@@ -1,56 +1,79 @@
-"""``RelayConsumer``: the browser's socket relayed to the Gateway's, a pipe.
+"""``RelayConsumer``: the browser's socket relayed to the Gateway's.
 
 One consumer per browser socket. On connect it checks, in order: the
-``Origin`` (the site's own, so another site's page cannot open the socket
-with the user's cookie), the login (``scope["user"]`` from Channels'
-``AuthMiddlewareStack``), the kind (only realtime relays), the model, then
-the user's limits (``sessions.start_session``); then it opens the Gateway
-socket with the site's credential and pumps frames both ways, unchanged:
+``Origin`` (``gateway_realtime.origins``: the same rule as the mint
+endpoint's), the login (the session cookie), the kind, the model, then the
+user's limits (``sessions.start_session``). Then the session runs as one
+``asyncio.TaskGroup`` (``__call__``) holding:
 
-- browser -> Gateway: ``receive`` puts each frame on a bounded ``Pipe``; a
-  task sends them to the Gateway;
-- Gateway -> browser: a task reads the Gateway socket onto another bounded
-  ``Pipe``; a task sends them to the browser.
+- Channels' own message loop (``AsyncConsumer.__call__``): the browser's
+  frames (``receive``: metered, then ``await``-sent to the Gateway socket),
+  the browser's close, and revocations from the channel layer;
+- one reader of the Gateway socket: each frame metered, then ``await``-sent
+  to the browser;
+- the session's clock (``max_session_seconds``) and its meter, which adds
+  the session's usage to the user's shared budget every
+  ``RELAY_METER_INTERVAL`` seconds.
 
-A pipe that fills (a side reads slower than the other writes, for
-``RELAY_QUEUE_FRAMES`` frames) ends the session with 4413: memory per session
-is bounded by two pipes of at most ``RELAY_QUEUE_FRAMES`` frames of at most
-``RELAY_MAX_FRAME_BYTES`` each (plus the ``websockets`` read buffer, bounded
-the same way). Text frames are parsed only for metering (``Meter``); no frame
+Backpressure is the sockets' own: a send waits while the other side's
+transport buffer is full, and the Gateway socket reads at most
+``RELAY_QUEUE_FRAMES`` frames ahead, so memory per session is bounded in
+bytes. A side that takes no frame for ``RELAY_MAX_BEHIND_SECONDS`` ends the
+session with 4413; a burst from a browser or Gateway that keeps reading
+never does.
+
+Anything that ends one task ends the group: a ``SessionEnd`` raised with a
+close code from ``CLOSE_CODES``, the browser's close, a fault of the
+channel layer or the database (1011 ``limits unavailable``), a bug (1011
+``relay error``, logged by type), or a server shutdown (1012). The one
+``finally`` of ``__call__`` then closes the Gateway socket, completes the
+audit row, gives the quota back if the Gateway socket never opened, leaves
+the revocation group and closes the browser's socket with the code and
+reason. Nothing else ends a session, so none can outlive its browser.
+
+Text frames are parsed only for metering (``metering.Meter``); no frame
 content is ever logged or stored.
-
-Refusals accept the socket first and then close it, so the browser sees the
-code and reason (a refused handshake shows only 1006). Every way a session
-ends goes through ``_finish`` once: the pumps stop, the Gateway socket is
-closed (it never outlives the browser's), the audit row is completed, then
-the browser's socket is closed with the code and reason of ``CLOSE_CODES``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Coroutine
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
+from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
-from django.http.request import split_domain_port, validate_host
+from django.contrib import auth
+from django.db import Error as DatabaseError
+from django.db import close_old_connections
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway_realtime.conf import app_settings
+from gateway_realtime.exceptions import LimitsUnavailable
 from gateway_realtime.limits import Policy, get_policy
 from gateway_realtime.models import CloseSide
+from gateway_realtime.origins import scope_header, scope_origin_allowed
 from gateway_realtime.protocol import Kind
 from gateway_realtime.relay import sessions
+from gateway_realtime.relay.metering import UnreadableFrame
 from gateway_realtime.relay.revocation import group_for
-from gateway_realtime.relay.upstream import UpstreamUnavailable, open_upstream
+from gateway_realtime.relay.upstream import CLOSE_TIMEOUT, UpstreamUnavailable, open_upstream
+
+try:  # channels-redis's faults; the relay extra installs redis, but a site may not use it
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - redis is part of the relay extra
+    RedisError = OSError  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("gateway_realtime.relay")
+
+T = TypeVar("T")
 
 # Close codes and reasons the browser sees: one table -------------------------------
 LOGIN_REQUIRED = (4401, "login required")
@@ -60,17 +83,21 @@ MODEL_NOT_ALLOWED = (4404, "model not allowed")
 TOO_MANY_SESSIONS = sessions.TOO_MANY_SESSIONS  # (4429, "too many sessions")
 QUOTA_EXCEEDED = sessions.QUOTA_EXCEEDED  # (4429, "quota exceeded")
 BUDGET_EXCEEDED = sessions.BUDGET_EXCEEDED  # (4429, "budget exceeded")
+RATE_LIMITED = sessions.RATE_LIMITED  # (4429, "rate limited")
 SESSION_TOO_LONG = (4408, "session too long")
 REVOKED_CODE = 4410
 REVOKED = (REVOKED_CODE, "session revoked")
 FELL_BEHIND = (4413, "fell behind")
+UNREADABLE_FRAME = (1007, "unreadable frame")
 FRAME_TOO_LARGE = (1009, "frame too large")
 GATEWAY_UNAVAILABLE = (1011, "gateway unavailable")
 GATEWAY_ERROR = (1011, "gateway error")
 LIMITS_UNAVAILABLE = sessions.LIMITS_UNAVAILABLE  # (1011, "limits unavailable")
 RELAY_ERROR = (1011, "relay error")
+SERVER_SHUTDOWN = (1012, "server restarting")
 #: Gateway close codes passed on to the browser as they are.
 PASSED_ON = frozenset({1000, 1001})
+GATEWAY_CLOSED = "gateway closed"
 
 CLOSE_CODES = (
     LOGIN_REQUIRED,
@@ -80,131 +107,94 @@ CLOSE_CODES = (
     TOO_MANY_SESSIONS,
     QUOTA_EXCEEDED,
     BUDGET_EXCEEDED,
+    RATE_LIMITED,
     SESSION_TOO_LONG,
     REVOKED,
     FELL_BEHIND,
+    UNREADABLE_FRAME,
     FRAME_TOO_LARGE,
     GATEWAY_UNAVAILABLE,
     GATEWAY_ERROR,
     LIMITS_UNAVAILABLE,
     RELAY_ERROR,
+    SERVER_SHUTDOWN,
+    (1000, GATEWAY_CLOSED),
+    (1001, GATEWAY_CLOSED),
 )
 
 RELAYED_KINDS = frozenset({Kind.REALTIME.value})
 
-Frame = str | bytes
+#: A browser close code an ASGI server sends its application when it shuts down.
+SERVER_GOING_AWAY = 1012
+
+#: Faults of the stores the limits live in: the relay fails closed on them.
+STORE_FAULTS: tuple[type[BaseException], ...] = (
+    LimitsUnavailable,
+    DatabaseError,
+    RedisError,
+    OSError,
+)
 
 
-class Overflow(Exception):
-    """A ``Pipe`` is full: its reader fell behind."""
+async def in_db_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in Channels' database thread, its connection closed after.
 
-
-class _End:
-    """The marker after a pipe's last frame."""
-
-
-_END = _End()
-
-
-class Pipe:
-    """A FIFO of at most ``limit`` frames; ``put`` never waits, it raises ``Overflow``.
-
-    ``close()`` adds an end marker (beyond the limit) after which ``get``
-    returns ``None``. ``high_water`` is the most frames it ever held.
+    ``database_sync_to_async`` closes old connections outside the context
+    the call ran in, and a session's tasks each have a context of their own,
+    so a connection the call opened would outlive it there; closing it in
+    the call (``close_old_connections``, which honours ``CONN_MAX_AGE``) is
+    what Channels' own ``dispatch`` does once per message.
     """
 
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("a pipe holds at least one frame")
-        self.limit = limit
-        self.high_water = 0
-        self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue()
-        self._closed = False
+    def call() -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
 
-    def __len__(self) -> int:
-        return self._queue.qsize() - (1 if self._closed else 0)
-
-    def put(self, frame: Frame) -> None:
-        if self._closed:
-            return
-        if self._queue.qsize() >= self.limit:
-            raise Overflow
-        self._queue.put_nowait(frame)
-        self.high_water = max(self.high_water, self._queue.qsize())
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put_nowait(_END)
-
-    async def get(self) -> Frame | None:
-        frame = await self._queue.get()
-        return None if isinstance(frame, _End) else frame
+    result: T = await database_sync_to_async(call)()
+    return result
 
 
-# Origin --------------------------------------------------------------------------
+class SessionEnd(Exception):
+    """Raised inside a session's task group to end it with ``code`` and ``reason``."""
 
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _allowed_hosts() -> list[str]:
-    hosts = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not hosts:
-        # What Django's own HttpRequest.get_host() allows in this case.
-        hosts = [".localhost", "127.0.0.1", "[::1]"]
-    return hosts
-
-
-def _trusted(origin: str) -> bool:
-    """Whether ``origin`` is listed in ``CSRF_TRUSTED_ORIGINS`` (``*.`` wildcards as Django)."""
-    parts = urlsplit(origin)
-    for trusted in getattr(settings, "CSRF_TRUSTED_ORIGINS", ()):
-        if trusted == origin:
-            return True
-        entry = urlsplit(trusted)
-        if entry.scheme != parts.scheme or not entry.netloc.startswith("*."):
-            continue
-        suffix = entry.netloc[1:]  # ".example.com"
-        if parts.netloc.endswith(suffix) and len(parts.netloc) > len(suffix):
-            return True
-    return False
+    def __init__(self, code: int, reason: str, closed_by: str) -> None:
+        super().__init__(f"{code} {reason} ({closed_by})")
+        self.code = code
+        self.reason = reason
+        self.closed_by = closed_by
 
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
-    """The ``Origin`` is the site's own: the request's ``Host`` and allowed, or trusted.
-
-    Missing or ``null`` origins are refused: a browser always sends one on a
-    WebSocket handshake, so only a page hiding where it comes from omits it.
-    """
-    origin = _header(scope, b"origin")
-    if not origin or origin == "null":
-        return False
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        return False
-    if scope.get("scheme") == "wss" and parts.scheme != "https":
-        # As Django's CSRF check: a page served over plain http may not
-        # open the site's secure socket.
-        return False
-    if _trusted(f"{parts.scheme}://{parts.netloc}"):
-        return True
-    host = _header(scope, b"host")
-    if not host or host.lower() != parts.netloc.lower():
-        return False
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, _allowed_hosts())
+    """Whether the handshake's ``Origin`` is the site's own (``origins.scope_origin_allowed``)."""
+    return scope_origin_allowed(scope)
 
 
-# The consumer --------------------------------------------------------------------
+def _first_cause(error: BaseException) -> BaseException:
+    """The exception that ended a task group: the first ``SessionEnd``, else the first."""
+    if isinstance(error, BaseExceptionGroup):
+        match = error.subgroup(lambda e: isinstance(e, SessionEnd))
+        if match is not None:
+            return _first_cause(match.exceptions[0])
+        return _first_cause(error.exceptions[0])
+    return error
+
+
+@dataclasses.dataclass
+class _Ending:
+    """How the session ended, once decided (the first cause wins)."""
+
+    code: int
+    reason: str
+    closed_by: str
 
 
 class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """Relays one browser socket to the Gateway (see the module docstring)."""
+    """Relays one browser socket to the Gateway (see the module docstring).
+
+    Extension hooks: ``choose_model`` (which model the session runs).
+    """
 
     @property
     def channel_layer_alias(self) -> str:
@@ -214,117 +204,209 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.session: sessions.Session | None = None
         self.upstream: ClientConnection | None = None
+        self.upstream_open = asyncio.Event()
         self.group: str | None = None
-        self.to_gateway: Pipe | None = None
-        self.to_browser: Pipe | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.finishing: asyncio.Task[None] | None = None
-        self.gateway_close: tuple[int, str] | None = None
-        self.browser_closed = False
+        self.ending: _Ending | None = None
+        self.browser_gone = False
+        self.accepted = False
+        self.tasks: asyncio.TaskGroup | None = None
+        # Set by Channels' __call__; None until then (a fault may come first).
+        self.channel_layer: Any = None
+        self.channel_name: str | None = None
 
-    # Connect ---------------------------------------------------------------------
+    # The session: one task group, one finally ---------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.base_send = send
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self.tasks = tasks
+                tasks.create_task(self._channels_loop(scope, receive, send))
+        except asyncio.CancelledError:
+            # The server cancelled the application: it is shutting down.
+            self._decide(*SERVER_SHUTDOWN, CloseSide.SERVER)
+            raise
+        except BaseException as error:
+            self._decide_from(_first_cause(error))
+        finally:
+            await asyncio.shield(self._finish())
+
+    async def _channels_loop(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' message loop; it returns when the browser has gone (``disconnect``)."""
+        await AsyncConsumer.__call__(self, scope, receive, send)
+        raise SessionEnd(*self._browser_close())
+
+    def _browser_close(self) -> tuple[int, str, str]:
+        ending = self.ending
+        if ending is not None:
+            return ending.code, ending.reason, ending.closed_by
+        return 1005, "browser closed", CloseSide.BROWSER
+
+    def _decide(self, code: int, reason: str, closed_by: str) -> None:
+        if self.ending is None:
+            self.ending = _Ending(code, reason, closed_by)
+
+    def _decide_from(self, error: BaseException) -> None:
+        """Turn what ended the task group into the session's close code (first wins)."""
+        session_id = self.session.row.pk if self.session is not None else "-"
+        if isinstance(error, SessionEnd):
+            self._decide(error.code, error.reason, error.closed_by)
+        elif isinstance(error, STORE_FAULTS):
+            # The channel layer (revocation) or the database (limits) is gone:
+            # fail closed. A fault of a store, not of ours: no traceback.
+            logger.warning(
+                "Relay session %s: a store failed (%s); ending the session",
+                session_id,
+                type(error).__name__,
+            )
+            self._decide(*LIMITS_UNAVAILABLE, CloseSide.RELAY)
+        else:
+            logger.error(
+                "Relay session %s: a fault in the relay (%s); ending the session",
+                session_id,
+                type(error).__name__,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+            self._decide(*RELAY_ERROR, CloseSide.RELAY)
+
+    async def _finish(self) -> None:
+        """The one cleanup path of every session, however it ended."""
+        ending = self.ending or _Ending(*RELAY_ERROR, CloseSide.RELAY)
+        if self.upstream is not None:
+            # Whatever ended the session, the Gateway's socket ends with 1000.
+            with contextlib.suppress(Exception):
+                await self.upstream.close(1000)
+        session = self.session
+        if session is not None:
+            try:
+                await in_db_thread(
+                    sessions.end_session,
+                    session,
+                    ending.code,
+                    ending.reason,
+                    ending.closed_by,
+                    gateway_opened=self.upstream is not None,
+                )
+            except Exception as error:
+                logger.warning(
+                    "Relay session %s: the audit row was not completed (%s)",
+                    session.row.pk,
+                    type(error).__name__,
+                )
+            meter = session.meter
+            logger.info(
+                "Relay session %s ended: %s %s by %s; frames %s/%s, bytes %s/%s",
+                session.row.pk,
+                ending.code,
+                ending.reason,
+                ending.closed_by,
+                meter.frames_from_browser,
+                meter.frames_from_gateway,
+                meter.bytes_from_browser,
+                meter.bytes_from_gateway,
+            )
+        if self.group is not None and self.channel_layer is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.browser_gone:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if not self.accepted:
+                    # Channels' loop never reached connect() (the channel
+                    # layer failed first): accept, so the browser sees the code.
+                    await self.accept()
+                await self.close(ending.code, reason=ending.reason)
+
+    # Channels' handlers -------------------------------------------------------------
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Hand the browser's frames straight to ``websocket_receive``.
+
+        Channels' ``dispatch`` first closes stale database connections in its
+        one worker thread, before every message. A frame touches no database
+        here, and with every frame of every session waiting its turn for that
+        thread, one process saturated at 200 sessions (docs/performance.md).
+        Every other message keeps Channels' own path. A canary test
+        (tests/relay/test_channels_canary.py) fails if Channels' ``dispatch``
+        stops being exactly that for ``websocket.receive``.
+        """
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
 
     async def connect(self) -> None:
         await self.accept()
         if not origin_allowed(self.scope):
-            await self.refuse(*CROSS_SITE)
-            return
-        user = self.scope.get("user")
+            raise SessionEnd(*CROSS_SITE, CloseSide.LIMIT)
+        user = await self.get_user()
         if (
             user is None
             or not getattr(user, "is_authenticated", False)
             or not getattr(user, "is_active", True)
         ):
-            await self.refuse(*LOGIN_REQUIRED)
-            return
+            raise SessionEnd(*LOGIN_REQUIRED, CloseSide.LIMIT)
         # Join the user's group first, so that a revocation sent while the
         # session starts is not lost: Channels hands it over once connect()
-        # returns, and it ends whatever connect() started.
+        # returns, and it ends whatever connect() started. Without a channel
+        # layer (one process, revocation impossible) the session still runs:
+        # check W007 warns about that configuration.
         if self.channel_layer is not None:
-            try:
-                group = group_for(user.pk)
-                await self.channel_layer.group_add(group, self.channel_name)
-            except Exception as error:
-                # Unrevocable sessions are not started (the layer is down, say).
-                logger.error(
-                    "Relay refused for user %s: the channel layer failed (%s)",
-                    user.pk,
-                    type(error).__name__,
-                )
-                await self.refuse(*LIMITS_UNAVAILABLE)
-                return
+            group = group_for(user.pk)
+            await self.channel_layer.group_add(group, self.channel_name)
             self.group = group
         kind = str(self.scope.get("url_route", {}).get("kwargs", {}).get("kind", ""))
         if kind not in RELAYED_KINDS:
-            await self.refuse(*UNKNOWN_KIND)
-            return
-        policy: Policy = await database_sync_to_async(get_policy)(user, kind)
+            raise SessionEnd(*UNKNOWN_KIND, CloseSide.LIMIT)
+        policy: Policy = await in_db_thread(get_policy, user, kind)
         model = self.choose_model(policy)
         if model is None:
-            await self.refuse(*MODEL_NOT_ALLOWED)
-            return
+            raise SessionEnd(*MODEL_NOT_ALLOWED, CloseSide.LIMIT)
         client = self.scope.get("client") or (None, None)
         try:
-            self.session = await database_sync_to_async(sessions.start_session)(
+            self.session = await in_db_thread(
+                sessions.start_session,
                 user,
                 kind,
                 model,
                 policy,
                 ip_address=client[0],
-                user_agent=_header(self.scope, b"user-agent") or "",
+                user_agent=scope_header(self.scope, b"user-agent") or "",
             )
         except sessions.Refused as refused:
             logger.info("Relay refused for user %s: %s %s", user.pk, refused.code, refused.reason)
-            await self.refuse(refused.code, refused.reason)
-            return
+            closed_by = CloseSide.RELAY if refused.code == 1011 else CloseSide.LIMIT
+            raise SessionEnd(refused.code, refused.reason, closed_by) from None
         session = self.session
-        limit = app_settings.RELAY_QUEUE_FRAMES
-        try:
-            self.upstream = await open_upstream(model, max_queue=limit)
-        except Exception as error:
-            # UpstreamUnavailable names the failure's type only; anything else
-            # is a fault of ours, logged by type too (never the credential).
-            logger.warning(
-                "Relay session %s: %s",
-                session.row.pk,
-                error if isinstance(error, UpstreamUnavailable) else type(error).__name__,
-            )
-            with contextlib.suppress(Exception):
-                await database_sync_to_async(sessions.release_quota)(session)
-            unavailable = isinstance(error, UpstreamUnavailable)
-            await self._end_now(*(GATEWAY_UNAVAILABLE if unavailable else RELAY_ERROR))
-            return
-        self.to_gateway = Pipe(limit)
-        self.to_browser = Pipe(limit)
-        self.tasks = [
-            asyncio.create_task(self._guarded(self._read_gateway(self.upstream, self.to_browser))),
-            asyncio.create_task(self._guarded(self._write_browser(self.to_browser))),
-            asyncio.create_task(self._guarded(self._write_gateway(self.upstream, self.to_gateway))),
-            asyncio.create_task(self._guarded(self._time_limit(session.seconds_left))),
-        ]
         logger.info(
             "Relay session %s started for user %s (%s %s)", session.row.pk, user.pk, kind, model
         )
+        assert self.tasks is not None
+        self.tasks.create_task(self._relay_gateway(session, model))
+        self.tasks.create_task(self._clock(session.seconds_left))
+        if session.budget_limited:
+            self.tasks.create_task(self._meter(session))
 
-    async def _end_now(self, code: int, reason: str) -> None:
-        self._end_soon(code, reason, CloseSide.RELAY)
-        assert self.finishing is not None
-        await asyncio.shield(self.finishing)
+    async def get_user(self) -> Any:
+        """The logged-in user: ``scope["user"]`` if a middleware set it, else from the session.
 
-    async def _guarded(self, pump: Coroutine[Any, Any, None]) -> None:
-        """Run one pump; a fault in it ends the session (1011) instead of leaving it hung."""
-        try:
-            await pump
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            session = self.session
-            logger.error(
-                "Relay session %s: a pump failed (%s); ending the session",
-                session.row.pk if session is not None else "?",
-                type(error).__name__,
-            )
-            self._end_soon(*RELAY_ERROR, CloseSide.RELAY)
+        A database that cannot be reached ends the session with 1011
+        ``limits unavailable`` (not an HTTP 500 at the handshake).
+        """
+        if "user" in self.scope:
+            return self.scope["user"]
+        if "session" not in self.scope:
+            return None
+        # Django's own lookup (session, backend, session hash), given what it
+        # reads of a request: the session.
+        request = SimpleNamespace(session=self.scope["session"])
+        return await in_db_thread(auth.get_user, request)
 
     def choose_model(self, policy: Policy) -> str | None:
         """The ``?model=`` the page asked for if the policy allows it, else the default."""
@@ -334,163 +416,103 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return asked[0] if asked[0] in policy.allowed_models else None
         return policy.default_model
 
-    async def refuse(self, code: int, reason: str) -> None:
-        self.browser_closed = True
-        if self.group is not None and self.channel_layer is not None:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
-        await self.close(code, reason=reason)
-
-    # Frames ----------------------------------------------------------------------
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Hand the browser's frames straight to ``websocket_receive``.
-
-        Channels' ``dispatch`` first closes stale database connections in its
-        one worker thread, before every message. A frame touches no database
-        here (``receive`` only meters and queues it), and with every frame of
-        every session waiting its turn for that thread, one process saturated
-        at 200 sessions (docs/performance.md, "Relay mode"). Every other
-        message keeps Channels' own path.
-        """
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
-
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        frame: Frame | None = text_data if text_data is not None else bytes_data
-        pipe, session = self.to_gateway, self.session
-        if frame is None or pipe is None or session is None or self.finishing is not None:
-            return
-        size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        """One browser frame: checked, metered, then sent to the Gateway (backpressure)."""
+        frame: str | bytes | None = text_data if text_data is not None else bytes_data
+        session = self.session
+        if frame is None or session is None:
+            return  # before the session started: nothing to relay to yet
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode(errors="replace"))
         if size > app_settings.RELAY_MAX_FRAME_BYTES:
-            self._end_soon(*FRAME_TOO_LARGE, CloseSide.RELAY)
-            return
-        session.meter.observe_browser(frame)
+            raise SessionEnd(*FRAME_TOO_LARGE, CloseSide.LIMIT)
+        audio_before = session.meter.audio_seconds_in
         try:
-            pipe.put(frame)
-        except Overflow:
-            self._end_soon(*FELL_BEHIND, CloseSide.LIMIT)
-            return
+            session.meter.observe_browser(frame)
+        except UnreadableFrame:
+            raise SessionEnd(*UNREADABLE_FRAME, CloseSide.LIMIT) from None
         if session.over_budget():
-            self._end_soon(*BUDGET_EXCEEDED, CloseSide.LIMIT)
-
-    async def _write_gateway(self, upstream: ClientConnection, pipe: Pipe) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while (frame := await pipe.get()) is not None:
-                await upstream.send(frame)
-
-    async def _read_gateway(self, upstream: ClientConnection, pipe: Pipe) -> None:
-        session = self.session
-        assert session is not None
+            # Refused before it is sent, so the budget is not spent past,
+            # and its audio is not counted as spent.
+            session.meter.audio_seconds_in = audio_before
+            raise SessionEnd(*BUDGET_EXCEEDED, CloseSide.LIMIT)
+        await self.upstream_open.wait()
+        upstream = self.upstream
+        assert upstream is not None
         try:
-            async for frame in upstream:
-                response_done = session.meter.observe_gateway(frame)
-                try:
-                    pipe.put(frame)
-                except Overflow:
-                    self._end_soon(*FELL_BEHIND, CloseSide.LIMIT)
-                    return
-                if response_done:
-                    await database_sync_to_async(sessions.sync_usage)(session)
-                if session.over_budget():
-                    # After the event that crossed it, so the browser sees that event.
-                    pipe.close()
-                    self.gateway_close = BUDGET_EXCEEDED
-                    return
+            async with asyncio.timeout(app_settings.RELAY_MAX_BEHIND_SECONDS):
+                await upstream.send(frame)
+        except TimeoutError:
+            raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT) from None
         except ConnectionClosed:
-            pass
-        code = upstream.close_code
-        if code in PASSED_ON:
-            self.gateway_close = (int(code or 1000), "gateway closed")
-        else:
-            self.gateway_close = GATEWAY_ERROR
-        pipe.close()
-
-    async def _write_browser(self, pipe: Pipe) -> None:
-        while (frame := await pipe.get()) is not None:
-            if isinstance(frame, str):
-                await self.send(text_data=frame)
-            else:
-                await self.send(bytes_data=frame)
-        code, reason = self.gateway_close or GATEWAY_ERROR
-        if (code, reason) == BUDGET_EXCEEDED:
-            self._end_soon(code, reason, CloseSide.LIMIT)
-        else:
-            self._end_soon(code, reason, CloseSide.GATEWAY)
-
-    async def _time_limit(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        self._end_soon(*SESSION_TOO_LONG, CloseSide.LIMIT)
-
-    # Revocation (a channel-layer group message) ------------------------------------
-
-    async def relay_revoke(self, event: dict[str, Any]) -> None:
-        reason = event.get("reason")
-        text = reason if isinstance(reason, str) and reason else REVOKED[1]
-        self._end_soon(REVOKED_CODE, text, CloseSide.REVOKED)
-
-    # Ending ----------------------------------------------------------------------
-
-    def _end_soon(self, code: int, reason: str, closed_by: str) -> None:
-        """End the session once, in a task of its own (callers may be the pumps it stops)."""
-        if self.finishing is None:
-            self.finishing = asyncio.create_task(self._finish(code, reason, closed_by))
-
-    async def _finish(self, code: int, reason: str, closed_by: str) -> None:
-        current = asyncio.current_task()
-        for task in self.tasks:
-            if task is not current:
-                task.cancel()
-        for task in self.tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if self.upstream is not None:
-            # The browser's close ends the Gateway's with 1000; so does any other end.
-            with contextlib.suppress(Exception):
-                await self.upstream.close(1000)
-        session = self.session
-        if session is not None:
-            try:
-                await database_sync_to_async(sessions.end_session)(session, code, reason, closed_by)
-            except Exception as error:
-                logger.error(
-                    "Relay session %s: the audit row was not completed (%s)",
-                    session.row.pk,
-                    type(error).__name__,
-                )
-            meter = session.meter
-            logger.info(
-                "Relay session %s ended: %s %s by %s; frames %s/%s, bytes %s/%s",
-                session.row.pk,
-                code,
-                reason,
-                closed_by,
-                meter.frames_from_browser,
-                meter.frames_from_gateway,
-                meter.bytes_from_browser,
-                meter.bytes_from_gateway,
-            )
-        if self.group is not None and self.channel_layer is not None:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-        if not self.browser_closed:
-            self.browser_closed = True
-            with contextlib.suppress(Exception):
-                await self.close(code, reason=reason)
+            raise SessionEnd(*self._gateway_close(upstream)) from None
 
     async def disconnect(self, code: int) -> None:
-        """The browser went away: end the session (the Gateway socket with it)."""
-        self.browser_closed = True
-        if self.session is None:
-            if self.group is not None and self.channel_layer is not None:
-                with contextlib.suppress(Exception):
-                    await self.channel_layer.group_discard(self.group, self.channel_name)
-                self.group = None
-            return
-        self._end_soon(int(code), "browser closed", CloseSide.BROWSER)
-        if self.finishing is not None:
-            await asyncio.shield(self.finishing)
+        """The browser went away (or the server is shutting down: 1012)."""
+        self.browser_gone = True
+        if code == SERVER_GOING_AWAY:
+            self._decide(*SERVER_SHUTDOWN, CloseSide.SERVER)
+        else:
+            self._decide(int(code), "browser closed", CloseSide.BROWSER)
+
+    async def relay_revoke(self, event: dict[str, Any]) -> None:
+        """A ``relay.revoke`` message from the user's group (``revoke_sessions``)."""
+        reason = event.get("reason")
+        text = reason if isinstance(reason, str) and reason else REVOKED[1]
+        raise SessionEnd(REVOKED_CODE, text, CloseSide.REVOKED)
+
+    # The session's tasks ------------------------------------------------------------
+
+    async def _relay_gateway(self, session: sessions.Session, model: str) -> None:
+        """Open the Gateway socket, then read it to the end, sending each frame on."""
+        try:
+            self.upstream = await open_upstream(model, max_queue=app_settings.RELAY_QUEUE_FRAMES)
+        except UpstreamUnavailable as error:
+            logger.warning("Relay session %s: %s", session.row.pk, error)
+            raise SessionEnd(*GATEWAY_UNAVAILABLE, CloseSide.GATEWAY) from None
+        upstream = self.upstream
+        self.upstream_open.set()
+        behind = app_settings.RELAY_MAX_BEHIND_SECONDS
+        try:
+            async for frame in upstream:
+                usage = session.meter.observe_gateway(frame)
+                try:
+                    async with asyncio.timeout(behind):
+                        if isinstance(frame, str):
+                            await self.send(text_data=frame)
+                        else:
+                            await self.send(bytes_data=frame)
+                except TimeoutError:
+                    raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT) from None
+                except (OSError, RuntimeError):
+                    # The ASGI server refuses a send once the browser has gone.
+                    self.browser_gone = True
+                    raise SessionEnd(1006, "browser closed", CloseSide.BROWSER) from None
+                if usage:
+                    await self._add_usage(session)
+                if session.over_budget():
+                    # After the event that crossed it, so the browser sees that event.
+                    raise SessionEnd(*BUDGET_EXCEEDED, CloseSide.LIMIT)
+        except ConnectionClosed:
+            pass
+        raise SessionEnd(*self._gateway_close(upstream))
+
+    @staticmethod
+    def _gateway_close(upstream: ClientConnection) -> tuple[int, str, str]:
+        code = upstream.close_code
+        if code in PASSED_ON:
+            return int(code or 1000), GATEWAY_CLOSED, CloseSide.GATEWAY
+        return (*GATEWAY_ERROR, CloseSide.GATEWAY)
+
+    async def _clock(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        raise SessionEnd(*SESSION_TOO_LONG, CloseSide.LIMIT)
+
+    async def _meter(self, session: sessions.Session) -> None:
+        """Add the session's usage to the user's shared budget, every interval."""
+        while True:
+            await asyncio.sleep(app_settings.RELAY_METER_INTERVAL)
+            await self._add_usage(session)
+
+    async def _add_usage(self, session: sessions.Session) -> None:
+        if await in_db_thread(sessions.add_usage, session):
+            raise SessionEnd(*BUDGET_EXCEEDED, CloseSide.LIMIT)

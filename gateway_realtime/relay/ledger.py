@@ -77,10 +77,10 @@ def add_usage(user_id: Any, policy: Policy, *, audio_seconds: float, tokens: int
     start, end = _window(policy)
     audio_seconds = max(0.0, float(audio_seconds))
     tokens = max(0, int(tokens))
-    rows = RelayUsage.objects.using(alias).filter(
-        user_id=user_id, window_start=start, window_end=end
-    )
     try:
+        rows = RelayUsage.objects.using(alias).filter(
+            user_id=user_id, window_start=start, window_end=end
+        )
         with transaction.atomic(using=alias):
             changed = rows.update(
                 audio_seconds=F("audio_seconds") + audio_seconds, tokens=F("tokens") + tokens

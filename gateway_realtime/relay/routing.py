@@ -2,7 +2,6 @@
 
 ::
 
-    from channels.auth import AuthMiddlewareStack
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.core.asgi import get_asgi_application
 
@@ -12,8 +11,17 @@
 
     application = ProtocolTypeRouter({
         "http": django_asgi,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     })
+
+Each route carries Channels' ``SessionMiddlewareStack`` (the session cookie),
+and the consumer looks the user up itself, after accepting the socket, so a
+database that cannot be reached closes the socket with 1011 ``limits
+unavailable`` instead of failing the handshake with an HTTP 500. Wrapping
+the router in ``AuthMiddlewareStack`` for the site's other consumers works
+too (the consumer then uses its ``scope["user"]``), but that middleware
+looks the user up before any consumer runs, so a database outage fails
+those handshakes with HTTP 500.
 
 The consumer checks the ``Origin`` itself, so no ``AllowedHostsOriginValidator``
 is needed (it does no harm either). ``relay_urlpatterns(prefix)`` serves the
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.sessions import SessionMiddlewareStack
 from django.urls import path
 
 from gateway_realtime.relay.consumers import RelayConsumer
@@ -36,7 +45,13 @@ def relay_urlpatterns(prefix: str = DEFAULT_PREFIX) -> list[Any]:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     prefix = prefix.lstrip("/")
-    return [path(f"{prefix}<str:kind>/", RelayConsumer.as_asgi(), name="gateway_realtime_relay")]
+    return [
+        path(
+            f"{prefix}<str:kind>/",
+            SessionMiddlewareStack(RelayConsumer.as_asgi()),
+            name="gateway_realtime_relay",
+        )
+    ]
 
 
 #: The relay at ``/ws/gateway-realtime/<kind>/``.

@@ -4,50 +4,56 @@ Everything here is synchronous Django ORM code; the consumer calls it through
 ``channels.db.database_sync_to_async``. Nothing here sees a frame's content
 beyond the few fields metering needs, and nothing is logged from a frame.
 
-Limits, all from the user's ``limits.Policy`` (``get_policy``):
+Limits, all from the user's ``limits.Policy`` (``get_policy``), checked at the
+start in this order:
 
+- ``rate``: a start counts against the user's burst rate like a mint does
+  (``ledger.check_start_rate``), so a stolen cookie cannot open hundreds of
+  Gateway sessions a minute;
+- ``budget``: ``{"audio_seconds": x, "tokens": y}`` per ``quota_period``,
+  read from the user's shared usage counter (``ledger.RelayUsage``);
 - ``max_sessions``: the live ``RelaySession`` rows of the user (``ended_at``
   null and started less than ``max_session_seconds`` ago, so a row left live
   by a crashed process stops counting once it could no longer be running).
   The new row is written first and the live rows counted after, so two
-  processes starting at once can both refuse but never both pass the cap.
+  processes starting at once can both refuse but never both pass the cap;
 - ``quota``: a relayed session's start claims one unit of the user's quota,
   like one mint (``limits.claim_quota``), after the other checks passed.
-- ``budget``: ``{"audio_seconds": x, "tokens": y}`` per ``quota_period``,
-  spent by the user's relayed sessions started in the current window (ended
-  and live rows; a live row's counters are written at each ``response-done``).
+
+A refused start keeps no row of its own: ``ledger.record_refusal`` folds
+refusals of one user, code and reason within a minute into one row, so no
+number of refused attempts grows the audit table without bound. A started
+session has one row, completed by ``end_session``.
+
+While a session runs, its usage is added to the user's shared counter
+(``add_usage``) every ``RELAY_METER_INTERVAL`` seconds and at each usage
+event, so concurrent sessions on any number of processes spend one budget:
+together they pass it by at most what they metered in one interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from django.db.models import Sum
+from django.db import Error as DatabaseError
 from django.utils import timezone
 
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import LimitsUnavailable, QuotaExceeded
-from gateway_realtime.limits import Policy, QuotaClaim, claim_quota, quota_window
+from gateway_realtime.limits import Policy, QuotaClaim, claim_quota
 from gateway_realtime.models import CloseSide, RelaySession
+from gateway_realtime.relay import ledger
+from gateway_realtime.relay.metering import Meter
 
 logger = logging.getLogger("gateway_realtime.relay")
 
-#: The PCM16 sample rate assumed when the session names none (the AI SDK's).
-DEFAULT_RATE = 24000
-
-# Cheap tests before a text frame is parsed at all: only these events are read.
-_GATEWAY_MARKERS = ('"response-done"', '"audio-delta"')
-_BROWSER_MARKERS = ('"input-audio-append"', '"session-update"')
-
 
 class Refused(Exception):
-    """A session that may not start (or go on): the close code and reason to send."""
+    """A session that may not start: the close code and reason to send."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -59,154 +65,8 @@ class Refused(Exception):
 TOO_MANY_SESSIONS = (4429, "too many sessions")
 QUOTA_EXCEEDED = (4429, "quota exceeded")
 BUDGET_EXCEEDED = (4429, "budget exceeded")
+RATE_LIMITED = (4429, "rate limited")
 LIMITS_UNAVAILABLE = (1011, "limits unavailable")
-
-
-def _rate(audio_format: object) -> int | None:
-    if isinstance(audio_format, Mapping):
-        rate = audio_format.get("rate")
-        if isinstance(rate, int | float) and not isinstance(rate, bool) and 8000 <= rate <= 96000:
-            return int(rate)
-    return None
-
-
-def _base64_length(data: str) -> int:
-    """Bytes a base64 string decodes to, from its length (without decoding it)."""
-    size = len(data)
-    if size == 0:
-        return 0
-    padding = (data[-1] == "=") + (size > 1 and data[-2] == "=")
-    return max(0, size * 3 // 4 - padding)
-
-
-@dataclasses.dataclass
-class Meter:
-    """Counters of one session: frames, bytes, audio seconds and tokens.
-
-    ``observe_browser`` and ``observe_gateway`` see every frame; they parse a
-    text frame only when it may be one of the few events metered (a substring
-    test first), and read only its ``type`` and usage fields.
-    """
-
-    frames_from_browser: int = 0
-    frames_from_gateway: int = 0
-    bytes_from_browser: int = 0
-    bytes_from_gateway: int = 0
-    audio_seconds_in: float = 0.0
-    audio_seconds_out: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    input_rate: int = DEFAULT_RATE
-    output_rate: int = DEFAULT_RATE
-
-    def observe_browser(self, frame: str | bytes) -> None:
-        self.frames_from_browser += 1
-        if isinstance(frame, bytes):
-            self.bytes_from_browser += len(frame)
-            return
-        self.bytes_from_browser += len(frame.encode())
-        # A JSON escape (``"input\\u002daudio-append"``) would hide an event
-        # from the markers but not from the Gateway: such frames are parsed.
-        if not any(marker in frame for marker in _BROWSER_MARKERS) and "\\u" not in frame:
-            return
-        event = _parse(frame)
-        kind = event.get("type")
-        if kind == "input-audio-append":
-            audio = event.get("audio")
-            if isinstance(audio, str):
-                self.audio_seconds_in += _base64_length(audio) / (2 * self.input_rate)
-        elif kind == "session-update":
-            config = event.get("config")
-            if isinstance(config, Mapping):
-                self.input_rate = _rate(config.get("inputAudioFormat")) or self.input_rate
-                self.output_rate = _rate(config.get("outputAudioFormat")) or self.output_rate
-
-    def observe_gateway(self, frame: str | bytes) -> bool:
-        """Count one Gateway frame; ``True`` when it ended a response (usage to check)."""
-        self.frames_from_gateway += 1
-        if isinstance(frame, bytes):
-            self.bytes_from_gateway += len(frame)
-            return False
-        self.bytes_from_gateway += len(frame.encode())
-        if not any(marker in frame for marker in _GATEWAY_MARKERS):
-            return False
-        event = _parse(frame)
-        kind = event.get("type")
-        if kind == "audio-delta":
-            delta = event.get("delta")
-            if isinstance(delta, str):
-                self.audio_seconds_out += _base64_length(delta) / (2 * self.output_rate)
-            return False
-        if kind == "response-done":
-            usage = event.get("usage")
-            if isinstance(usage, Mapping):
-                self.input_tokens += _count(usage.get("inputTokens"))
-                self.output_tokens += _count(usage.get("outputTokens"))
-            return True
-        return False
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.audio_seconds_in + self.audio_seconds_out
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def fields(self) -> dict[str, Any]:
-        """The row's counter fields."""
-        return {
-            "frames_from_browser": self.frames_from_browser,
-            "frames_from_gateway": self.frames_from_gateway,
-            "bytes_from_browser": self.bytes_from_browser,
-            "bytes_from_gateway": self.bytes_from_gateway,
-            "audio_seconds_in": self.audio_seconds_in,
-            "audio_seconds_out": self.audio_seconds_out,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-        }
-
-
-def _parse(frame: str) -> dict[str, Any]:
-    try:
-        event = json.loads(frame)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return 0
-
-
-@dataclasses.dataclass
-class Budget:
-    """What the user had spent in the window when last read, and the limits."""
-
-    audio_seconds: float | None
-    tokens: float | None
-    spent_audio: float = 0.0
-    spent_tokens: float = 0.0
-
-    @classmethod
-    def from_policy(cls, policy: Policy) -> Budget | None:
-        if not policy.budget:
-            return None
-        audio = policy.budget.get("audio_seconds")
-        tokens = policy.budget.get("tokens")
-        if audio is None and tokens is None:
-            return None
-        return cls(
-            None if audio is None else float(audio), None if tokens is None else float(tokens)
-        )
-
-    def exceeded(self, extra_audio: float = 0.0, extra_tokens: float = 0.0) -> bool:
-        """Whether the spent usage plus ``extra`` reaches a limit."""
-        if self.audio_seconds is not None and self.spent_audio + extra_audio >= self.audio_seconds:
-            return True
-        return self.tokens is not None and self.spent_tokens + extra_tokens >= self.tokens
 
 
 @dataclasses.dataclass
@@ -217,27 +77,36 @@ class Session:
     policy: Policy
     started: float  # time.monotonic()
     meter: Meter = dataclasses.field(default_factory=Meter)
-    budget: Budget | None = None
     claim: QuotaClaim | None = None
-    # The meter's usage already counted in budget.spent_* (read back from the row).
-    synced_audio: float = 0.0
-    synced_tokens: float = 0.0
+    #: The user's usage in the window as last read from the shared counter,
+    #: this session's added part included.
+    spent: ledger.Usage = dataclasses.field(default_factory=lambda: ledger.Usage(0.0, 0))
+    #: The meter's usage already added to the shared counter.
+    added_audio: float = 0.0
+    added_tokens: int = 0
 
     @property
     def seconds_left(self) -> float:
         return max(0.0, self.policy.max_session_seconds - (time.monotonic() - self.started))
 
-    def over_budget(self) -> bool:
-        """Whether this session's unsynced usage takes the user past the budget."""
-        if self.budget is None:
-            return False
-        return self.budget.exceeded(
-            self.meter.audio_seconds - self.synced_audio, self.meter.tokens - self.synced_tokens
+    @property
+    def budget_limited(self) -> bool:
+        return bool(self.policy.budget)
+
+    def unadded(self) -> tuple[float, int]:
+        """The usage metered since the last ``add_usage``."""
+        return (
+            max(0.0, self.meter.audio_seconds - self.added_audio),
+            max(0, self.meter.tokens - self.added_tokens),
         )
 
-
-def _window_start(policy: Policy) -> dt.datetime:
-    return quota_window(policy.quota_period)[0]
+    def over_budget(self) -> bool:
+        """Whether the user's spent usage plus this session's unadded usage reaches the budget."""
+        if not self.budget_limited:
+            return False
+        audio, tokens = self.unadded()
+        usage = ledger.Usage(self.spent.audio_seconds + audio, self.spent.tokens + tokens)
+        return ledger.over_budget(usage, self.policy)
 
 
 def _live(user_id: Any, policy: Policy) -> Any:
@@ -246,23 +115,6 @@ def _live(user_id: Any, policy: Policy) -> Any:
     return RelaySession.objects.using(alias).filter(
         user_id=user_id, ended_at__isnull=True, started_at__gte=since
     )
-
-
-def read_spent(user_id: Any, budget: Budget, policy: Policy) -> None:
-    """Read the user's usage in the current window into ``budget``."""
-    alias = app_settings.AUDIT_DATABASE
-    totals = (
-        RelaySession.objects.using(alias)
-        .filter(user_id=user_id, started_at__gte=_window_start(policy))
-        .aggregate(
-            audio_in=Sum("audio_seconds_in"),
-            audio_out=Sum("audio_seconds_out"),
-            tokens_in=Sum("input_tokens"),
-            tokens_out=Sum("output_tokens"),
-        )
-    )
-    budget.spent_audio = float(totals["audio_in"] or 0) + float(totals["audio_out"] or 0)
-    budget.spent_tokens = float(totals["tokens_in"] or 0) + float(totals["tokens_out"] or 0)
 
 
 def start_session(
@@ -274,63 +126,116 @@ def start_session(
     ip_address: str | None = None,
     user_agent: str = "",
 ) -> Session:
-    """Write the live row and apply the start limits; raise ``Refused`` when one is hit.
+    """Apply the start limits and write the live row; raise ``Refused`` when one is hit.
 
-    A refused start keeps its row, ended at once and closed by the limit, so
-    the audit shows refused attempts too.
+    A refusal is recorded by ``ledger.record_refusal`` (folded with the same
+    user's same refusals of the last minute). A store that cannot be reached
+    refuses with 1011 ``limits unavailable``.
     """
+
+    def refuse(code: int, reason: str, closed_by: str) -> Refused:
+        try:
+            ledger.record_refusal(
+                user,
+                kind,
+                model,
+                code,
+                reason,
+                closed_by,
+                ip_address=ip_address,
+                user_agent=user_agent,
+            )
+        except DatabaseError as error:
+            logger.warning("A relay refusal was not recorded (%s)", type(error).__name__)
+        return Refused(code, reason)
+
     alias = app_settings.AUDIT_DATABASE
-    row = RelaySession.objects.using(alias).create(
-        user=user,
-        username=str(user.get_username())[:150],
-        ip_address=ip_address,
-        user_agent=user_agent[:512],
-        kind=kind,
-        model=model[:200],
-    )
-    session = Session(row=row, policy=policy, started=time.monotonic())
+    row: RelaySession | None = None
     try:
+        try:
+            ledger.check_start_rate(user.pk, policy)
+        except ledger.RateLimited:
+            raise refuse(*RATE_LIMITED, CloseSide.LIMIT) from None
+        spent = ledger.Usage(0.0, 0)
+        if policy.budget:
+            spent = ledger.read_usage(user.pk, policy)
+            if ledger.over_budget(spent, policy):
+                raise refuse(*BUDGET_EXCEEDED, CloseSide.LIMIT)
+        row = RelaySession.objects.using(alias).create(
+            user=user,
+            username=str(user.get_username())[:150],
+            ip_address=ip_address,
+            user_agent=user_agent[:512],
+            kind=kind,
+            model=model[:200],
+        )
         # Counted after our own row is written (see the module docstring).
         cap = policy.max_sessions
         if cap is not None and _live(user.pk, policy).count() > cap:
-            raise Refused(*TOO_MANY_SESSIONS)
-        session.budget = Budget.from_policy(policy)
-        if session.budget is not None:
-            read_spent(user.pk, session.budget, policy)
-            if session.budget.exceeded():
-                raise Refused(*BUDGET_EXCEEDED)
+            raise refuse(*TOO_MANY_SESSIONS, CloseSide.LIMIT)
         try:
-            session.claim = claim_quota(user.pk, policy)
+            claim = claim_quota(user.pk, policy)
         except QuotaExceeded:
-            raise Refused(*QUOTA_EXCEEDED) from None
-    except LimitsUnavailable:
-        end_session(session, *LIMITS_UNAVAILABLE, CloseSide.RELAY)
-        raise Refused(*LIMITS_UNAVAILABLE) from None
-    except Refused as refused:
-        end_session(session, refused.code, refused.reason, CloseSide.LIMIT)
+            raise refuse(*QUOTA_EXCEEDED, CloseSide.LIMIT) from None
+    except Refused:
+        _forget(row)
         raise
-    return session
+    except (LimitsUnavailable, DatabaseError) as error:
+        logger.warning("Relay refused: the limits could not be read (%s)", type(error).__name__)
+        _forget(row)
+        raise refuse(*LIMITS_UNAVAILABLE, CloseSide.RELAY) from None
+    return Session(row=row, policy=policy, started=time.monotonic(), claim=claim, spent=spent)
 
 
-def sync_usage(session: Session) -> None:
-    """Write the live row's counters and re-read the user's budget (at ``response-done``)."""
-    alias = app_settings.AUDIT_DATABASE
-    RelaySession.objects.using(alias).filter(pk=session.row.pk).update(**session.meter.fields())
-    if session.budget is not None:
-        read_spent(session.row.user_id, session.budget, session.policy)
-        session.synced_audio = session.meter.audio_seconds
-        session.synced_tokens = session.meter.tokens
+def _forget(row: RelaySession | None) -> None:
+    """Delete the row of a start that was refused after it was written (best effort)."""
+    if row is None or row.pk is None:
+        return
+    try:
+        RelaySession.objects.using(app_settings.AUDIT_DATABASE).filter(pk=row.pk).delete()
+    except DatabaseError as error:
+        logger.warning("A refused relay row was not deleted (%s)", type(error).__name__)
 
 
-def end_session(session: Session, code: int, reason: str, closed_by: str) -> None:
-    """Complete the row: end time, duration, how it ended and the counters."""
+def add_usage(session: Session) -> bool:
+    """Add the session's unadded usage to the user's shared counter; ``True``: over budget.
+
+    Called every ``RELAY_METER_INTERVAL`` seconds and at each usage event
+    while a budget applies. Raises ``LimitsUnavailable`` when the counter
+    cannot be reached (the relay then fails closed).
+    """
+    if not session.budget_limited:
+        return False
+    audio, tokens = session.unadded()
+    user_id = session.row.user_id
+    if audio or tokens:
+        session.spent = ledger.add_usage(
+            user_id, session.policy, audio_seconds=audio, tokens=tokens
+        )
+    else:
+        # Nothing new of ours: only read what the user's other sessions spent.
+        session.spent = ledger.read_usage(user_id, session.policy)
+    session.added_audio += audio
+    session.added_tokens += tokens
+    return ledger.over_budget(session.spent, session.policy)
+
+
+def end_session(
+    session: Session, code: int, reason: str, closed_by: str, *, gateway_opened: bool = True
+) -> None:
+    """Complete the row and add the last usage; give the quota back if no Gateway socket opened.
+
+    The row is completed first, so a usage counter that cannot be reached
+    costs only the last interval's usage (logged), never the row.
+    """
     row = session.row
     row.ended_at = timezone.now()
     row.duration_ms = max(0, round((time.monotonic() - session.started) * 1000))
     row.close_code = code
     row.close_reason = reason.encode()[:123].decode(errors="ignore")
     row.closed_by = closed_by
-    for name, value in session.meter.fields().items():
+    fields = session.meter.fields()
+    for name, value in fields.items():
         setattr(row, name, value)
     row.save(
         using=app_settings.AUDIT_DATABASE,
@@ -340,27 +245,39 @@ def end_session(session: Session, code: int, reason: str, closed_by: str) -> Non
             "close_code",
             "close_reason",
             "closed_by",
-            *session.meter.fields(),
+            *fields,
         ],
     )
-
-
-def release_quota(session: Session) -> None:
-    """Give the start's quota back (the Gateway socket never opened)."""
-    if session.claim is not None:
+    if not gateway_opened and session.claim is not None:
+        # Nothing reached the Gateway: the start's quota unit is given back.
         session.claim.release()
         session.claim = None
+    audio, tokens = session.unadded()
+    if audio or tokens:
+        try:
+            session.spent = ledger.add_usage(
+                row.user_id, session.policy, audio_seconds=audio, tokens=tokens
+            )
+        except LimitsUnavailable as error:
+            logger.warning(
+                "Relay session %s: its last usage was not added to the counter (%s)",
+                row.pk,
+                error,
+            )
+        else:
+            session.added_audio += audio
+            session.added_tokens += tokens
 
 
 __all__ = [
-    "DEFAULT_RATE",
-    "Budget",
-    "Meter",
+    "BUDGET_EXCEEDED",
+    "LIMITS_UNAVAILABLE",
+    "QUOTA_EXCEEDED",
+    "RATE_LIMITED",
+    "TOO_MANY_SESSIONS",
     "Refused",
     "Session",
+    "add_usage",
     "end_session",
-    "read_spent",
-    "release_quota",
     "start_session",
-    "sync_usage",
 ]

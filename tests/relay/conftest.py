@@ -3,7 +3,7 @@
 - ``relay_emulator``: a ``GatewayEmulator`` with ``allow_api_key_ws=True``, the
   settings pointed at it (``GATEWAY_REALTIME_API_KEY`` is its key, ``RELAY_KEY``);
 - ``channel_layer``: ``CHANNEL_LAYERS`` set to one ``InMemoryChannelLayer``;
-- ``relay_app``: ``AuthMiddlewareStack(URLRouter(websocket_urlpatterns))``;
+- ``relay_app``: ``URLRouter(websocket_urlpatterns)``, as a site's ``asgi.py`` routes it;
 - ``relay_browser``: ``relay_browser(user, origin=..., path=...)`` -> a ``Browser``
   whose ``communicator()`` (call it inside the event loop) is a Channels
   ``WebsocketCommunicator`` with the user's session cookie and an ``Origin``.
@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.testing.websocket import WebsocketCommunicator
 from django.conf import settings
@@ -87,7 +86,7 @@ def channel_layer(settings):
 
 @pytest.fixture
 def relay_app(channel_layer):
-    return AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+    return URLRouter(websocket_urlpatterns)
 
 
 @dataclasses.dataclass

@@ -28,3 +28,6 @@ CHANNEL_LAYERS = {
 GATEWAY_REALTIME_API_KEY = "emulator-key"
 GATEWAY_REALTIME_BASE_URL = os.environ["RELAY_SITE_GATEWAY_BASE_URL"]
 GATEWAY_REALTIME_RELAY_MAX_SESSIONS = int(os.environ["RELAY_SITE_MAX_SESSIONS"])
+GATEWAY_REALTIME_POLICY = "tests.relay.site_policy.relay_policy"
+# Small, so the test sees each server's usage in the shared counter soon.
+GATEWAY_REALTIME_RELAY_METER_INTERVAL = 0.05

@@ -9,14 +9,10 @@ import logging
 import time
 
 import pytest
-from channels.auth import AuthMiddlewareStack
-from channels.routing import URLRouter
 from django.test import override_settings
-from django.urls import path
 from websockets.asyncio.server import serve
 
 from gateway_realtime.models import RelaySession
-from gateway_realtime.relay.consumers import Overflow, Pipe, RelayConsumer
 from gateway_realtime.relay.revocation import group_for
 
 from .conftest import RELAY_KEY, run_async
@@ -197,7 +193,7 @@ def test_refusals_close_with_code_and_reason(
 
 
 def test_trusted_origin_is_accepted(relay_emulator, relay_browser, user, settings):
-    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.org"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.example.org"]
     browser = relay_browser(user, origin="https://app.example.org")
 
     async def scenario():
@@ -206,6 +202,23 @@ def test_trusted_origin_is_accepted(relay_emulator, relay_browser, user, setting
         await finish(comm)
 
     run(scenario)
+
+
+def test_wildcard_trusted_origin_is_refused(relay_emulator, relay_browser, user, settings):
+    # Exact entries only, as the endpoint (gateway_realtime.origins says why).
+    settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.org"]
+    browser = relay_browser(user, origin="https://app.example.org")
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, _ = run(scenario)
+    assert (code, reason) == (4403, "cross-site origin refused")
+    assert relay_emulator.ws_handshakes == []
 
 
 # Limits -------------------------------------------------------------------------
@@ -361,7 +374,7 @@ def test_gateway_unreachable(relay_browser, channel_layer, user, settings):
 
     code, reason, _ = run(scenario)
     assert (code, reason) == (1011, "gateway unavailable")
-    assert only_row().closed_by == "relay"
+    assert only_row().closed_by == "gateway"
     from gateway_realtime.limits import quota_left
 
     assert quota_left(user, "realtime") == 5  # the start's quota was given back
@@ -380,85 +393,6 @@ def test_browser_disconnect_closes_the_gateway_socket(relay_emulator, relay_brow
     assert record.ended_at is not None and record.close_code == 1000
     row = only_row()
     assert (row.closed_by, row.close_code, row.close_reason) == ("browser", 1001, "browser closed")
-
-
-# Backpressure -------------------------------------------------------------------------
-
-
-class SlowBrowserConsumer(RelayConsumer):
-    """A browser that never reads: sending to it never completes."""
-
-    async def send(self, text_data=None, bytes_data=None, close=False):
-        await asyncio.Event().wait()
-
-
-class SlowGatewayConsumer(RelayConsumer):
-    """A Gateway that never reads: nothing is ever written to it."""
-
-    async def _write_gateway(self, upstream, pipe):
-        await asyncio.Event().wait()
-
-
-def slow_app(consumer):
-    return AuthMiddlewareStack(URLRouter([path("ws/slow/<str:kind>/", consumer.as_asgi())]))
-
-
-def test_slow_browser_falls_behind(relay_browser, channel_layer, user, settings):
-    settings.GATEWAY_REALTIME_RELAY_QUEUE_FRAMES = 4
-    browser = relay_browser(user, path="/ws/slow/realtime/", app=slow_app(SlowBrowserConsumer))
-
-    async def scenario():
-        async with EchoGateway():
-            comm = browser.communicator()
-            assert (await comm.connect(TIMEOUT))[0]
-            await comm.send_to(text_data="burst")
-            closed = await next_close(comm)
-            await finish(comm)
-            return closed
-
-    code, reason, frames = run(scenario)
-    assert (code, reason, frames) == (4413, "fell behind", [])
-    row = only_row()
-    assert row.closed_by == "limit"
-    # Refused once the pipe held its 4 frames (plus what websockets buffered), not 200.
-    assert row.frames_from_gateway < 200
-
-
-def test_slow_gateway_falls_behind(relay_browser, channel_layer, user, settings):
-    settings.GATEWAY_REALTIME_RELAY_QUEUE_FRAMES = 4
-    browser = relay_browser(user, path="/ws/slow/realtime/", app=slow_app(SlowGatewayConsumer))
-
-    async def scenario():
-        async with EchoGateway():
-            comm = browser.communicator()
-            assert (await comm.connect(TIMEOUT))[0]
-            for index in range(10):
-                await comm.send_to(text_data=f"frame {index}")
-            closed = await next_close(comm)
-            await finish(comm)
-            return closed
-
-    code, reason, _ = run(scenario)
-    assert (code, reason) == (4413, "fell behind")
-    assert only_row().frames_from_browser == 5  # the fifth did not fit
-
-
-def test_pipe_is_bounded():
-    async def scenario():
-        pipe = Pipe(3)
-        for frame in ("a", b"b", "c"):
-            pipe.put(frame)
-        with pytest.raises(Overflow):
-            pipe.put("d")
-        assert len(pipe) == 3 and pipe.high_water == 3
-        assert [await pipe.get(), await pipe.get()] == ["a", b"b"]
-        pipe.put("e")
-        pipe.close()  # the end marker goes beyond the limit
-        assert [await pipe.get(), await pipe.get(), await pipe.get()] == ["c", "e", None]
-
-    run(scenario)
-    with pytest.raises(ValueError):
-        Pipe(0)
 
 
 # The audit row --------------------------------------------------------------------------
@@ -538,7 +472,8 @@ def test_a_revocation_sent_while_the_session_starts_is_not_lost(
     code, reason, _ = run(scenario)
     assert (code, reason) == (4410, "logged out")
     assert only_row().closed_by == "revoked"
-    assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
+    # The revocation came while the Gateway socket was opening: it never opened.
+    assert relay_emulator.ws_sessions == []
 
 
 def test_a_fault_after_the_start_ends_the_session_and_gives_the_quota_back(
@@ -566,37 +501,6 @@ def test_a_fault_after_the_start_ends_the_session_and_gives_the_quota_back(
     row = only_row()
     assert row.ended_at is not None and row.closed_by == "relay"
     assert quota_left(user, "realtime") == 5
-
-
-def test_a_pump_that_fails_ends_the_session_instead_of_hanging(
-    relay_emulator, relay_browser, user, monkeypatch
-):
-    from gateway_realtime.relay import sessions
-
-    def broken_sync(session):
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(sessions, "sync_usage", broken_sync)
-    browser = relay_browser(user)
-
-    async def scenario():
-        comm = browser.communicator()
-        await open_session(comm)
-        await comm.send_json_to(
-            {
-                "type": "conversation-item-create",
-                "item": {"type": "text-message", "role": "user", "text": "hello"},
-            }
-        )
-        await comm.send_json_to({"type": "response-create"})
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
-    assert (code, reason) == (1011, "relay error")
-    assert only_row().closed_by == "relay"
-    assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
 
 
 def test_an_unrevocable_session_is_not_started(relay_browser, channel_layer, user, monkeypatch):
@@ -636,19 +540,8 @@ def test_an_inactive_user_is_refused(relay_emulator, relay_browser, user, settin
     assert not RelaySession.objects.exists()
 
 
-def test_an_escaped_event_type_is_still_metered():
-    from gateway_realtime.relay.sessions import Meter
-
-    audio = base64.b64encode(bytes(48000)).decode()  # 1 s of 24 kHz PCM16
-    meter = Meter()
-    frame = json.dumps({"type": "input-audio-append", "audio": audio}).replace("-", "\\u002d", 1)
-    assert "input-audio-append" not in frame
-    meter.observe_browser(frame)
-    assert meter.audio_seconds_in == pytest.approx(1.0)
-
-
 def test_a_secure_socket_refuses_a_plain_http_origin(settings):
-    from gateway_realtime.relay.consumers import origin_allowed
+    from gateway_realtime.origins import scope_origin_allowed as origin_allowed
 
     settings.ALLOWED_HOSTS = ["site.test"]
 

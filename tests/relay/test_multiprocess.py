@@ -12,10 +12,17 @@ site's own Origin, as a browser would. Checks:
   closes the session that server 2 holds with 4410 and the reason;
 - the one-session cap holds across both servers: with a session live on
   server 1, a second one on server 2 is refused with 4429, and once the
-  first ends a new one is accepted.
+  first ends a new one is accepted;
+- one user's budget is spent live by two sessions on two servers: together
+  they relay no more audio than the budget;
+- a server that shuts down closes its sessions with 1012 and records them
+  as closed by the server.
 """
 
+import base64
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,9 +38,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from gateway_realtime.emulator import GatewayEmulator
-from gateway_realtime.models import CloseSide, RelaySession
+from gateway_realtime.models import CloseSide, RelaySession, RelayUsage
 from gateway_realtime.relay.revocation import revoke_sessions
 from tests.gunicorn_site import free_port, services_or_skip, tail
+from tests.relay import site_policy
 from tests.relay.conftest import in_a_thread
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -68,9 +76,7 @@ def prefix():
     return f"relaytest-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
-def servers(emulator, prefix):
-    """Two uvicorn processes serving the relay site: their origins (http://host:port)."""
+def server_env(emulator, prefix):
     env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="tests.relay.site_settings",
@@ -80,43 +86,59 @@ def servers(emulator, prefix):
         RELAY_SITE_MAX_SESSIONS="1",
     )
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def start_server(env):
+    """One uvicorn process serving the relay site: (process, log, origin)."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.relay.asgi_site:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return process, log, f"http://127.0.0.1:{port}"
+
+
+def stop_server(process, log):
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def servers(emulator, prefix):
+    """Two uvicorn processes serving the relay site: their origins (http://host:port)."""
+    env = server_env(emulator, prefix)
     started = []
     try:
         for _ in range(2):
-            port = free_port()
-            log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # noqa: SIM115
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "tests.relay.asgi_site:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--lifespan",
-                    "off",
-                    "--no-access-log",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            started.append((process, log, f"http://127.0.0.1:{port}"))
+            started.append(start_server(env))
         for process, log, origin in started:
             wait_until_serving(origin, process, log)
         yield [(origin, log) for _, log, origin in started]
     finally:
         for process, log, _ in started:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+            stop_server(process, log)
 
 
 @pytest.fixture
@@ -233,3 +255,70 @@ def test_the_session_cap_holds_across_servers(servers, django_user_model):
     # The refused attempt, if audited, is a refusal, never a session.
     refused = rows.exclude(closed_by=CloseSide.BROWSER)
     assert {(row.closed_by, row.close_code) for row in refused} <= {(CloseSide.LIMIT, 4429)}
+
+
+def audio_frame(seconds):
+    """An ``input-audio-append`` of ``seconds`` of 24 kHz PCM16 silence."""
+    audio = base64.b64encode(bytes(int(48000 * seconds))).decode()
+    return json.dumps({"type": "input-audio-append", "audio": audio})
+
+
+def spent_audio(user):
+    usage = RelayUsage.objects.filter(user=user).first()
+    return 0.0 if usage is None else usage.audio_seconds
+
+
+def wait_for_spent(user, seconds):
+    deadline = time.monotonic() + WAIT_S
+    while spent_audio(user) < seconds - 1e-6:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the shared counter never reached {seconds} s: {spent_audio(user)}")
+        time.sleep(0.02)
+
+
+def test_two_sessions_on_two_servers_spend_one_budget(servers, django_user_model):
+    user = django_user_model.objects.create_user(username="budget-user", password="pw")
+    cookie = session_cookie(user)
+    (first, first_log), (second, second_log) = servers
+    half = audio_frame(0.5)
+    with open_relay(first, cookie) as one, open_relay(second, cookie) as two:
+        assert '"session-created"' in first_event(one, first_log)
+        assert '"session-created"' in first_event(two, second_log)
+        # Turn by turn, each waiting until the other server's usage is in the counter.
+        one.send(half)
+        wait_for_spent(user, 0.5)
+        two.send(half)
+        wait_for_spent(user, 1.0)
+        one.send(half)
+        wait_for_spent(user, 1.5)
+        # The budget is reached here: server 2 refuses this frame, or relays it
+        # if its last read of the counter is older than server 1's add (at most
+        # one interval) and ends the session at its next read.
+        two.send(half)
+        assert close_of(two, second_log) == (4429, "budget exceeded")
+        one.send(half)
+        assert close_of(one, first_log) == (4429, "budget exceeded")
+    wait_for_no_live_session(user)
+    relayed = sum(row.audio_seconds_in for row in RelaySession.objects.filter(user=user))
+    # What the rows say was relayed is what the shared counter holds, and
+    # together the two sessions did not spend past the budget.
+    assert spent_audio(user) == pytest.approx(relayed)
+    assert 1.5 <= relayed <= site_policy.BUDGET_SECONDS
+
+
+def test_a_server_shutdown_closes_its_sessions_with_1012(emulator, prefix, django_user_model):
+    user = django_user_model.objects.create_user(username="shutdown-user", password="pw")
+    process, log, origin = start_server(server_env(emulator, prefix))
+    try:
+        wait_until_serving(origin, process, log)
+        with open_relay(origin, session_cookie(user)) as ws:
+            assert '"session-created"' in first_event(ws, log)
+            process.send_signal(signal.SIGTERM)
+            assert close_of(ws, log)[0] == 1012
+        process.wait(timeout=WAIT_S)
+        wait_for_no_live_session(user)
+        row = RelaySession.objects.get(user=user)
+        assert (row.closed_by, row.close_code) == (CloseSide.SERVER, 1012)
+        assert "Traceback" not in tail(log)
+    finally:
+        stop_server(process, log)

@@ -70,7 +70,10 @@ const STATE_TEXT = {
 const RELAY_ENDED = new Set([4408, 4410]);
 /** The `error` type of each relay refusal; 4429 is typed by its reason. */
 const RELAY_ERROR_TYPES = {
+  1007: "unreadable_frame",
+  1009: "frame_too_large",
   1011: "gateway_error",
+  1012: "server_restarting",
   4401: "not_authenticated",
   4403: "forbidden",
   4404: "not_found",
@@ -83,7 +86,7 @@ const CLOSE_WAIT_MS = 1000;
 
 /** A relay's close ({code, reason}) as the element reports it: {ended, type, message}, or null. */
 function relayOutcome(close) {
-  if (!close || (close.code < 4000 && close.code !== 1011)) return null;
+  if (!close || (close.code < 4000 && !(close.code in RELAY_ERROR_TYPES))) return null;
   const message = close.reason
     ? `${close.reason.charAt(0).toUpperCase()}${close.reason.slice(1)}.`
     : `The relay closed the session (code ${close.code}).`;
