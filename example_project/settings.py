@@ -61,7 +61,11 @@ if RELAY_INSTALLED:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [os.environ["RELAY_REDIS_URL"]]},
+                # A socket time-out above channels_redis's 5 s blocking read,
+                # or redis-py 8 drops every idle session (check W008).
+                "CONFIG": {
+                    "hosts": [{"address": os.environ["RELAY_REDIS_URL"], "socket_timeout": 10}]
+                },
             }
         }
     else:

@@ -6,7 +6,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
@@ -503,8 +503,9 @@ def check_relay_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Ch
     if "channels" not in getattr(settings, "INSTALLED_APPS", ()):
         return []
     alias = getattr(settings, PREFIX + "RELAY_CHANNEL_LAYER", DEFAULTS["RELAY_CHANNEL_LAYER"])
-    if alias in getattr(settings, "CHANNEL_LAYERS", {}):
-        return []
+    layers = getattr(settings, "CHANNEL_LAYERS", {})
+    if alias in layers:
+        return _check_redis_layer_timeout(alias, layers[alias])
     return [
         Warning(
             f"GATEWAY_REALTIME_RELAY_CHANNEL_LAYER {alias!r} is not in CHANNEL_LAYERS: "
@@ -515,3 +516,74 @@ def check_relay_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Ch
             id="gateway_realtime.W007",
         )
     ]
+
+
+#: channels_redis's blocking read on a channel (``RedisChannelLayer.brpop_timeout``).
+CHANNELS_REDIS_BLOCKING_READ = 5
+#: The socket time-out the docs configure: above that read, still short enough
+#: to notice a Redis that went away.
+RELAY_REDIS_SOCKET_TIMEOUT = 10
+
+
+def _socket_timeout(host: Any) -> Any:
+    """The ``socket_timeout`` a channels_redis host entry gives redis-py (``None``: unset)."""
+    address = host.get("address") if isinstance(host, dict) else host
+    if isinstance(host, dict) and "socket_timeout" in host:
+        return host["socket_timeout"]
+    if isinstance(address, str):
+        query = parse_qs(urlsplit(address).query)
+        if "socket_timeout" in query:
+            try:
+                return float(query["socket_timeout"][-1])
+            except ValueError:
+                return None
+    return _MISSING
+
+
+_MISSING = object()
+
+
+def _check_redis_layer_timeout(alias: str, layer: Any) -> list[CheckMessage]:
+    """W008: a Redis channel layer whose socket time-out ends every idle relayed session.
+
+    redis-py 8 gives every connection a 5 s socket time-out, exactly
+    channels_redis's blocking read on a channel, so an idle consumer's read
+    times out and the consumer dies about every 5 s (redis-py 7 had none).
+    Each host needs a ``socket_timeout`` above that read.
+    """
+    if (
+        not isinstance(layer, dict)
+        or layer.get("BACKEND") != "channels_redis.core.RedisChannelLayer"
+    ):
+        return []
+    hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+    redis_default = _redis_default_socket_timeout()
+    for host in hosts:
+        timeout = _socket_timeout(host)
+        if timeout is _MISSING:
+            timeout = redis_default
+        if timeout is not None and (
+            not _is_number(timeout) or timeout <= CHANNELS_REDIS_BLOCKING_READ
+        ):
+            return [
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}]: a Redis host with a socket time-out of "
+                    f"{timeout!r} s, no longer than channels_redis's "
+                    f"{CHANNELS_REDIS_BLOCKING_READ} s blocking read: every idle relayed "
+                    "session is dropped (1006) when that read times out.",
+                    hint=f'Give each host a longer one: {{"address": "redis://...", '
+                    f'"socket_timeout": {RELAY_REDIS_SOCKET_TIMEOUT}}} (docs/relay.md).',
+                    id="gateway_realtime.W008",
+                )
+            ]
+    return []
+
+
+def _redis_default_socket_timeout() -> Any:
+    """redis-py's default socket time-out: 5 s since redis-py 8, none before."""
+    try:
+        import redis
+    except ImportError:  # pragma: no cover - channels_redis requires redis
+        return None
+    major = str(getattr(redis, "__version__", "0")).split(".")[0]
+    return CHANNELS_REDIS_BLOCKING_READ if major.isdigit() and int(major) >= 8 else None

@@ -21,7 +21,11 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ["RELAY_SITE_PREFIX"]},
+        "CONFIG": {
+            # As docs/relay.md configures it (check W008).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+            "prefix": os.environ["RELAY_SITE_PREFIX"],
+        },
     }
 }
 

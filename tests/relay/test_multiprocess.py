@@ -57,7 +57,7 @@ def channel_layers(prefix):
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": prefix},
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": 10}], "prefix": prefix},
         }
     }
 
