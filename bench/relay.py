@@ -2,8 +2,8 @@
 
     python -m bench.relay [--sessions 200] [--seconds 20] [--frame-ms 100] [--probe-ms 500]
 
-The same clients run twice against the Gateway emulator (a child process,
-``--allow-api-key-ws``):
+The same clients run three times against the Gateway emulator (a child
+process, ``--allow-api-key-ws``):
 
 - **direct**: each client opens the emulator's realtime socket itself, with
   the mint's header authentication (what the relay does upstream);
@@ -11,7 +11,10 @@ The same clients run twice against the Gateway emulator (a child process,
   uvicorn process serving ``example_project.asgi`` (``DJANGO_DEBUG=0``, the
   in-memory channel layer, PostgreSQL for the ``RelaySession`` rows), as a
   logged-in user of its own (a session cookie, the site's ``Origin``), and
-  the relay opens the emulator's socket for it.
+  the relay opens the emulator's socket for it;
+- **floor**: each client opens a bare ``websockets`` proxy
+  (``bench.relay_floor``, its own process: the same header authentication
+  and a pipe each way, no Django), which opens the emulator's socket.
 
 Every client sends ``session-update`` at once and waits for
 ``session-updated``, then for ``--seconds``: an ``input-audio-append`` frame
@@ -20,14 +23,17 @@ base64 characters, about 6.5 KB on the wire; silence, so the emulator's VAD
 stays quiet and the frames are one-way traffic, as a listening microphone's
 are) and, every ``--probe-ms``, a probe: ``session-update`` timed until its
 ``session-updated`` comes back. The probe's round trip is the per-frame
-latency; relay minus direct is what the relay adds (both ways through it).
+latency; relay (or floor) minus direct is what it adds (both ways through it).
 Clients start at random phases so that frames do not arrive in lockstep.
 
-Memory: the uvicorn process's RSS (``/proc/<pid>/status`` VmRSS) after one
+Memory: the server process's RSS (``/proc/<pid>/status`` VmRSS) after one
 warm-up session has come and gone, then with every session open and idle,
 then at the end of the audio phase (the largest of samples taken once a
-second); per session is (RSS - warm RSS) / sessions. CPU: the uvicorn
-process's user + system seconds during the audio phase.
+second); per session is (RSS - warm RSS) / sessions. CPU: the server
+process's user + system seconds during the audio phase, per frame through it
+(the clients' frames, and each probe's two). The table printed at the end
+puts relay and floor side by side, with the load average: figures count only
+from a quiet machine.
 
 ``BENCH_RELAY_PROFILE=<file>`` runs the server under cProfile and writes
 its profile there when it stops (for ``python -m pstats``).
@@ -35,8 +41,8 @@ its profile there when it stops (for ``python -m pstats``).
 Needs PostgreSQL (``BENCH_DATABASE_URL``, else ``TEST_DATABASE_URL``, else
 postgres://postgres@127.0.0.1:5432/test): it creates and drops a database of
 its own on that server. Without it, it prints why and a JSON line with
-``"skipped"``, and exits 0. Prints progress, then one JSON line. Not part of
-``make bench``.
+``"skipped"``, and exits 0. Prints progress, the table, then one JSON line.
+Not part of ``make bench``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import random
@@ -297,9 +304,13 @@ async def phase(
     await asyncio.gather(*(c.close() for c in clients))
     rtts = [rtt for c in clients for rtt in c.rtts]
     errors = sorted({c.error for c in clients if c.error})
+    frames = sum(c.frames for c in clients)
+    if "cpu_seconds" in result:
+        through = frames + 2 * len(rtts)
+        result["cpu_us_per_frame"] = round(result["cpu_seconds"] * 1e6 / max(1, through), 1)
     result.update(
         {
-            "frames": sum(c.frames for c in clients),
+            "frames": frames,
             "probes": len(rtts),
             "p50_ms": round(statistics.median(rtts), 2) if rtts else None,
             "p99_ms": round(percentile(rtts, 0.99), 2) if rtts else None,
@@ -399,9 +410,29 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
         )
         procs.append(site)
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.relay_floor",
+                "--port",
+                str(floor_port),
+                "--upstream",
+                f"ws://127.0.0.1:{emulator_port}/v4/ai/realtime-model?ai-model-id={MODEL}",
+                "--api-key",
+                API_KEY,
+            ],
+            cwd=ROOT,
+            stdout=(logs / "floor.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(floor)
         wait_for_port(emulator_port, emulator)
         wait_for_port(site_port, site)
-        result = asyncio.run(run(args, keys, emulator_port, site_port, site.pid, emulator.pid))
+        wait_for_port(floor_port, floor)
+        servers = Servers(site_port, site.pid, floor_port, floor.pid, emulator_port, emulator.pid)
+        result = asyncio.run(run(args, keys, servers))
         result["rows"] = relay_rows(pg)
     finally:
         for proc in reversed(procs):
@@ -413,21 +444,49 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         drop_database(pg)
+    print_table(result)
     print(json.dumps(result))
     return 0
 
 
-async def run(
-    args: argparse.Namespace,
-    keys: list[str],
-    emulator_port: int,
-    site_port: int,
-    site_pid: int,
-    emulator_pid: int,
-) -> dict[str, Any]:
-    origin = f"http://127.0.0.1:{site_port}"
-    relay_url = f"ws://127.0.0.1:{site_port}{RELAY_PATH}"
-    direct_url = f"ws://127.0.0.1:{emulator_port}/v4/ai/realtime-model?ai-model-id={MODEL}"
+def print_table(result: dict[str, Any]) -> None:
+    """Relay and floor side by side, with the load average they were measured under."""
+    relay, floor = result["relay"], result["floor"]
+    rows = [
+        ("added p50 per frame (ms)", "added_p50_ms", "<= 1"),
+        ("added p99 per frame (ms)", "added_p99_ms", "<= 5"),
+        ("server CPU per frame (us)", "cpu_us_per_frame", "<= 1.5x floor"),
+        ("RSS per session under audio (KB)", "rss_per_session_load_kb", ""),
+    ]
+    load = result["load_average"]
+    print(
+        f"bench.relay: {result['sessions']} sessions, {result['seconds']} s, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {result['cpus']} cores"
+    )
+    print(f"| {'':34} | {'relay':>9} | {'floor':>9} | target |")
+    print(f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|--------|")
+    for label, key, target in rows:
+        mine = result.get(f"relay_{key}", relay.get(key))
+        base = result.get(f"floor_{key}", floor.get(key))
+        print(f"| {label:34} | {mine!s:>9} | {base!s:>9} | {target} |")
+    print(f"CPU per frame, relay / floor: {result['cpu_ratio']}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Servers:
+    site_port: int
+    site_pid: int
+    floor_port: int
+    floor_pid: int
+    emulator_port: int
+    emulator_pid: int
+
+
+async def run(args: argparse.Namespace, keys: list[str], servers: Servers) -> dict[str, Any]:
+    origin = f"http://127.0.0.1:{servers.site_port}"
+    relay_url = f"ws://127.0.0.1:{servers.site_port}{RELAY_PATH}"
+    floor_url = f"ws://127.0.0.1:{servers.floor_port}/"
+    direct_url = f"ws://127.0.0.1:{servers.emulator_port}/v4/ai/realtime-model?ai-model-id={MODEL}"
     direct_headers = {
         "Authorization": f"Bearer {API_KEY}",
         "ai-gateway-protocol-version": "0.0.1",
@@ -439,14 +498,18 @@ async def run(
             {"origin": origin, "additional_headers": {"Cookie": f"sessionid={key}"}}, relay_url
         )
 
-    # Warm-up: one relayed session comes and goes (imports, DB connections).
-    warm = relayed(keys[-1])
-    await warm.open()
-    await warm.probe()
-    await warm.close()
-    await asyncio.sleep(2)
-    warm_rss = rss_bytes(site_pid)
-    log(f"uvicorn RSS after one warm-up session: {warm_rss / 2**20:.1f} MB")
+    async def warm_up(client: Client, pid: int, name: str) -> int:
+        # One session comes and goes (imports, connections), then the base RSS.
+        await client.open()
+        await client.probe()
+        await client.close()
+        await asyncio.sleep(2)
+        rss = rss_bytes(pid)
+        log(f"{name} RSS after one warm-up session: {rss / 2**20:.1f} MB")
+        return rss
+
+    warm_rss = await warm_up(relayed(keys[-1]), servers.site_pid, "uvicorn")
+    floor_warm_rss = await warm_up(Client({}, floor_url), servers.floor_pid, "floor")
 
     n = args.sessions
     direct = await phase(
@@ -455,20 +518,34 @@ async def run(
         args,
         None,
         None,
-        emulator_pid,
+        servers.emulator_pid,
     )
     await asyncio.sleep(2)
     relay = await phase(
-        "relay", [relayed(key) for key in keys[:n]], args, site_pid, warm_rss, emulator_pid
+        "relay",
+        [relayed(key) for key in keys[:n]],
+        args,
+        servers.site_pid,
+        warm_rss,
+        servers.emulator_pid,
     )
     await asyncio.sleep(2)  # the relay completes its rows
+    floor = await phase(
+        "floor",
+        [Client({}, floor_url) for _ in range(n)],
+        args,
+        servers.floor_pid,
+        floor_warm_rss,
+        servers.emulator_pid,
+    )
     frame_bytes = 2 * PCM_RATE * args.frame_ms // 1000
 
-    def added(key: str) -> float | None:
-        if relay[key] is None or direct[key] is None:
+    def added(measured: dict[str, Any], key: str) -> float | None:
+        if measured[key] is None or direct[key] is None:
             return None
-        return round(relay[key] - direct[key], 2)
+        return round(measured[key] - direct[key], 2)
 
+    relay_cpu, floor_cpu = relay.get("cpu_us_per_frame"), floor.get("cpu_us_per_frame")
     return {
         "bench": "relay",
         "sessions": n,
@@ -480,11 +557,18 @@ async def run(
             json.dumps({"type": "input-audio-append", "audio": "x" * (4 * -(-frame_bytes // 3))})
         ),
         "cpus": os.cpu_count(),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
         "warm_rss_mb": round(warm_rss / 2**20, 1),
         "direct": direct,
         "relay": relay,
-        "added_p50_ms": added("p50_ms"),
-        "added_p99_ms": added("p99_ms"),
+        "floor": floor,
+        "added_p50_ms": added(relay, "p50_ms"),
+        "added_p99_ms": added(relay, "p99_ms"),
+        "relay_added_p50_ms": added(relay, "p50_ms"),
+        "relay_added_p99_ms": added(relay, "p99_ms"),
+        "floor_added_p50_ms": added(floor, "p50_ms"),
+        "floor_added_p99_ms": added(floor, "p99_ms"),
+        "cpu_ratio": round(relay_cpu / floor_cpu, 2) if relay_cpu and floor_cpu else None,
     }
 
 

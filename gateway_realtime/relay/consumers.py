@@ -62,7 +62,7 @@ from gateway_realtime.models import CloseSide
 from gateway_realtime.origins import scope_header, scope_origin_allowed
 from gateway_realtime.protocol import Kind
 from gateway_realtime.relay import sessions
-from gateway_realtime.relay.metering import UnreadableFrame
+from gateway_realtime.relay.metering import UnreadableFrame, frame_size
 from gateway_realtime.relay.revocation import group_for
 from gateway_realtime.relay.upstream import CLOSE_TIMEOUT, UpstreamUnavailable, open_upstream
 
@@ -210,6 +210,10 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.browser_gone = False
         self.accepted = False
         self.tasks: asyncio.TaskGroup | None = None
+        # When a send to that side started, while it waits (see _clock).
+        self.browser_send_since: float | None = None
+        self.gateway_send_since: float | None = None
+        self.loop = asyncio.get_running_loop()
         # Set by Channels' __call__; None until then (a fault may come first).
         self.channel_layer: Any = None
         self.channel_name: str | None = None
@@ -422,8 +426,7 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         session = self.session
         if frame is None or session is None:
             return  # before the session started: nothing to relay to yet
-        size = len(frame) if isinstance(frame, bytes) else len(frame.encode(errors="replace"))
-        if size > app_settings.RELAY_MAX_FRAME_BYTES:
+        if frame_size(frame) > app_settings.RELAY_MAX_FRAME_BYTES:
             raise SessionEnd(*FRAME_TOO_LARGE, CloseSide.LIMIT)
         audio_before = session.meter.audio_seconds_in
         try:
@@ -438,13 +441,13 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.upstream_open.wait()
         upstream = self.upstream
         assert upstream is not None
+        self.gateway_send_since = self.loop.time()
         try:
-            async with asyncio.timeout(app_settings.RELAY_MAX_BEHIND_SECONDS):
-                await upstream.send(frame)
-        except TimeoutError:
-            raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT) from None
+            await upstream.send(frame)
         except ConnectionClosed:
             raise SessionEnd(*self._gateway_close(upstream)) from None
+        finally:
+            self.gateway_send_since = None
 
     async def disconnect(self, code: int) -> None:
         """The browser went away (or the server is shutting down: 1012)."""
@@ -471,22 +474,21 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise SessionEnd(*GATEWAY_UNAVAILABLE, CloseSide.GATEWAY) from None
         upstream = self.upstream
         self.upstream_open.set()
-        behind = app_settings.RELAY_MAX_BEHIND_SECONDS
         try:
             async for frame in upstream:
                 usage = session.meter.observe_gateway(frame)
+                self.browser_send_since = self.loop.time()
                 try:
-                    async with asyncio.timeout(behind):
-                        if isinstance(frame, str):
-                            await self.send(text_data=frame)
-                        else:
-                            await self.send(bytes_data=frame)
-                except TimeoutError:
-                    raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT) from None
+                    if isinstance(frame, str):
+                        await self.send(text_data=frame)
+                    else:
+                        await self.send(bytes_data=frame)
                 except (OSError, RuntimeError):
                     # The ASGI server refuses a send once the browser has gone.
                     self.browser_gone = True
                     raise SessionEnd(1006, "browser closed", CloseSide.BROWSER) from None
+                finally:
+                    self.browser_send_since = None
                 if usage:
                     await self._add_usage(session)
                 if session.over_budget():
@@ -504,7 +506,20 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return (*GATEWAY_ERROR, CloseSide.GATEWAY)
 
     async def _clock(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        """The session's length, and how long a send to either side may wait.
+
+        A send marks when it started (``*_send_since``) and clears the mark
+        when done; this one task looks at the marks a few times per
+        ``RELAY_MAX_BEHIND_SECONDS``, so a frame costs two assignments,
+        not a timer of its own.
+        """
+        behind = app_settings.RELAY_MAX_BEHIND_SECONDS
+        ends = self.loop.time() + seconds
+        while (now := self.loop.time()) < ends:
+            for since in (self.browser_send_since, self.gateway_send_since):
+                if since is not None and now - since >= behind:
+                    raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT)
+            await asyncio.sleep(min(behind / 4, ends - now))
         raise SessionEnd(*SESSION_TOO_LONG, CloseSide.LIMIT)
 
     async def _meter(self, session: sessions.Session) -> None:

@@ -63,6 +63,17 @@ class UnreadableFrame(Exception):
     """A browser text frame that may carry metered content but cannot be read."""
 
 
+def frame_size(frame: str | bytes) -> int:
+    """A frame's size on the wire: its bytes, or its text's UTF-8 length.
+
+    ASCII text (every audio frame: JSON and base64) is measured without
+    encoding it; ``str.isascii`` reads a flag CPython keeps on the string.
+    """
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode(errors="replace"))
+
+
 def base64_size(data: str) -> int:
     """Bytes a base64 string decodes to, from its length (without decoding it)."""
     size = len(data)
@@ -142,10 +153,13 @@ class Meter:
             self.bytes_from_browser += len(frame)
             self.audio_seconds_in += len(frame) / CONSERVATIVE_BYTES_PER_SECOND
             return
-        try:
-            self.bytes_from_browser += len(frame.encode())
-        except UnicodeEncodeError:
-            raise UnreadableFrame("not UTF-8") from None
+        if frame.isascii():
+            self.bytes_from_browser += len(frame)
+        else:
+            try:
+                self.bytes_from_browser += len(frame.encode())
+            except UnicodeEncodeError:
+                raise UnreadableFrame("not UTF-8") from None
         if frame.startswith(_AUDIO_APPEND_PREFIX) and frame.endswith('"}'):
             audio = frame[len(_AUDIO_APPEND_PREFIX) : -2]
             if '"' not in audio and "\\" not in audio:
@@ -191,7 +205,7 @@ class Meter:
         if isinstance(frame, bytes):
             self.bytes_from_gateway += len(frame)
             return False
-        self.bytes_from_gateway += len(frame.encode(errors="replace"))
+        self.bytes_from_gateway += frame_size(frame)
         if frame.startswith(_AUDIO_DELTA_PREFIX):
             # The Gateway's own shape: base64 has no quote, so the next one ends it.
             start = frame.find(_DELTA_KEY)
@@ -246,4 +260,4 @@ class Meter:
         }
 
 
-__all__ = ["Meter", "UnreadableFrame", "base64_size", "bytes_per_second"]
+__all__ = ["Meter", "UnreadableFrame", "base64_size", "bytes_per_second", "frame_size"]
