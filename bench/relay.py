@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                # BENCH_RELAY_WS: uvicorn's WebSocket implementation (--ws).
+                "--ws",
+                os.environ.get("BENCH_RELAY_WS", "auto"),
             ],
             cwd=ROOT,
             env=env,
