@@ -425,3 +425,36 @@ def test_audio_past_the_budget_is_not_relayed(relay_browser, channel_layer, user
 
     code, reason, echoed = run(scenario)
     assert (code, reason, echoed) == (4429, "budget exceeded", [])
+
+
+# Starts: the burst rate, and refusals that cannot grow the table -------------------------------
+
+
+def test_starts_obey_the_burst_rate_and_refusals_fold_into_one_row(
+    relay_emulator, relay_browser, user, settings
+):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.GATEWAY_REALTIME_RATE = "2/min"
+    settings.GATEWAY_REALTIME_RELAY_MAX_SESSIONS = 10
+    browser = relay_browser(user)
+
+    async def scenario():
+        codes = []
+        for _ in range(40):
+            comm = browser.communicator()
+            assert (await comm.connect(TIMEOUT))[0]
+            out = await comm.receive_output(TIMEOUT)
+            if out["type"] == "websocket.close":
+                codes.append((out["code"], out["reason"]))
+            await finish(comm)
+        return codes
+
+    refused = run(scenario)
+    # Two starts pass; the other 38 are refused before any Gateway socket opens.
+    assert refused == [(4429, "rate limited")] * 38
+    assert len(relay_emulator.ws_handshakes) == 2
+    started = RelaySession.objects.filter(closed_by="browser")
+    assert started.count() == 2 and {row.attempts for row in started} == {1}
+    # 38 refusals in (at most) two clock minutes: at most two rows.
+    folded = list(RelaySession.objects.filter(close_code=4429))
+    assert 1 <= len(folded) <= 2 and sum(row.attempts for row in folded) == 38
