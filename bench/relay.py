@@ -65,6 +65,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.procs import ROOT, cpu_seconds, free_port, wait_for_port
+from bench.relay_floor import MAX_FRAME, gateway_headers
 
 API_KEY = "bench-relay-key"
 MODEL = "openai/gpt-realtime-2"
@@ -186,7 +187,7 @@ class Client:
         from websockets.asyncio.client import connect
 
         self.ws = await connect(
-            self.url, compression=None, max_size=2**20, open_timeout=30, **self.connect_kwargs
+            self.url, compression=None, max_size=MAX_FRAME, open_timeout=30, **self.connect_kwargs
         )
         self._reader = asyncio.create_task(self._read())
         await self.probe(timeout=30, record=False)  # the session is up
@@ -281,22 +282,23 @@ async def phase(
         result["rss_open_mb"] = round(rss_bytes(server_pid) / 2**20, 1)
         cpu_before = cpu_seconds(server_pid)
 
-    async def sample() -> None:
+    async def sample(pid: int) -> None:
         while True:
             await asyncio.sleep(1)
-            samples.append(rss_bytes(server_pid))
+            samples.append(rss_bytes(pid))
 
-    sampler = asyncio.create_task(sample()) if server_pid is not None else None
+    sampler = asyncio.create_task(sample(server_pid)) if server_pid is not None else None
     emulator_before, client_before = cpu_seconds(emulator_pid), time.process_time()
     await asyncio.gather(*(c.run(args.seconds, args.frame_ms, args.probe_ms, frame) for c in live))
     # Everything shares the machine's cores: how busy the other two processes were.
     result["emulator_cpu_seconds"] = round(cpu_seconds(emulator_pid) - emulator_before, 2)
     result["client_cpu_seconds"] = round(time.process_time() - client_before, 2)
     if sampler is not None:
+        assert server_pid is not None and warm_rss is not None
         sampler.cancel()
         result["cpu_seconds"] = round(cpu_seconds(server_pid) - cpu_before, 2)
+        samples.append(rss_bytes(server_pid))  # a run shorter than a second has one too
         result["rss_load_mb"] = round(max(samples) / 2**20, 1)
-        assert warm_rss is not None
         open_kb = (result["rss_open_mb"] * 2**20 - warm_rss) / len(live) / 1024
         load_kb = (max(samples) - warm_rss) / len(live) / 1024
         result["rss_per_session_open_kb"] = round(open_kb, 1)
@@ -461,17 +463,16 @@ def print_table(result: dict[str, Any]) -> None:
         ("server CPU per frame (us)", "cpu_us_per_frame", "<= 1.5x floor"),
         ("RSS per session under audio (KB)", "rss_per_session_load_kb", ""),
     ]
-    load = result["load_average"]
+    load, direct = result["load_average"], result["direct"]
     print(
         f"bench.relay: {result['sessions']} sessions, {result['seconds']} s, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {result['cpus']} cores"
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {result['cpus']} cores; "
+        f"direct p50 {direct['p50_ms']} ms, p99 {direct['p99_ms']} ms"
     )
     print(f"| {'':34} | {'relay':>9} | {'floor':>9} | target |")
     print(f"|{'-' * 36}|{'-' * 11}|{'-' * 11}|--------|")
     for label, key, target in rows:
-        mine = result.get(f"relay_{key}", relay.get(key))
-        base = result.get(f"floor_{key}", floor.get(key))
-        print(f"| {label:34} | {mine!s:>9} | {base!s:>9} | {target} |")
+        print(f"| {label:34} | {relay.get(key)!s:>9} | {floor.get(key)!s:>9} | {target} |")
     print(f"CPU per frame, relay / floor: {result['cpu_ratio']}")
 
 
@@ -490,11 +491,6 @@ async def run(args: argparse.Namespace, keys: list[str], servers: Servers) -> di
     relay_url = f"ws://127.0.0.1:{servers.site_port}{RELAY_PATH}"
     floor_url = f"ws://127.0.0.1:{servers.floor_port}/"
     direct_url = f"ws://127.0.0.1:{servers.emulator_port}/v4/ai/realtime-model?ai-model-id={MODEL}"
-    direct_headers = {
-        "Authorization": f"Bearer {API_KEY}",
-        "ai-gateway-protocol-version": "0.0.1",
-        "ai-gateway-auth-method": "api-key",
-    }
 
     def relayed(key: str) -> Client:
         return Client(
@@ -517,7 +513,7 @@ async def run(args: argparse.Namespace, keys: list[str], servers: Servers) -> di
     n = args.sessions
     direct = await phase(
         "direct",
-        [Client({"additional_headers": direct_headers}, direct_url) for _ in range(n)],
+        [Client({"additional_headers": gateway_headers(API_KEY)}, direct_url) for _ in range(n)],
         args,
         None,
         None,
@@ -543,11 +539,10 @@ async def run(args: argparse.Namespace, keys: list[str], servers: Servers) -> di
     )
     frame_bytes = 2 * PCM_RATE * args.frame_ms // 1000
 
-    def added(measured: dict[str, Any], key: str) -> float | None:
-        if measured[key] is None or direct[key] is None:
-            return None
-        return round(measured[key] - direct[key], 2)
-
+    for measured in (relay, floor):  # what each adds to a frame's round trip, both ways
+        for key in ("p50_ms", "p99_ms"):
+            both = measured[key] is not None and direct[key] is not None
+            measured[f"added_{key}"] = round(measured[key] - direct[key], 2) if both else None
     relay_cpu, floor_cpu = relay.get("cpu_us_per_frame"), floor.get("cpu_us_per_frame")
     return {
         "bench": "relay",
@@ -565,12 +560,6 @@ async def run(args: argparse.Namespace, keys: list[str], servers: Servers) -> di
         "direct": direct,
         "relay": relay,
         "floor": floor,
-        "added_p50_ms": added(relay, "p50_ms"),
-        "added_p99_ms": added(relay, "p99_ms"),
-        "relay_added_p50_ms": added(relay, "p50_ms"),
-        "relay_added_p99_ms": added(relay, "p99_ms"),
-        "floor_added_p50_ms": added(floor, "p50_ms"),
-        "floor_added_p99_ms": added(floor, "p99_ms"),
         "cpu_ratio": round(relay_cpu / floor_cpu, 2) if relay_cpu and floor_cpu else None,
     }
 

@@ -17,14 +17,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from gateway_realtime.protocol import PROTOCOL_VERSION
 
-async def pipe(source: Any, sink: Any) -> None:
+#: The largest frame, as the relay's default (``GATEWAY_REALTIME_RELAY_MAX_FRAME_BYTES``).
+MAX_FRAME = 2**20
+
+
+def gateway_headers(api_key: str) -> dict[str, str]:
+    """The header authentication the relay sends upstream (the mint's), for an API key."""
+    return {
+        "Authorization": f"Bearer {api_key}",
+        "ai-gateway-protocol-version": PROTOCOL_VERSION,
+        "ai-gateway-auth-method": "api-key",
+    }
+
+
+async def pipe(
+    source: ServerConnection | ClientConnection, sink: ServerConnection | ClientConnection
+) -> None:
+    """Send every frame of ``source`` to ``sink`` as it came; return when either closes."""
     try:
         async for frame in source:
             await sink.send(frame)
@@ -32,12 +49,14 @@ async def pipe(source: Any, sink: Any) -> None:
         pass
 
 
-def proxy(upstream_url: str, api_key: str) -> Any:
-    headers = {
-        "Authorization": f"Bearer {api_key}",
-        "ai-gateway-protocol-version": "0.0.1",
-        "ai-gateway-auth-method": "api-key",
-    }
+def proxy(upstream_url: str, api_key: str) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A ``serve()`` handler: each browser socket piped to a Gateway socket of its own.
+
+    The session ends when either side closes: the other pipe is cancelled and
+    both sockets are closed. A Gateway that refuses the handshake ends the
+    handler with that error (``websockets`` then closes the browser's 1011).
+    """
+    headers = gateway_headers(api_key)
 
     async def handler(browser: ServerConnection) -> None:
         async with connect(
@@ -45,7 +64,7 @@ def proxy(upstream_url: str, api_key: str) -> Any:
             additional_headers=headers,
             user_agent_header="bench-relay-floor",
             compression=None,
-            max_size=2**20,
+            max_size=MAX_FRAME,
         ) as gateway:
             tasks = [
                 asyncio.create_task(pipe(browser, gateway)),
@@ -63,7 +82,9 @@ async def main(port: int, upstream: str, api_key: str) -> None:
     stop = asyncio.get_running_loop().create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
-    async with serve(proxy(upstream, api_key), "127.0.0.1", port, compression=None, max_size=2**20):
+    async with serve(
+        proxy(upstream, api_key), "127.0.0.1", port, compression=None, max_size=MAX_FRAME
+    ):
         await stop
 
 
