@@ -17,6 +17,7 @@ error                                    status  ``type``
 ``GatewayUnavailable``                   503     ``gateway_unavailable``, Retry-After
                                                  (what is left of the cool-down)
 ``GatewayConfigurationError``            502     ``configuration_error``
+``GatewayAccessPolicyDeniedError``       403     ``gateway_access_policy_denied``
 ``GatewayRateLimitError``                503     ``gateway_rate_limit_exceeded``,
                                                  Retry-After
 ``GatewayTimeoutError``                  504     ``gateway_timeout``
@@ -35,6 +36,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 
 from gateway_realtime.exceptions import (
+    GatewayAccessPolicyDeniedError,
     GatewayAuthenticationError,
     GatewayBusy,
     GatewayConfigurationError,
@@ -72,6 +74,18 @@ class GatewayRateLimited(GatewayFailed):
     def __init__(self, detail: str, *, wait: int, code: str | None = None) -> None:
         super().__init__(detail, code)
         self.wait = wait
+
+
+class GatewayPolicyDenied(GatewayFailed):
+    """A Gateway access policy does not allow the model or provider (403).
+
+    The policy ids and the removed models and providers are in the audit
+    row, not in this answer.
+    """
+
+    status_code = status.HTTP_403_FORBIDDEN  # type: ignore[assignment]
+    default_detail = "An AI Gateway access policy does not allow this model."
+    default_code = "gateway_access_policy_denied"
 
 
 class GatewayTimedOut(GatewayFailed):
@@ -143,6 +157,8 @@ def _gateway_failure(error: GatewayError) -> GatewayFailed:
         return GatewayRateLimited(message % {"wait": wait}, wait=wait, code=code)
     if isinstance(error, GatewayTimeoutError):
         return GatewayTimedOut(code=code)
+    if isinstance(error, GatewayAccessPolicyDeniedError):
+        return GatewayPolicyDenied(code=code)
     if isinstance(error, GatewayAuthenticationError):
         message = _(
             "The AI Gateway did not accept this site's credential. Site owner: check "

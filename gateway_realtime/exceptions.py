@@ -98,6 +98,53 @@ class GatewayForbiddenError(GatewayError):
         return None
 
 
+class GatewayAccessPolicyDeniedError(GatewayError):
+    """A Gateway access policy does not allow the requested model or provider (HTTP 403).
+
+    ``policy_ids``, ``removed_models`` and ``removed_providers`` are the
+    lists of ``param`` (``@ai-sdk/gateway`` 4.0.147 and later), each empty
+    when absent or malformed. They are added to the message, so the audit
+    row and the log say which policy refused what; the browser is told only
+    that a policy refused (policy ids are the site's business, not its
+    users').
+    """
+
+    error_type = "access_policy_denied"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        details = [
+            f"{label}: {', '.join(values)}"
+            for label, values in (
+                ("policies", self.policy_ids),
+                ("removed models", self.removed_models),
+                ("removed providers", self.removed_providers),
+            )
+            if values
+        ]
+        if details:
+            self.message = f"{message} ({'; '.join(details)})"
+            self.args = (self.message,)
+
+    def _strings(self, key: str) -> list[str]:
+        values = self.param.get(key) if isinstance(self.param, dict) else None
+        if not isinstance(values, list):
+            return []
+        return [value for value in values if isinstance(value, str)]
+
+    @property
+    def policy_ids(self) -> list[str]:
+        return self._strings("policyIds")
+
+    @property
+    def removed_models(self) -> list[str]:
+        return self._strings("removedModels")
+
+    @property
+    def removed_providers(self) -> list[str]:
+        return self._strings("removedProviders")
+
+
 class GatewayInternalServerError(GatewayError):
     """The Gateway failed, or answered with an error type we do not know."""
 
@@ -130,6 +177,7 @@ ERROR_TYPES: dict[str, type[GatewayError]] = {
     "model_not_found": GatewayModelNotFoundError,
     "not_found": GatewayNotFoundError,
     "forbidden": GatewayForbiddenError,
+    "access_policy_denied": GatewayAccessPolicyDeniedError,
 }
 
 

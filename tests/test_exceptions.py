@@ -28,6 +28,7 @@ def test_every_contract_error_type_has_its_class() -> None:
         "model_not_found",
         "not_found",
         "forbidden",
+        "access_policy_denied",  # @ai-sdk/gateway 4.0.147
     }
     for error_type, cls in ERROR_TYPES.items():
         assert issubclass(cls, GatewayError)
@@ -81,3 +82,18 @@ def test_retry_after_and_request_fields() -> None:
     assert QuotaExceeded("used up", retry_after=9).retry_after == 9
     error = MintRequestError("No.", param="model")
     assert (error.message, error.param, error.code) == ("No.", "model", "invalid_request")
+
+
+def test_access_policy_denied_reads_its_lists_defensively():
+    from gateway_realtime.exceptions import ERROR_TYPES, GatewayAccessPolicyDeniedError
+
+    assert ERROR_TYPES["access_policy_denied"] is GatewayAccessPolicyDeniedError
+    error = GatewayAccessPolicyDeniedError(
+        "Access policy denied",
+        status_code=403,
+        param={"policyIds": ["a", 1, None, "b"], "removedModels": "not a list"},
+    )
+    assert (error.policy_ids, error.removed_models, error.removed_providers) == (["a", "b"], [], [])
+    assert str(error) == "Access policy denied (policies: a, b) (HTTP 403, access_policy_denied)"
+    bare = GatewayAccessPolicyDeniedError("Access policy denied", param=None)
+    assert bare.message == "Access policy denied" and bare.policy_ids == []

@@ -25,6 +25,7 @@ FAULTS = {
     "emulator/rate-limited": (503, "gateway_rate_limit_exceeded", 429),
     "emulator/missing": (502, "gateway_model_not_found", 404),
     "emulator/forbidden": (502, "gateway_forbidden", 403),
+    "emulator/access-denied": (403, "gateway_access_policy_denied", 403),
     "emulator/not-found": (502, "gateway_not_found", 404),
     "emulator/invalid": (502, "gateway_invalid_request_error", 400),
     "emulator/auth-error": (502, "gateway_authentication_error", 401),
@@ -275,3 +276,18 @@ def test_an_oversized_body_under_a_lowered_cap(same_origin, gateway_mock):
     assert len(gateway_mock.calls) == 1
     assert response.status_code == 502
     assert_completed_failure("gateway_response_error", 200)
+
+
+@pytest.mark.django_db
+def test_an_access_policy_denial_names_the_policy_in_the_audit_row_only(emu_settings, same_origin):
+    response = same_origin(REALTIME, {"model": "emulator/access-denied"})
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert error_of(response)["type"] == "gateway_access_policy_denied"
+    # The browser is told a policy refused, not which one or what it removed.
+    assert "pol_emulator" not in body and "removed" not in body.lower()
+    row = assert_completed_failure("gateway_access_policy_denied", 403)
+    assert row.error_message == (
+        "Access policy denied (policies: pol_emulator; removed models: "
+        "emulator/access-denied; removed providers: emulator)"
+    )

@@ -48,6 +48,7 @@ Fault models (chosen by the ``model`` of a request that passed the checks):
 any model containing            404 ``model_not_found``, ``param.modelId``
 ``missing``
 ``emulator/forbidden``          403 ``forbidden``, ``param.ruleId``
+``emulator/access-denied``      403 ``access_policy_denied``, ``param.policyIds`` etc.
 ``emulator/not-found``          404 ``not_found``
 ``emulator/invalid``            400 ``invalid_request_error``
 ``emulator/auth-error``         401 ``authentication_error``

@@ -806,6 +806,16 @@ class GatewayEmulator:
                 "forbidden",
                 {"ruleId": "emulator-rule"},
             ),
+            "emulator/access-denied": (
+                403,
+                "Access policy denied",
+                "access_policy_denied",
+                {
+                    "policyIds": ["pol_emulator"],
+                    "removedModels": ["emulator/access-denied"],
+                    "removedProviders": ["emulator"],
+                },
+            ),
             "emulator/not-found": (404, "Resource not found", "not_found", None),
             "emulator/invalid": (400, "Emulated invalid request", "invalid_request_error", None),
             "emulator/auth-error": (401, "Emulated bad credential", "authentication_error", None),
