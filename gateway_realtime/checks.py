@@ -13,7 +13,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
 from gateway_realtime.conf import DEFAULTS, PREFIX, app_settings, resolve_callable
-from gateway_realtime.protocol import Kind
+from gateway_realtime.protocol import REALTIME_APIS, Kind
 
 KIND_NAMES = [k.value for k in Kind]
 
@@ -91,6 +91,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
 
     errors.extend(_check_models())
+    errors.extend(_check_model_apis())
     errors.extend(_check_lifetimes())
 
     atomic_alias = app_settings.AUDIT_DATABASE
@@ -221,6 +222,23 @@ def _check_model_mapping(name: str, value: Any) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_model_apis() -> list[CheckMessage]:
+    """E022 unless ``REALTIME_API`` maps model ids to ``"live"`` or ``"realtime"``."""
+    apis = getattr(settings, PREFIX + "REALTIME_API", {})
+    if isinstance(apis, Mapping) and all(
+        isinstance(model, str) and model and api in REALTIME_APIS for model, api in apis.items()
+    ):
+        return []
+    return [
+        Error(
+            'GATEWAY_REALTIME_REALTIME_API must map model ids to "live" or "realtime".',
+            hint='For example {"openai/gpt-live-2": "live"}: the route the realtime kind '
+            "mints and opens that model on (openai/gpt-live-1 and 1.1 are Live already).",
+            id="gateway_realtime.E022",
+        )
+    ]
 
 
 def _check_models() -> list[CheckMessage]:

@@ -39,12 +39,14 @@ from gateway_realtime.exceptions import (
     GatewayTimeoutError,
 )
 from gateway_realtime.protocol import (
+    LIVE_ROUTE_KIND,
     PROTOCOL_VERSION,
     GatewayClientProtocol,
     Kind,
     MintedSecret,
     build_ws_url,
     gateway_origin,
+    is_live,
     is_usable_token,
     mint_url,
 )
@@ -150,7 +152,9 @@ class GatewayClient:
     def build_body(self, kind: Kind, model: str, expires_in: int | None) -> bytes:
         """The JSON body, byte for byte like ``JSON.stringify`` in the official client."""
         body: dict[str, Any] = {"model": model}
-        if kind.route_kind is not None:
+        if is_live(kind, model, app_settings.REALTIME_API):
+            body["routeKind"] = LIVE_ROUTE_KIND
+        elif kind.route_kind is not None:
             body["routeKind"] = kind.route_kind
         if expires_in is not None:
             body["expiresIn"] = int(expires_in)
@@ -186,7 +190,9 @@ class GatewayClient:
             return MintedSecret(
                 token=token,
                 expires_at=expires_at,
-                url=build_ws_url(base_url, kind, model),
+                url=build_ws_url(
+                    base_url, kind, model, live=is_live(kind, model, app_settings.REALTIME_API)
+                ),
                 kind=kind,
                 model=model,
                 status=status,

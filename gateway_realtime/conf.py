@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "EXTRA_HEADERS": {},
     "DEFAULT_MODELS": {},
     "ALLOWED_MODELS": {},
+    "REALTIME_API": {},
     "DEFAULT_LIFETIME": None,
     "MAX_LIFETIME": 600,
     "TOOLS_FUNCTION": None,
@@ -152,6 +153,10 @@ class AppSettings:
     @property
     def DEFAULT_MODELS(self) -> Mapping[str, str]:
         return _get("DEFAULT_MODELS") or {}
+
+    @property
+    def REALTIME_API(self) -> Mapping[str, str]:
+        return _get("REALTIME_API") or {}
 
     @property
     def ALLOWED_MODELS(self) -> Mapping[str, Sequence[str]]:

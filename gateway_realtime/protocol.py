@@ -3,13 +3,15 @@
 Types and pure functions only (no settings, no I/O), so that the client, the
 mint service, the template tag and the test helpers all build the same
 strings. Section numbers refer to the wire contract: the mint request (1),
-the WebSocket URL (3) and the subprotocols a browser offers (4).
+the WebSocket URL (3), the subprotocols a browser offers (4) and the Live
+route of the realtime kind (8).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -57,6 +59,32 @@ class Kind(StrEnum):
 
 
 KIND_CHOICES = [(kind.value, kind.value.capitalize()) for kind in Kind]
+
+# The realtime kind's two routes (section 8) ------------------------------------------
+
+#: The models ``@ai-sdk/gateway`` 4.0.158 opens on the Live route
+#: (``gatewayLiveModelIds``); any other model takes the realtime route unless
+#: the site names its route (``GATEWAY_REALTIME_REALTIME_API``).
+LIVE_MODEL_IDS = frozenset({"openai/gpt-live-1", "openai/gpt-live-1.1"})
+#: The two values a model's route may have, as the official client's ``api`` option.
+REALTIME_APIS = ("live", "realtime")
+LIVE_ROUTE_KIND = "live"
+LIVE_WS_PATH = "/live-model"
+
+
+def is_live(kind: Kind, model: str, apis: Mapping[str, str] | None = None) -> bool:
+    """Whether ``model`` of ``kind`` is minted and opened on the Live route (section 8).
+
+    Only the realtime kind has two routes. ``apis`` maps model ids to
+    ``"live"`` or ``"realtime"``, as the official client's ``{ api }``
+    option; a model it does not name is Live when the provider lists it.
+    """
+    if kind is not Kind.REALTIME:
+        return False
+    chosen = (apis or {}).get(model)
+    if chosen in REALTIME_APIS:
+        return chosen == "live"
+    return model in LIVE_MODEL_IDS
 
 
 @dataclass(frozen=True)
@@ -133,12 +161,16 @@ def form_encode(value: str) -> str:
     return quote_plus(value, safe="*").replace("~", "%7E")
 
 
-def build_ws_url(base_url: str, kind: Kind, model: str) -> str:
-    """The WebSocket URL a browser opens for ``kind`` and ``model`` (section 3)."""
+def build_ws_url(base_url: str, kind: Kind, model: str, *, live: bool = False) -> str:
+    """The WebSocket URL a browser opens for ``kind`` and ``model`` (sections 3 and 8).
+
+    ``live``: the realtime kind's Live route (``/live-model``; see ``is_live``).
+    """
     base = base_url[:-1] if base_url.endswith("/") else base_url
     if base.startswith("http"):
         base = "ws" + base[len("http") :]
-    return f"{base}{kind.ws_path}?ai-model-id={form_encode(model)}"
+    path = LIVE_WS_PATH if live and kind is Kind.REALTIME else kind.ws_path
+    return f"{base}{path}?ai-model-id={form_encode(model)}"
 
 
 def websocket_protocols(kind: Kind, token: str | None = None, *, team: str | None) -> list[str]:

@@ -37,7 +37,13 @@ from gateway_realtime.client import reset_clients
 from gateway_realtime.conf import PREFIX, app_settings
 from gateway_realtime.credentials import Credential
 from gateway_realtime.exceptions import GatewayError
-from gateway_realtime.protocol import GatewayClientProtocol, Kind, MintedSecret, build_ws_url
+from gateway_realtime.protocol import (
+    GatewayClientProtocol,
+    Kind,
+    MintedSecret,
+    build_ws_url,
+    is_live,
+)
 
 if TYPE_CHECKING:
     from gateway_realtime.emulator import GatewayEmulator
@@ -123,7 +129,12 @@ class FakeGatewayClient:
         return MintedSecret(
             token=token,
             expires_at=expires_at,
-            url=build_ws_url(app_settings.BASE_URL, kind, model),
+            url=build_ws_url(
+                app_settings.BASE_URL,
+                kind,
+                model,
+                live=is_live(kind, model, app_settings.REALTIME_API),
+            ),
             kind=kind,
             model=model,
         )

@@ -62,6 +62,9 @@ CASES: list[Any] = [
     pytest.param({"RELAY_MAX_SESSIONS": 0}, "gateway_realtime.E021", id="E021-sessions"),
     pytest.param({"RELAY_QUEUE_FRAMES": 0}, "gateway_realtime.E021", id="E021-queue"),
     pytest.param({"RELAY_MAX_FRAME_BYTES": "1M"}, "gateway_realtime.E021", id="E021-frame"),
+    pytest.param({"RELAY_MAX_BEHIND_SECONDS": 0}, "gateway_realtime.E021", id="E021-behind"),
+    pytest.param({"RELAY_METER_INTERVAL": "1s"}, "gateway_realtime.E021", id="E021-interval"),
+    pytest.param({"REALTIME_API": {"m": "continuous"}}, "gateway_realtime.E022", id="E022"),
     pytest.param({"RELAY_MAX_SESSION_SECONDS": -1}, "gateway_realtime.E021", id="E021-length"),
     pytest.param({"RELAY_BUDGET": {"minutes": 5}}, "gateway_realtime.E021", id="E021-budget-key"),
     pytest.param({"RELAY_BUDGET": {"tokens": 0}}, "gateway_realtime.E021", id="E021-budget-zero"),
@@ -292,3 +295,16 @@ def test_every_check_id_is_tested() -> None:
     here = {case.values[1] for case in CASES + DEPLOY_CASES}
     untested = {i for i in check_ids if i not in here and f'"{i}"' not in tests_text}
     assert untested == set()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"openai/gpt-live-2": "continuous"}, ["openai/gpt-live-2"], {"": "live"}, {"m": None}],
+)
+def test_e022_model_apis_must_map_models_to_a_route(settings, value) -> None:
+    from gateway_realtime.checks import check_settings
+
+    settings.GATEWAY_REALTIME_REALTIME_API = value
+    assert "gateway_realtime.E022" in [m.id for m in check_settings()]
+    settings.GATEWAY_REALTIME_REALTIME_API = {"openai/gpt-live-2": "live", "x/y": "realtime"}
+    assert "gateway_realtime.E022" not in [m.id for m in check_settings()]

@@ -71,6 +71,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "RELAY_MAX_SESSIONS": ("3", 3),
     "RELAY_MAX_SESSION_SECONDS": ("120", 120.0),
     "RELAY_BUDGET": ({"tokens": 1000}, {"tokens": 1000}),
+    "REALTIME_API": ({"acme/continuous": "live"}, {"acme/continuous": "live"}),
     "RELAY_QUEUE_FRAMES": ("8", 8),
     "RELAY_MAX_BEHIND_SECONDS": ("2.5", 2.5),
     "RELAY_METER_INTERVAL": ("0.5", 0.5),

@@ -215,3 +215,33 @@ def test_an_object_without_mint_is_not_a_client() -> None:
             pass
 
     assert not isinstance(NotAClient(), GatewayClientProtocol)
+
+
+def test_the_live_route_is_the_providers_list_unless_the_site_names_one() -> None:
+    from gateway_realtime.protocol import LIVE_MODEL_IDS, build_ws_url, is_live
+
+    assert {"openai/gpt-live-1", "openai/gpt-live-1.1"} == LIVE_MODEL_IDS
+    assert is_live(Kind.REALTIME, "openai/gpt-live-1")
+    assert not is_live(Kind.REALTIME, "openai/gpt-realtime-2")
+    # The official client's { api } option, per model.
+    assert is_live(Kind.REALTIME, "acme/continuous", {"acme/continuous": "live"})
+    assert not is_live(Kind.REALTIME, "openai/gpt-live-1", {"openai/gpt-live-1": "realtime"})
+    # Only the realtime kind has two routes.
+    assert not is_live(Kind.TRANSCRIPTION, "openai/gpt-live-1", {"openai/gpt-live-1": "live"})
+    base = "https://ai-gateway.vercel.sh/v4/ai/"
+    assert build_ws_url(base, Kind.REALTIME, "openai/gpt-live-1", live=True) == (
+        "wss://ai-gateway.vercel.sh/v4/ai/live-model?ai-model-id=openai%2Fgpt-live-1"
+    )
+    assert build_ws_url(base, Kind.SPEECH, "m", live=True).endswith("/speech-model?ai-model-id=m")
+
+
+def test_the_relay_opens_the_live_route_for_a_live_model(settings) -> None:
+    pytest.importorskip("websockets")
+    from gateway_realtime.relay.upstream import gateway_url
+
+    settings.GATEWAY_REALTIME_BASE_URL = "http://127.0.0.1:9/v4/ai"
+    assert gateway_url("openai/gpt-live-1.1") == (
+        "ws://127.0.0.1:9/v4/ai/live-model?ai-model-id=openai%2Fgpt-live-1.1"
+    )
+    settings.GATEWAY_REALTIME_REALTIME_API = {"openai/gpt-live-1.1": "realtime"}
+    assert "/realtime-model?" in gateway_url("openai/gpt-live-1.1")

@@ -1,9 +1,10 @@
 """The recorded requests and results of the official ``@ai-sdk/gateway`` provider.
 
-Every line of ``test-vectors.jsonl`` (the wire contract's companion) is one
-test: our client must send the very same request and reach the same result.
-The repository keeps a copy in ``tests/data`` so that a clone without the
-shared reference directory still runs them.
+Every line of ``test-vectors.jsonl`` and ``test-vectors-live.jsonl`` (the
+wire contract's companions; the second recorded from 4.0.158, section 8) is
+one test: our client must send the very same request and reach the same
+result. The repository keeps a copy in ``tests/data`` so that a clone
+without the shared reference directory still runs them.
 """
 
 from __future__ import annotations
@@ -22,25 +23,23 @@ from gateway_realtime.protocol import Kind
 from tests.conftest import EXPIRES_AT, answer, gateway_error
 
 HOST = "gateway.vectors.test"
-LOCAL_COPY = Path(__file__).resolve().parent / "data" / "test-vectors.jsonl"
-SHARED = Path(__file__).resolve().parents[2] / "shared/reference/test-vectors.jsonl"
-VECTORS_FILE = LOCAL_COPY if LOCAL_COPY.exists() else SHARED
+LOCAL_DIR = Path(__file__).resolve().parent / "data"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared/reference"
+FILES = ("test-vectors.jsonl", "test-vectors-live.jsonl")
 
 
 def load_vectors() -> list[Any]:
-    if not VECTORS_FILE.exists():
-        return [
-            pytest.param(
-                None,
-                marks=pytest.mark.skip(
-                    reason=f"test vectors not found at {LOCAL_COPY} or {SHARED}"
-                ),
-                id="no-vectors",
-            )
-        ]
-    lines = VECTORS_FILE.read_text(encoding="utf-8").splitlines()
-    vectors = [json.loads(line) for line in lines if line.strip()]
-    return [pytest.param(v, id=v["case"]) for v in vectors]
+    params = []
+    for name in FILES:
+        path = LOCAL_DIR / name if (LOCAL_DIR / name).exists() else SHARED_DIR / name
+        if not path.exists():
+            reason = f"test vectors not found at {LOCAL_DIR / name} or {SHARED_DIR / name}"
+            params.append(pytest.param(None, marks=pytest.mark.skip(reason=reason), id=name))
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        vectors = [json.loads(line) for line in lines if line.strip()]
+        params += [pytest.param(v, id=v["case"]) for v in vectors]
+    return params
 
 
 def js_stringify(value: Any) -> bytes:
@@ -53,7 +52,9 @@ def localize(text: str) -> str:
 
 
 def kind_of(body: dict[str, Any]) -> Kind:
-    return Kind(body.get("routeKind", "realtime"))
+    """The kind a vector mints: Live models are the realtime kind's (section 8)."""
+    route = body.get("routeKind", "realtime")
+    return Kind.REALTIME if route == "live" else Kind(route)
 
 
 def gateway_answer(vector: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -70,10 +71,12 @@ def gateway_answer(vector: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return body, error["statusCode"]
 
 
-def test_local_copy_matches_the_shared_reference() -> None:
-    if not SHARED.exists():
-        pytest.skip(f"the shared reference {SHARED} is not present (a plain clone)")
-    assert LOCAL_COPY.read_bytes() == SHARED.read_bytes()
+@pytest.mark.parametrize("name", FILES)
+def test_local_copy_matches_the_shared_reference(name: str) -> None:
+    shared = SHARED_DIR / name
+    if not shared.exists():
+        pytest.skip(f"the shared reference {shared} is not present (a plain clone)")
+    assert (LOCAL_DIR / name).read_bytes() == shared.read_bytes()
 
 
 @pytest.mark.parametrize("vector", load_vectors())

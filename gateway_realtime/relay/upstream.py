@@ -21,7 +21,7 @@ from gateway_realtime.client import GatewayClient, get_client
 from gateway_realtime.conf import app_settings
 from gateway_realtime.credentials import resolve_credential
 from gateway_realtime.exceptions import GatewayConfigurationError
-from gateway_realtime.protocol import Kind, build_ws_url
+from gateway_realtime.protocol import Kind, build_ws_url, is_live
 
 if TYPE_CHECKING:
     from gateway_realtime.credentials import Credential
@@ -50,7 +50,9 @@ def gateway_headers(credential: Credential) -> dict[str, str]:
 
 
 def gateway_url(model: str) -> str:
-    return build_ws_url(app_settings.BASE_URL, Kind.REALTIME, model)
+    """The realtime kind's socket for ``model``: the Live route for a Live model (section 8)."""
+    live = is_live(Kind.REALTIME, model, app_settings.REALTIME_API)
+    return build_ws_url(app_settings.BASE_URL, Kind.REALTIME, model, live=live)
 
 
 @sensitive_variables("credential", "headers")
