@@ -106,14 +106,8 @@ class ClientSecretIssuance(models.Model):
         return f"{self.kind} {self.model} for {who}: {self.outcome}"
 
 
-class QuotaCounter(models.Model):
-    """How many mints a user has used in one quota window (``GATEWAY_REALTIME_QUOTA``).
-
-    One row per (user, window). Each mint claims one unit with a single
-    conditional ``UPDATE ... SET used = used + 1 WHERE used < limit``, which
-    the database serialises per row, so concurrent workers on any number of
-    hosts can never push a user past the limit.
-    """
+class UserWindow(models.Model):
+    """A counter row's key: one user and one window of time (abstract)."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -126,6 +120,20 @@ class QuotaCounter(models.Model):
     window_start = models.DateTimeField(_("window start"))
     # Stored so that pruning needs no knowledge of each policy's period.
     window_end = models.DateTimeField(_("window end"))
+
+    class Meta:
+        abstract = True
+
+
+class QuotaCounter(UserWindow):
+    """How many mints a user has used in one quota window (``GATEWAY_REALTIME_QUOTA``).
+
+    One row per (user, window). Each mint claims one unit with a single
+    conditional ``UPDATE ... SET used = used + 1 WHERE used < limit``, which
+    the database serialises per row, so concurrent workers on any number of
+    hosts can never push a user past the limit.
+    """
+
     used = models.PositiveIntegerField(_("mints used"), default=0)
 
     class Meta:
@@ -224,7 +232,7 @@ class RelaySession(models.Model):
         return f"{self.kind} {self.model} relayed for {who}: {state}"
 
 
-class RelayUsage(models.Model):
+class RelayUsage(UserWindow):
     """What a user's relayed sessions spent in one budget window (``RELAY_BUDGET``).
 
     One row per (user, window). Every session adds its metered usage with
@@ -233,16 +241,6 @@ class RelayUsage(models.Model):
     of processes and hosts spend one budget and no update is lost.
     """
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("user"),
-        on_delete=models.CASCADE,
-        related_name="+",
-        # The unique (user, window_start, window_end) constraint's index serves it.
-        db_index=False,
-    )
-    window_start = models.DateTimeField(_("window start"))
-    window_end = models.DateTimeField(_("window end"))
     audio_seconds = models.FloatField(_("audio (s)"), default=0.0)
     tokens = models.PositiveBigIntegerField(_("tokens"), default=0)
 

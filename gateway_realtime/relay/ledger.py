@@ -147,6 +147,20 @@ def check_start_rate(user_id: Any, policy: Policy) -> None:
         raise RateLimited(wait)
 
 
+def who_and_what(
+    user: Any, kind: str, model: str, *, ip_address: str | None, user_agent: str
+) -> dict[str, Any]:
+    """A ``RelaySession`` row's who and what, cut to the columns' lengths."""
+    return {
+        "user": user,
+        "username": str(user.get_username())[:150],
+        "ip_address": ip_address,
+        "user_agent": user_agent[:512],
+        "kind": kind,
+        "model": model[:200],
+    }
+
+
 def record_refusal(
     user: Any,
     kind: str,
@@ -183,12 +197,7 @@ def record_refusal(
         same.filter(pk=row.pk).update(attempts=F("attempts") + 1, ended_at=now)
         return row
     row = RelaySession.objects.using(alias).create(
-        user=user,
-        username=str(user.get_username())[:150],
-        ip_address=ip_address,
-        user_agent=user_agent[:512],
-        kind=kind,
-        model=model[:200],
+        **who_and_what(user, kind, model, ip_address=ip_address, user_agent=user_agent),
         ended_at=now,
         duration_ms=0,
         close_code=code,
@@ -210,4 +219,5 @@ __all__ = [
     "over_budget",
     "read_usage",
     "record_refusal",
+    "who_and_what",
 ]

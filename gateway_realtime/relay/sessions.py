@@ -162,12 +162,7 @@ def start_session(
             if ledger.over_budget(spent, policy):
                 raise refuse(*BUDGET_EXCEEDED, CloseSide.LIMIT)
         row = RelaySession.objects.using(alias).create(
-            user=user,
-            username=str(user.get_username())[:150],
-            ip_address=ip_address,
-            user_agent=user_agent[:512],
-            kind=kind,
-            model=model[:200],
+            **ledger.who_and_what(user, kind, model, ip_address=ip_address, user_agent=user_agent)
         )
         # Counted after our own row is written (see the module docstring).
         cap = policy.max_sessions

@@ -57,6 +57,19 @@ def wait_for(predicate, timeout=TIMEOUT):
     raise AssertionError("condition not met in time")
 
 
+def connect_until_closed(browser):
+    """Open the browser's socket and read until the relay closes it: (code, reason, frames)."""
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    return run(scenario)
+
+
 def only_row():
     rows = list(RelaySession.objects.all())
     assert len(rows) == 1
@@ -209,14 +222,7 @@ def test_wildcard_trusted_origin_is_refused(relay_emulator, relay_browser, user,
     settings.CSRF_TRUSTED_ORIGINS = ["https://*.example.org"]
     browser = relay_browser(user, origin="https://app.example.org")
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (4403, "cross-site origin refused")
     assert relay_emulator.ws_handshakes == []
 
@@ -365,14 +371,7 @@ def test_gateway_unreachable(relay_browser, channel_layer, user, settings):
     settings.GATEWAY_REALTIME_QUOTA = 5
     browser = relay_browser(user)
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (1011, "gateway unavailable")
     assert only_row().closed_by == "gateway"
     from gateway_realtime.limits import quota_left
@@ -489,14 +488,7 @@ def test_a_fault_after_the_start_ends_the_session_and_gives_the_quota_back(
     settings.GATEWAY_REALTIME_QUOTA = 5
     browser = relay_browser(user)
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (1011, "relay error")
     row = only_row()
     assert row.ended_at is not None and row.closed_by == "relay"
@@ -510,14 +502,7 @@ def test_an_unrevocable_session_is_not_started(relay_browser, channel_layer, use
     monkeypatch.setattr(channel_layer, "group_add", broken_group_add)
     browser = relay_browser(user)
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (1011, "limits unavailable")
     assert not RelaySession.objects.exists()
 
@@ -528,14 +513,7 @@ def test_an_inactive_user_is_refused(relay_emulator, relay_browser, user, settin
     browser = relay_browser(user)
     type(user).objects.filter(pk=user.pk).update(is_active=False)
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (4401, "login required")
     assert not RelaySession.objects.exists()
 

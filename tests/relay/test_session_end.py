@@ -27,6 +27,7 @@ from gateway_realtime.relay.consumers import RelayConsumer
 from .test_consumer import (
     TIMEOUT,
     EchoGateway,
+    connect_until_closed,
     finish,
     next_close,
     only_row,
@@ -180,14 +181,7 @@ def test_a_fault_in_metering_ends_the_session_with_relay_error(
     monkeypatch.setattr(sessions.Meter, "observe_gateway", broken)
     browser = relay_browser(user)
 
-    async def scenario():
-        comm = browser.communicator()
-        assert (await comm.connect(TIMEOUT))[0]
-        closed = await next_close(comm)
-        await finish(comm)
-        return closed
-
-    code, reason, _ = run(scenario)
+    code, reason, _ = connect_until_closed(browser)
     assert (code, reason) == (1011, "relay error")
     assert only_row().closed_by == "relay"
     assert wait_for(lambda: relay_emulator.ws_sessions)[0].close_code == 1000
