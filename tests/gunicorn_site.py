@@ -1,6 +1,7 @@
 """Plumbing shared by the tests that run the site under gunicorn (load, stall)."""
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,13 @@ def free_port():
 def tail(log):
     """The end of a gunicorn log file, for failure messages."""
     return Path(log.name).read_text(errors="replace")[-3000:]
+
+
+def stop(process):
+    """Terminate a server process; kill it if it has not exited in 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -35,7 +35,7 @@ from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
-from tests.gunicorn_site import free_port, services_or_skip, tail
+from tests.gunicorn_site import free_port, services_or_skip, stop, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -132,12 +132,7 @@ def site(emulator):
             wait_for_port(port, process, log)
             yield f"http://127.0.0.1:{port}", log
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def sessions_for(users):

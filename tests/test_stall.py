@@ -33,7 +33,7 @@ from django.db import connection
 from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
-from tests.gunicorn_site import free_port, services_or_skip, tail
+from tests.gunicorn_site import free_port, services_or_skip, stop, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -102,12 +102,7 @@ def site(emulator):
             wait_until_serving(base_url, process, log)
             yield base_url, log
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def wait_until_serving(base_url, process, log):

@@ -40,7 +40,7 @@ from websockets.sync.client import connect
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import CloseSide, RelaySession, RelayUsage
 from gateway_realtime.relay.revocation import revoke_sessions
-from tests.gunicorn_site import free_port, services_or_skip, tail
+from tests.gunicorn_site import free_port, services_or_skip, stop, tail
 from tests.relay import site_policy
 from tests.relay.conftest import in_a_thread
 
@@ -116,12 +116,7 @@ def start_server(env):
 
 
 def stop_server(process, log):
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process)
     log.close()
 
 
@@ -301,9 +296,11 @@ def test_two_sessions_on_two_servers_spend_one_budget(servers, django_user_model
     wait_for_no_live_session(user)
     relayed = sum(row.audio_seconds_in for row in RelaySession.objects.filter(user=user))
     # What the rows say was relayed is what the shared counter holds, and
-    # together the two sessions did not spend past the budget.
+    # together the two sessions passed the budget by at most what the other
+    # metered within one interval (docs/relay.md): here one frame, when a
+    # loaded machine delays a server's read of the counter.
     assert spent_audio(user) == pytest.approx(relayed)
-    assert 1.5 <= relayed <= site_policy.BUDGET_SECONDS
+    assert 1.5 <= relayed <= site_policy.BUDGET_SECONDS + 0.5
 
 
 def test_a_server_shutdown_closes_its_sessions_with_1012(emulator, prefix, django_user_model):
