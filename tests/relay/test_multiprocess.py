@@ -20,6 +20,7 @@ site's own Origin, as a browser would. Checks:
 """
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -291,7 +292,10 @@ def test_two_sessions_on_two_servers_spend_one_budget(servers, django_user_model
         # one interval) and ends the session at its next read.
         two.send(half)
         assert close_of(two, second_log) == (4429, "budget exceeded")
-        one.send(half)
+        # Server 1 ends its session at its next read of the counter, maybe
+        # before this frame arrives, else when it does.
+        with contextlib.suppress(ConnectionClosed):
+            one.send(half)
         assert close_of(one, first_log) == (4429, "budget exceeded")
     wait_for_no_live_session(user)
     relayed = sum(row.audio_seconds_in for row in RelaySession.objects.filter(user=user))
