@@ -8,7 +8,8 @@ hosts. Local-memory caches are per process: fine for one worker, not for a
 deployment.
 
 It is a DRF throttle: the endpoints list it in ``throttle_classes``, and a
-site can add it to its own views.
+site can add it to its own views. Relay mode counts its session starts on
+the same counters (``take_rate``, through ``relay.ledger.check_start_rate``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ def take_rate(user_id: Any, rate: str) -> int | None:
 
     The one counter behind every burst limit: the mint endpoints' throttle
     and relay mode's session starts (``gateway_realtime.relay.ledger``)
-    count on it together, so one rate covers both ways of talking. Raises
-    ``GatewayConfigurationError`` for a malformed rate and
-    ``LimitsUnavailable`` when the cache cannot be reached.
+    count on it together, so one rate covers both ways of talking, as one
+    quota does. The counter is keyed by user, the rate's period and the
+    clock window, not by kind: a relayed ``realtime`` start and a
+    ``realtime`` mint take from one counter, and so does any kind whose
+    policy rate has the same period (each caller compares the shared count
+    with its own rate's limit). Raises ``GatewayConfigurationError`` for a
+    malformed rate and ``LimitsUnavailable`` when the cache cannot be
+    reached (logged once here, naming no key).
     """
     try:
         limit, period = parse_rate(rate)
@@ -63,7 +69,7 @@ def _increment(key: str, period: int) -> int:
         return int(cache.incr(key))
     except Exception as error:
         logger.error(
-            "The rate limit cache is unreachable; refusing to mint",
+            "The rate limit cache is unreachable; refusing the request",
             extra={"gateway_realtime": {"outcome": "rejected", "error_type": "limits_unavailable"}},
         )
         raise LimitsUnavailable(

@@ -15,8 +15,11 @@ Synchronous Django ORM and cache code (the consumer calls it through
   code and reason and clock minute (``RelaySession.attempts``), so refusals
   cannot grow the audit table without bound.
 
-Every function raises ``LimitsUnavailable`` when its store cannot be
-reached, naming only the error's type.
+``add_usage``, ``read_usage`` and ``check_start_rate`` raise
+``LimitsUnavailable`` when their store cannot be reached, naming only the
+error's type: a limit that cannot be read fails closed. ``record_refusal``
+lets the database's own error through: the start is refused either way, and
+the caller decides whether a lost audit row is worth more than a log line.
 """
 
 from __future__ import annotations
@@ -138,7 +141,11 @@ def check_start_rate(user_id: Any, policy: Policy) -> None:
     """Count a relayed start against the policy's burst rate; raise ``RateLimited`` over it.
 
     The counter is the mint endpoints' (``throttling.take_rate``): a user's
-    mints and relayed starts share one rate.
+    mints and relayed starts share one rate, so pass the policy of the
+    session's kind (a relayed ``realtime`` start then takes from the same
+    counter as a ``realtime`` mint). Nothing is counted when the policy has
+    no rate. Raises ``LimitsUnavailable`` when the cache cannot be reached
+    and ``GatewayConfigurationError`` for a malformed rate.
     """
     if not policy.rate:
         return
@@ -175,10 +182,20 @@ def record_refusal(
 ) -> RelaySession:
     """Record a refused start: one row per user, code, reason and clock minute.
 
-    The first refusal of a minute writes an ended row (duration 0); the
-    next ones add one to its ``attempts`` with an ``F()`` update. Two
-    processes refusing the same user at once may each write a first row:
-    an extra row, never a lost refusal of consequence, and still bounded.
+    The first refusal of a minute writes an ended row (duration 0, the
+    close code, reason and side); the next ones of that user, code and
+    reason add one to its ``attempts`` with an ``F()`` update and move its
+    ``ended_at`` to ``now``. Only an ended row of duration 0 started in the
+    same clock minute is folded into, so a live session's row is never
+    touched. ``now`` (default: ``timezone.now()``) sets the minute and the
+    row's times, for callers and tests that keep their own clock.
+
+    Not serialised on purpose, as a refusal costs a lookup and a write and
+    no lock: two processes refusing the same user at once may each write a
+    first row (an extra row, at most one per racing process a minute, so
+    still bounded), and an increment racing the first insert may land on
+    either row; no refusal goes uncounted in the total. Database errors are
+    not caught (see the module docstring).
     """
     alias = app_settings.AUDIT_DATABASE
     now = now or timezone.now()
@@ -190,11 +207,16 @@ def record_refusal(
         close_reason=reason,
         started_at__gte=minute,
         started_at__lt=minute + dt.timedelta(minutes=1),
+        ended_at__isnull=False,
         duration_ms=0,
     )
     row = same.order_by("-id").first()
     if row is not None:
         same.filter(pk=row.pk).update(attempts=F("attempts") + 1, ended_at=now)
+        # What the update did, without reading the row again (another
+        # process's refusals since our read are in the database, not here).
+        row.attempts += 1
+        row.ended_at = now
         return row
     row = RelaySession.objects.using(alias).create(
         **who_and_what(user, kind, model, ip_address=ip_address, user_agent=user_agent),
