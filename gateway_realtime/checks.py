@@ -515,8 +515,10 @@ def check_breaker_cache(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 def check_relay_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """W007 when a site set up for Channels has no layer to revoke relayed sessions through.
 
-    Only where ``channels`` is in ``INSTALLED_APPS``: without it the relay is
-    not in use, and nothing is said.
+    W008 when that layer is a channels_redis ``RedisChannelLayer`` whose Redis
+    socket time-out would end an idle session's read (see
+    ``_check_redis_layer_timeout``). Only where ``channels`` is in
+    ``INSTALLED_APPS``: without it the relay is not in use, and nothing is said.
     """
     if "channels" not in getattr(settings, "INSTALLED_APPS", ()):
         return []
@@ -536,72 +538,106 @@ def check_relay_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[Ch
     ]
 
 
-#: channels_redis's blocking read on a channel (``RedisChannelLayer.brpop_timeout``).
-CHANNELS_REDIS_BLOCKING_READ = 5
-#: The socket time-out the docs configure: above that read, still short enough
-#: to notice a Redis that went away.
+#: The ``socket_timeout`` docs/relay.md gives each Redis host of the relay's
+#: channel layer: well above channels_redis's blocking read (5 s), and still
+#: short enough that a Redis gone silent ends the read, so the session ends
+#: with a close code, where ``None`` would leave it waiting for ever.
 RELAY_REDIS_SOCKET_TIMEOUT = 10
+#: How much longer than the blocking read the socket time-out must be: Redis
+#: answers an expired blocking read on its next timer tick, and that answer
+#: still has to cross the network.
+BLOCKING_READ_MARGIN = 1
+
+_UNSET = object()
 
 
-def _socket_timeout(host: Any) -> Any:
-    """The ``socket_timeout`` a channels_redis host entry gives redis-py (``None``: unset)."""
-    address = host.get("address") if isinstance(host, dict) else host
-    if isinstance(host, dict) and "socket_timeout" in host:
-        return host["socket_timeout"]
+def _host_socket_timeout(host: Any) -> Any:
+    """The ``socket_timeout`` one ``CONFIG["hosts"]`` entry sets, or ``_UNSET``.
+
+    Read as channels_redis decodes the entry (a URL, or a dict of redis-py
+    keyword arguments whose ``address`` goes through
+    ``ConnectionPool.from_url``) and redis-py then reads it: a
+    ``socket_timeout`` in the URL's query overrides the dict's, and its first
+    value counts. A value that is not a number is returned as it is.
+    """
+    if isinstance(host, str):
+        host = {"address": host}
+    if not isinstance(host, Mapping):
+        return _UNSET  # a (host, port) pair, or channels_redis's default host
+    address = host.get("address")
     if isinstance(address, str):
-        query = parse_qs(urlsplit(address).query)
-        if "socket_timeout" in query:
+        values = parse_qs(urlsplit(address).query).get("socket_timeout")
+        if values:
             try:
-                return float(query["socket_timeout"][-1])
+                return float(values[0])
             except ValueError:
-                return None
-    return _MISSING
-
-
-_MISSING = object()
+                return values[0]
+    return host.get("socket_timeout", _UNSET)
 
 
 def _check_redis_layer_timeout(alias: str, layer: Any) -> list[CheckMessage]:
-    """W008: a Redis channel layer whose socket time-out ends every idle relayed session.
+    """W008 for each Redis host whose socket time-out would end an idle session's read.
 
-    redis-py 8 gives every connection a 5 s socket time-out, exactly
-    channels_redis's blocking read on a channel, so an idle consumer's read
-    times out and the consumer dies about every 5 s (redis-py 7 had none).
-    Each host needs a ``socket_timeout`` above that read.
+    A ``RedisChannelLayer`` (or a subclass) receives with a blocking read
+    (``BZPOPMIN``) that Redis answers empty after ``brpop_timeout`` (5 s) when
+    nothing came. redis-py 8 gives every connection a 5 s socket time-out by
+    default (earlier releases none), so that read raises ``TimeoutError``
+    first and the idle consumer dies (channels_redis issue 422, redis-py
+    issue 4091; no release of either fixes it yet). A host passes when its
+    ``socket_timeout``, its own or the installed redis-py's default, is
+    ``None`` or at least ``BLOCKING_READ_MARGIN`` above the blocking read.
+    The message names the host by index only: its URL may carry a password.
     """
-    if (
-        not isinstance(layer, dict)
-        or layer.get("BACKEND") != "channels_redis.core.RedisChannelLayer"
-    ):
+    backend = layer.get("BACKEND") if isinstance(layer, Mapping) else None
+    if not isinstance(backend, str):
         return []
-    hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
-    redis_default = _redis_default_socket_timeout()
-    for host in hosts:
-        timeout = _socket_timeout(host)
-        if timeout is _MISSING:
-            timeout = redis_default
-        if timeout is not None and (
-            not _is_number(timeout) or timeout <= CHANNELS_REDIS_BLOCKING_READ
-        ):
-            return [
-                Warning(
-                    f"CHANNEL_LAYERS[{alias!r}]: a Redis host with a socket time-out of "
-                    f"{timeout!r} s, no longer than channels_redis's "
-                    f"{CHANNELS_REDIS_BLOCKING_READ} s blocking read: every idle relayed "
-                    "session is dropped (1006) when that read times out.",
-                    hint=f'Give each host a longer one: {{"address": "redis://...", '
-                    f'"socket_timeout": {RELAY_REDIS_SOCKET_TIMEOUT}}} (docs/relay.md).',
-                    id="gateway_realtime.W008",
-                )
-            ]
-    return []
-
-
-def _redis_default_socket_timeout() -> Any:
-    """redis-py's default socket time-out: 5 s since redis-py 8, none before."""
     try:
-        import redis
-    except ImportError:  # pragma: no cover - channels_redis requires redis
-        return None
-    major = str(getattr(redis, "__version__", "0")).split(".")[0]
-    return CHANNELS_REDIS_BLOCKING_READ if major.isdigit() and int(major) >= 8 else None
+        from channels_redis.core import RedisChannelLayer
+
+        layer_class = import_string(backend)
+    except ImportError:
+        return []  # no channels_redis layer; a bad BACKEND is Channels' to report
+    try:
+        is_redis_layer = issubclass(layer_class, RedisChannelLayer)
+    except TypeError:  # BACKEND names something other than a class
+        return []
+    if not is_redis_layer:
+        return []
+    blocking_read = layer_class.brpop_timeout
+    config = layer.get("CONFIG") or {}
+    hosts = config.get("hosts") if isinstance(config, Mapping) else None
+    default = _redis_default_socket_timeout()
+    warnings: list[CheckMessage] = []
+    for index, host in enumerate(hosts or [None]):
+        timeout = _host_socket_timeout(host)
+        source = "its own"
+        if timeout is _UNSET:
+            timeout, source = default, "redis-py's default"
+        if timeout is None or (
+            _is_number(timeout) and timeout >= blocking_read + BLOCKING_READ_MARGIN
+        ):
+            continue
+        warnings.append(
+            Warning(
+                f"CHANNEL_LAYERS[{alias!r}] host {index}: its Redis socket time-out "
+                f"({timeout!r} s, {source}) is not at least {BLOCKING_READ_MARGIN} s longer "
+                f"than channels_redis's {blocking_read} s blocking read, so that read times "
+                "out and every relayed session idle that long ends.",
+                hint=f'Give each host a longer one: {{"address": "redis://...", '
+                f'"socket_timeout": {RELAY_REDIS_SOCKET_TIMEOUT}}} (docs/relay.md).',
+                id="gateway_realtime.W008",
+            )
+        )
+    return warnings
+
+
+def _redis_default_socket_timeout() -> float | None:
+    """The socket time-out the installed redis-py gives a connection that sets none.
+
+    Read from a connection object (building one opens no socket) rather than
+    inferred from redis-py's version: 5 s since redis-py 8, ``None`` before.
+    """
+    from redis.asyncio import Connection
+
+    timeout: float | None = Connection().socket_timeout
+    return timeout
