@@ -213,7 +213,6 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # When a send to that side started, while it waits (see _clock).
         self.browser_send_since: float | None = None
         self.gateway_send_since: float | None = None
-        self.loop = asyncio.get_running_loop()
         # Set by Channels' __call__; None until then (a fault may come first).
         self.channel_layer: Any = None
         self.channel_name: str | None = None
@@ -441,7 +440,7 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.upstream_open.wait()
         upstream = self.upstream
         assert upstream is not None
-        self.gateway_send_since = self.loop.time()
+        self.gateway_send_since = asyncio.get_running_loop().time()
         try:
             await upstream.send(frame)
         except ConnectionClosed:
@@ -477,7 +476,7 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             async for frame in upstream:
                 usage = session.meter.observe_gateway(frame)
-                self.browser_send_since = self.loop.time()
+                self.browser_send_since = asyncio.get_running_loop().time()
                 try:
                     if isinstance(frame, str):
                         await self.send(text_data=frame)
@@ -514,8 +513,8 @@ class RelayConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         not a timer of its own.
         """
         behind = app_settings.RELAY_MAX_BEHIND_SECONDS
-        ends = self.loop.time() + seconds
-        while (now := self.loop.time()) < ends:
+        ends = asyncio.get_running_loop().time() + seconds
+        while (now := asyncio.get_running_loop().time()) < ends:
             for since in (self.browser_send_since, self.gateway_send_since):
                 if since is not None and now - since >= behind:
                     raise SessionEnd(*FELL_BEHIND, CloseSide.LIMIT)
