@@ -105,3 +105,61 @@ def test_the_bundle_exports_what_sdk_mjs_imports() -> None:
     assert imported is not None
     names = {name.strip() for name in imported.group(1).split(",") if name.strip()}
     assert names <= exported
+
+
+# Drift: the bundle, the recorded vectors and the app's own wire module name
+# one upstream release, and CHANGELOG.md says which.
+
+VECTORS = ("test-vectors.jsonl", "test-vectors-live.jsonl")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def recorded_gateway_versions() -> set[str]:
+    """The ``@ai-sdk/gateway`` versions named by the vectors' ``sdk`` fields."""
+    versions = set()
+    for name in VECTORS:
+        for line in (ROOT / "tests" / "data" / name).read_text(encoding="utf-8").splitlines():
+            sdk = json.loads(line).get("sdk") if line.strip() else None
+            if sdk:
+                package, _, version = sdk.rpartition(" ")
+                assert package == "@ai-sdk/gateway", f"{name}: unexpected sdk field {sdk!r}"
+                versions.add(version)
+    return versions
+
+
+def test_the_vendored_bundle_is_the_release_the_vectors_were_recorded_from() -> None:
+    recorded = recorded_gateway_versions()
+    assert recorded, "no test vector names the SDK it was recorded from"
+    newest = max(recorded, key=_version)
+    bundled = locked("@ai-sdk/gateway")
+    assert bundled == newest, (
+        f"the vendored bundle is @ai-sdk/gateway {bundled}, but the newest test vectors were "
+        f"recorded from {newest}: update vendor/ai-sdk/package.json and run `make vendor` "
+        "(or record the vectors again from the bundled release), then check the wire contract"
+    )
+
+
+def test_the_bundle_and_the_wire_module_know_the_same_live_models() -> None:
+    from gateway_realtime.protocol import LIVE_MODEL_IDS
+
+    text = BUNDLE.read_text(encoding="utf-8")
+    lists = [
+        set(json.loads(f"[{found}]"))
+        for found in re.findall(
+            r"\[((?:\"[^\"]+\",)*\"openai/gpt-live-1\"(?:,\"[^\"]+\")*)\]", text
+        )
+    ]
+    assert lists, "the bundle no longer lists openai/gpt-live-1 as a Live model"
+    assert lists == [set(LIVE_MODEL_IDS)], (
+        f"the bundled AI SDK's Live model ids {lists} differ from "
+        f"gateway_realtime.protocol.LIVE_MODEL_IDS {sorted(LIVE_MODEL_IDS)}"
+    )
+
+
+def test_the_changelog_names_the_upstream_releases_the_app_is_verified_against() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    line = f"Verified against `ai` {locked('ai')} and `@ai-sdk/gateway` {locked('@ai-sdk/gateway')}"
+    assert line in changelog, f"CHANGELOG.md should say: {line}"
