@@ -32,9 +32,9 @@ Checks, in order: ``Authorization: Bearer <credential>`` (missing -> 401
 0.0.1`` (else 400); with a ``team`` configured, ``x-vercel-ai-gateway-team``
 must equal it (else 403 ``forbidden``, ``param.ruleId``); then the body:
 ``Content-Type: application/json``, a JSON object with only ``model``
-(non-empty string), ``routeKind`` (``transcription`` | ``speech``, omitted
-for realtime) and ``expiresIn`` (integer 1..max_ttl); anything else -> 400
-``invalid_request_error`` with ``param.field``. Success is 200
+(non-empty string), ``routeKind`` (``transcription`` | ``speech`` |
+``live``, omitted for realtime) and ``expiresIn`` (integer 1..max_ttl);
+anything else -> 400 ``invalid_request_error`` with ``param.field``. Success is 200
 ``{"token": "vcst_<urlsafe>", "expiresAt": <int epoch seconds>}``; failures
 use the contract shape ``{"error": {"message", "type", "param", "code"},
 "generationId"}``. Connections are persistent (HTTP/1.1 keep-alive,
@@ -82,11 +82,11 @@ any model containing            404 ``model_not_found``, ``param.modelId``
 
 Every other model succeeds.
 
-WebSocket routes: ``GET {base_path}/realtime-model``, ``/transcription-model``, ``/speech-model``
-------------------------------------------------------------------------------------------------
+WebSocket routes: ``GET {base_path}/{realtime,live,transcription,speech}-model``
+-------------------------------------------------------------------------------
 With ``?ai-model-id=<model>`` (form-encoded). ``Sec-WebSocket-Protocol``
-must offer, in order: the kind's marker (``ai-gateway-realtime.v1``,
-``ai-gateway-transcription.v1``, ``ai-gateway-speech.v1``), then
+must offer, in order: the kind's marker (``ai-gateway-realtime.v1`` for
+realtime and Live, ``ai-gateway-transcription.v1``, ``ai-gateway-speech.v1``), then
 ``ai-gateway-auth.<token>`` and, when the emulator has a team,
 ``ai-gateway-team.<base64url, no padding>``. The token must be one this
 emulator issued, unused, unexpired, minted for that kind (``routeKind``) and
@@ -100,9 +100,9 @@ the framing: fragmented messages, ping/pong, and the close handshake (a
 client's close code is echoed); a message over ``max_message_size`` (256 KiB,
 the Gateway's frame cap) closes with 1009.
 
-The formats were read from the official packages (``ai`` 7.0.x,
-``@ai-sdk/gateway`` 4.0.146, ``@ai-sdk/provider`` 4.0.38,
-``@ai-sdk/provider-utils`` 5.0.81): the Gateway realtime model is an
+The formats were read from the official packages (``ai`` 7.0.185,
+``@ai-sdk/gateway`` 4.0.158, ``@ai-sdk/provider`` 4.0.39,
+``@ai-sdk/provider-utils`` 5.0.86): the Gateway realtime model is an
 identity codec over the *normalized* AI SDK realtime events
 (``gateway-realtime-model.ts``: ``parseServerEvent`` returns the JSON as is,
 ``serializeClientEvent`` sends the event as is), typed by
@@ -143,6 +143,17 @@ Realtime (one JSON object per text frame; every server event has ``raw``):
   are accepted silently.
 - ``session-close`` -> ``session-closed`` {usage.seconds, reason}, close 1000.
 - binary frames, bad JSON, unknown types -> ``error`` {message, code}.
+
+Live (``gateway-realtime-model-live.ts``; docs/emulator.md has the table):
+nothing until the client's ``session-start`` {modelId, config}, validated as
+the provider's ``buildSessionConfig`` validates it (1008 when invalid), then
+``session-started``; ``input-audio-append`` through a small VAD, a turn
+answered with ``transcript-fragment`` (user), per word ``audio-chunk`` +
+``transcript-fragment`` (assistant), and ``session-usage``;
+``context-append``, ``input-audio-mute``/``unmute`` ->
+``command-acknowledged``; ``session-close`` -> ``session-closed``
+{usage.seconds}, close 1000. A Live-only model on the realtime route is
+refused with 400 ``invalid_model``.
 
 Transcription (transcription-stream envelope v1): the client sends a
 ``transcription-stream.start`` text frame {inputAudioFormat}, binary audio

@@ -58,10 +58,15 @@ KIND_MARKERS = {
     "realtime": "ai-gateway-realtime.v1",
     "transcription": "ai-gateway-transcription.v1",
     "speech": "ai-gateway-speech.v1",
+    # The Live route offers the realtime marker (wire contract section 8).
+    "live": "ai-gateway-realtime.v1",
 }
 AUTH_PREFIX = "ai-gateway-auth."
 TEAM_PREFIX = "ai-gateway-team."
-ROUTE_KINDS = ("transcription", "speech")
+ROUTE_KINDS = ("transcription", "speech", "live")
+# The models the Gateway serves only on the Live route: it refuses them on
+# the realtime route with ``invalid_model``.
+LIVE_ONLY_MODELS = frozenset({"openai/gpt-live-1", "openai/gpt-live-1.1"})
 
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 1024 * 1024
@@ -285,7 +290,7 @@ class GatewayEmulator:
     """A local stand-in for the Vercel AI Gateway, on one port.
 
     Serves ``POST /v1/realtime/client-secrets`` at the origin root and the
-    WebSocket routes ``{base_path}/realtime-model``, ``/transcription-model``
+    WebSocket routes ``{base_path}/realtime-model``, ``/live-model``, ``/transcription-model``
     and ``/speech-model``. ``start()`` runs an asyncio loop in a daemon thread
     and returns once the port is listening; ``stop()`` ends it. The records
     (``requests``, ``issued``, ``ws_sessions``, ``ws_handshakes``) are
@@ -357,6 +362,8 @@ class GatewayEmulator:
         self._ws_routes = {f"{self.base_path}/{kind}-model": kind for kind in KIND_MARKERS}
 
         self._lock = threading.Lock()
+        # Notified whenever a WebSocket session ends (wait_for_ws_sessions).
+        self._session_ended = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._issued: dict[str, IssuedToken] = {}
         self._ws_sessions: list[WsSession] = []
@@ -423,6 +430,20 @@ class GatewayEmulator:
     def ws_sessions(self) -> list[WsSession]:
         """WebSocket sessions that have ended, oldest first."""
         with self._lock:
+            return list(self._ws_sessions)
+
+    def wait_for_ws_sessions(self, count: int = 1, timeout: float = 10.0) -> list[WsSession]:
+        """Wait until ``count`` WebSocket sessions have ended; return them all.
+
+        A session is recorded once its socket is closed on the emulator's
+        side, a moment after the client saw the close. Raises
+        ``TimeoutError`` when fewer have ended after ``timeout`` seconds.
+        """
+        with self._session_ended:
+            if not self._session_ended.wait_for(
+                lambda: len(self._ws_sessions) >= count, timeout=timeout
+            ):
+                raise TimeoutError(f"{len(self._ws_sessions)} of {count} WebSocket sessions ended")
             return list(self._ws_sessions)
 
     @property
@@ -730,7 +751,7 @@ class GatewayEmulator:
         if any(ord(char) < 32 or ord(char) == 127 for char in model):
             return invalid("model contains control characters", "model")
         if "routeKind" in body and body["routeKind"] not in ROUTE_KINDS:
-            return invalid("routeKind must be 'transcription' or 'speech'", "routeKind")
+            return invalid("routeKind must be 'transcription', 'speech' or 'live'", "routeKind")
         if "expiresIn" in body:
             expires_in = body["expiresIn"]
             if type(expires_in) is not int or not 1 <= expires_in <= self.max_ttl:
@@ -903,6 +924,8 @@ class GatewayEmulator:
         if len(models) != 1 or not models[0]:
             raise _Refused(400, "invalid_request_error", "Exactly one ai-model-id is needed")
         model = models[0]
+        if kind == "realtime" and model in LIVE_ONLY_MODELS:
+            raise _Refused(400, "invalid_model", f"{model} is served on the live-model route only")
         offered = request.headers.getall("sec-websocket-protocol", [])
         if sum(len(value) for value in offered) > _MAX_PROTOCOL_HEADER:
             raise _Refused(431, "header_too_large", "Sec-WebSocket-Protocol is too large")
@@ -953,11 +976,11 @@ class GatewayEmulator:
     ) -> tuple[IssuedToken, str | None]:
         """A server-side socket (relay mode): the mint's header auth, no subprotocol.
 
-        Realtime only, as on the Gateway (the ``conversation`` intent). The
+        Realtime and Live only, as on the Gateway (the ``conversation`` intent). The
         record's token is ``"server-socket"``: the credential is not kept.
         """
-        if kind != "realtime":
-            raise _Refused(400, "invalid_request_error", "Server sockets are realtime only")
+        if kind not in ("realtime", "live"):
+            raise _Refused(400, "invalid_request_error", "Server sockets are realtime or Live only")
         refused = self._check_credentials(request)
         if refused is not None:
             error = json.loads(refused.body).get("error", {}) if refused.body else {}
@@ -1036,6 +1059,7 @@ class GatewayEmulator:
             self._sockets.pop(ws, None)
             with self._lock:
                 self._ws_sessions.append(record)
+                self._session_ended.notify_all()
         return ws
 
 

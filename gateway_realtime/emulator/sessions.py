@@ -17,6 +17,7 @@ import array
 import asyncio
 import base64
 import json
+import math
 import re
 import secrets
 import sys
@@ -67,6 +68,8 @@ class WsSession:
     close_code: int | None = None
     received: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
+    #: The Live session's ``session-start`` config, once it started.
+    config: JsonObject = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         # Dict-style access too, for callers that treat records as dicts.
@@ -730,8 +733,451 @@ class _SpeechScript(_StreamScript):
                 return
 
 
+# The Live route (wire contract section 8): what the provider's
+# ``buildSessionConfig`` and ``serializeClientEvent`` let through, checked
+# here as the Gateway would check it.
+_LIVE_FORMATS = frozenset(
+    {("audio/pcm", 16000), ("audio/pcm", 24000), ("audio/pcma", 8000), ("audio/pcmu", 8000)}
+)
+_LIVE_SETTINGS = frozenset(
+    {"instructions", "voice", "inputAudioFormat", "outputAudioFormat", "providerOptions"}
+)
+_LIVE_OPENAI_OPTIONS = frozenset({"delegation", "input", "store", "voice"})
+_LIVE_CONTEXT_CHANNELS = frozenset({"commentary", "instructions", "thinking"})
+_LIVE_MAX_INPUT_MESSAGES = 128
+_LIVE_EVENT_KEYS = {
+    "session-start": frozenset({"modelId", "config"}),
+    "session-close": frozenset(),
+    "input-audio-mute": frozenset(),
+    "input-audio-unmute": frozenset(),
+    "input-audio-append": frozenset({"audio"}),
+    "context-append": frozenset({"content", "delegationId", "providerOptions"}),
+}
+# Seconds of audio the emulator speaks for each word of its reply: a whole
+# number of the tone's periods, so that the words join without a click.
+_LIVE_WORD_SECONDS = 0.125
+_TONE_HZ = 440.0
+_TONE_AMPLITUDE = 3000
+
+
+def _g711_levels(law: str) -> tuple[int, ...]:
+    """|linear PCM16| of each G.711 byte (ITU-T G.711 expansion)."""
+    levels = []
+    for byte in range(256):
+        if law == "mu":
+            value = ~byte & 0xFF
+            magnitude = ((((value & 0x0F) << 3) + 0x84) << ((value >> 4) & 7)) - 0x84
+            levels.append(magnitude << 2)
+        else:
+            value = byte ^ 0x55
+            exponent = (value >> 4) & 7
+            mantissa = (value & 0x0F) << 4
+            magnitude = mantissa + 8 if exponent == 0 else (mantissa + 0x108) << (exponent - 1)
+            levels.append(magnitude << 3)
+    return tuple(levels)
+
+
+_G711_LEVELS = {"audio/pcmu": _g711_levels("mu"), "audio/pcma": _g711_levels("a")}
+# The byte each G.711 law encodes zero as.
+_G711_SILENCE = {"audio/pcmu": b"\xff", "audio/pcma": b"\xd5"}
+
+
+def _tone(rate: int, seconds: float) -> bytes:
+    """A soft sine tone as little-endian PCM16, so a listener hears the reply."""
+    samples = array.array(
+        "h",
+        (
+            int(_TONE_AMPLITUDE * math.sin(2 * math.pi * _TONE_HZ * index / rate))
+            for index in range(max(1, int(rate * seconds)))
+        ),
+    )
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def _live_format_error(name: str, value: object) -> str | None:
+    if not isinstance(value, dict) or set(value) - {"type", "rate"}:
+        return f"{name} must be an object with type and rate"
+    if (value.get("type"), value.get("rate")) not in _LIVE_FORMATS:
+        return (
+            f"{name} {value.get('type')} at {value.get('rate')} Hz is not supported; use "
+            "audio/pcm at 16000 or 24000 Hz, or audio/pcma or audio/pcmu at 8000 Hz"
+        )
+    return None
+
+
+def _exact_keys(value: object, keys: set[str]) -> bool:
+    return isinstance(value, dict) and set(value) == keys
+
+
+def _live_input_message(message: object) -> bool:
+    if not _exact_keys(message, {"type", "role", "content"}):
+        return False
+    assert isinstance(message, dict)
+    content = message["content"]
+    if message["type"] != "message" or not isinstance(content, list) or len(content) != 1:
+        return False
+    part = content[0]
+    if not _exact_keys(part, {"type", "text"}) or not isinstance(part["text"], str):
+        return False
+    if message["role"] == "assistant":
+        return part["type"] in ("text", "output_text")
+    return message["role"] in ("developer", "user") and part["type"] == "input_text"
+
+
+def _live_provider_options_error(options: object) -> str | None:
+    if not isinstance(options, dict):
+        return "providerOptions must be an object"
+    for namespace, value in options.items():
+        if namespace not in ("gateway", "openai"):
+            return f"providerOptions namespace {namespace!r} is not supported on Live"
+        if not isinstance(value, dict):
+            return f"providerOptions.{namespace} must be an object"
+    for key, value in options.get("openai", {}).items():
+        if key not in _LIVE_OPENAI_OPTIONS:
+            return f"providerOptions.openai.{key} is not a Live option"
+        valid = {
+            "delegation": value is None or value == {"type": "client"},
+            "store": isinstance(value, bool),
+            "voice": _exact_keys(value, {"id"})
+            and isinstance(value["id"], str)
+            and bool(value["id"]),
+            "input": isinstance(value, list)
+            and len(value) <= _LIVE_MAX_INPUT_MESSAGES
+            and all(map(_live_input_message, value)),
+        }[key]
+        if not valid:
+            return f"providerOptions.openai.{key} is not valid"
+    return None
+
+
+def _live_config_error(config: object) -> str | None:
+    """Why a ``session-start`` config is refused, or None when it is valid."""
+    if not isinstance(config, dict):
+        return "config must be an object"
+    for key, value in config.items():
+        if key not in _LIVE_SETTINGS:
+            return f"{key} is not a Live session setting"
+        if key in ("instructions", "voice") and not isinstance(value, str):
+            return f"{key} must be a string"
+    for name in ("inputAudioFormat", "outputAudioFormat"):
+        if name in config and (problem := _live_format_error(name, config[name])):
+            return problem
+    formats = [config[name] for name in ("inputAudioFormat", "outputAudioFormat") if name in config]
+    if len(formats) == 2 and formats[0] != formats[1]:
+        return "Live needs the same input and output audio format"
+    if "providerOptions" in config:
+        return _live_provider_options_error(config["providerOptions"])
+    return None
+
+
+class _LiveScript(_Script):
+    """The Live route's normalized protocol: one continuous conversation.
+
+    Nothing is sent until the client's ``session-start``; then audio flows
+    both ways. A small energy VAD ends the user's turn after half a second
+    of quiet, and the emulator answers at once with ``transcript-fragment``
+    events for both speakers and ``audio-chunk`` audio in the session's
+    format (a soft tone for PCM), then a cumulative ``session-usage``.
+    ``session-close`` is answered with ``session-closed`` and the session's
+    usage: the seconds of input audio it received.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        record: WsSession,
+        delay: float,
+        drop: Callable[[], None],
+    ) -> None:
+        super().__init__(ws, record, delay, drop)
+        self.session_id = f"sess_emu_{secrets.token_hex(8)}"
+        self.started = False
+        self.audio_format: JsonObject = {"type": "audio/pcm", "rate": _DEFAULT_RATE}
+        self.client_delegation = False
+        self.muted = False
+        self.input_seconds = 0.0
+        self.output_ms = 0
+        self.turn_seconds = 0.0
+        self.turn_start_ms: int | None = None
+        self.silent_seconds = 0.0
+        self.context: list[str] = []
+        self.delegations: set[str] = set()
+
+    def error_event(self, message: str, code: str, client_event_id: object = None) -> JsonObject:
+        event: JsonObject = {"type": "error", "message": message, "code": code}
+        if isinstance(client_event_id, str):
+            event["clientEventId"] = client_event_id
+        event["raw"] = {"source": _SOURCE, "type": "error"}
+        return event
+
+    def raw(self, name: str) -> JsonObject:
+        return {"source": _SOURCE, "type": name}
+
+    @property
+    def bytes_per_second(self) -> int:
+        rate = int(self.audio_format["rate"])
+        return 2 * rate if self.audio_format["type"] == "audio/pcm" else rate
+
+    async def run(self) -> None:
+        while True:
+            message = await self.receive()
+            if not isinstance(message, str):
+                self.record.received.append("binary")
+                await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
+                continue
+            try:
+                event = json.loads(message)
+            except ValueError:
+                self.record.received.append("invalid-json")
+                await self.send(self.error_event("Invalid JSON", "invalid_json"))
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                self.record.received.append("invalid-event")
+                await self.send(self.error_event("Event must have a string type", "invalid_event"))
+                continue
+            self.record.received.append(event["type"])
+            if await self.handle(event):
+                return
+
+    async def handle(self, event: JsonObject) -> bool:
+        kind = event["type"]
+        event_id = event.get("eventId")
+        allowed = _LIVE_EVENT_KEYS.get(kind)
+        if allowed is None:
+            await self.send(
+                self.error_event(f"{kind!r} is not a Live client event", "unknown_event", event_id)
+            )
+            return False
+        extra = sorted(set(event) - allowed - {"type", "eventId"})
+        if extra or ("eventId" in event and not isinstance(event_id, str)):
+            problem = f"unknown field {extra[0]!r}" if extra else "eventId must be a string"
+            await self.send(self.error_event(f"{kind}: {problem}", "invalid_event", event_id))
+            return False
+        if kind == "session-start":
+            return await self.on_session_start(event)
+        if not self.started:
+            await self.send(
+                self.error_event(f"{kind} before session-start", "session_not_started", event_id)
+            )
+            return False
+        if kind == "session-close":
+            return await self.on_session_close()
+        if kind == "input-audio-append":
+            await self.on_audio(event)
+        elif kind == "context-append":
+            await self.on_context(event)
+        else:
+            self.muted = kind == "input-audio-mute"
+            if self.muted:
+                self.end_turn_unheard()
+            await self.acknowledge(kind, event_id)
+        return False
+
+    async def acknowledge(self, command: str, event_id: object) -> None:
+        ack: JsonObject = {"type": "command-acknowledged", "command": command}
+        if isinstance(event_id, str):
+            ack["clientEventId"] = event_id
+        ack["raw"] = self.raw("ack")
+        await self.send(ack)
+
+    async def on_session_start(self, event: JsonObject) -> bool:
+        event_id = event.get("eventId")
+        if self.started:
+            await self.send(
+                self.error_event("The session has already started", "session_started", event_id)
+            )
+            return False
+        problem: str | None
+        if event.get("modelId") != self.record.model:
+            problem = "session-start modelId must be the model this socket was opened for"
+        else:
+            problem = _live_config_error(event.get("config"))
+        if problem is not None:
+            # The session cannot start: say why, then close as a policy refusal.
+            await self.send(self.error_event(problem, "invalid_session_config", event_id))
+            await self.close(WSCloseCode.POLICY_VIOLATION, "invalid session-start")
+            return True
+        config: JsonObject = event["config"]
+        chosen = config.get("inputAudioFormat") or config.get("outputAudioFormat")
+        if chosen:
+            self.audio_format = dict(chosen)
+        openai = config.get("providerOptions", {}).get("openai", {})
+        self.client_delegation = openai.get("delegation") == {"type": "client"}
+        self.started = True
+        self.record.config = dict(config)
+        await self.send(
+            {
+                "type": "session-started",
+                "sessionId": self.session_id,
+                "delegationMode": "client",
+                "raw": self.raw("session"),
+            }
+        )
+        return await self.fault()
+
+    async def on_session_close(self) -> bool:
+        await self.send(
+            {
+                "type": "session-closed",
+                "sessionId": self.session_id,
+                "usage": {"seconds": round(self.input_seconds, 3)},
+                "reason": "client-requested",
+                "raw": self.raw("session"),
+            }
+        )
+        await self.close(WSCloseCode.OK)
+        return True
+
+    async def on_context(self, event: JsonObject) -> None:
+        event_id = event.get("eventId")
+        content = event.get("content")
+        delegation = event.get("delegationId")
+        options = event.get("providerOptions")
+        problem = None
+        if not isinstance(content, str):
+            problem = "content must be a string"
+        elif delegation is not None and not isinstance(delegation, str):
+            problem = "delegationId must be a string or null"
+        elif isinstance(delegation, str) and delegation not in self.delegations:
+            problem = f"Unknown delegation {delegation!r}"
+        elif options is not None and not (
+            isinstance(options, dict)
+            and all(
+                name == "openai"
+                and isinstance(value, dict)
+                and all(
+                    key == "channel" and channel in _LIVE_CONTEXT_CHANNELS
+                    for key, channel in value.items()
+                )
+                for name, value in options.items()
+            )
+        ):
+            problem = (
+                "providerOptions may only hold openai.channel (commentary, instructions, thinking)"
+            )
+        if problem is not None:
+            await self.send(self.error_event(problem, "invalid_context", event_id))
+            return
+        assert isinstance(content, str)
+        await self.acknowledge("context-append", event_id)
+        if isinstance(delegation, str):
+            self.delegations.discard(delegation)
+            await self.speak(f"The delegation answered: {content[:200]}")
+        else:
+            self.context.append(content)
+
+    def end_turn_unheard(self) -> None:
+        self.turn_seconds = 0.0
+        self.turn_start_ms = None
+        self.silent_seconds = 0.0
+
+    def level(self, chunk: bytes) -> float:
+        table = _G711_LEVELS.get(str(self.audio_format["type"]))
+        if table is None:
+            return _pcm_level(chunk)
+        return sum(table[byte] for byte in chunk) / len(chunk)
+
+    async def on_audio(self, event: JsonObject) -> None:
+        audio = event.get("audio")
+        try:
+            chunk = base64.b64decode(audio, validate=True) if isinstance(audio, str) else None
+        except ValueError:
+            chunk = None
+        if chunk is None:
+            await self.send(
+                self.error_event("audio must be base64", "invalid_audio", event.get("eventId"))
+            )
+            return
+        if not chunk:
+            return
+        seconds = len(chunk) / self.bytes_per_second
+        at_ms = round(self.input_seconds * 1000)
+        self.input_seconds += seconds
+        if self.muted:
+            return
+        if self.level(chunk) >= _SPEECH_LEVEL:
+            if self.turn_start_ms is None:
+                self.turn_start_ms = at_ms
+            self.turn_seconds += seconds + self.silent_seconds
+            self.silent_seconds = 0.0
+            return
+        if self.turn_start_ms is None:
+            return
+        self.silent_seconds += seconds
+        if self.silent_seconds < 0.5:
+            return
+        start_ms, spoken = self.turn_start_ms, self.turn_seconds
+        self.end_turn_unheard()
+        heard = f"(emulated transcript of {spoken:.1f} s of audio)"
+        await self.send(
+            {
+                "type": "transcript-fragment",
+                "speaker": "user",
+                "delta": heard,
+                "startMs": start_ms,
+                "endMs": start_ms + round(spoken * 1000),
+                "raw": self.raw("transcript"),
+            }
+        )
+        if self.client_delegation:
+            delegation = self.new_id("dlg")
+            self.delegations.add(delegation)
+            await self.send(
+                {
+                    "type": "delegation-created",
+                    "delegationId": delegation,
+                    "target": "client",
+                    "offsetMs": start_ms,
+                    "raw": self.raw("delegation"),
+                }
+            )
+            return
+        reply = f"Emulated Live reply from {self.record.model}: you spoke for {spoken:.1f} seconds."
+        if self.context:
+            reply += f" Context: {' '.join(self.context)[:200]}"
+            self.context.clear()
+        await self.speak(reply)
+
+    def output_audio(self, seconds: float) -> bytes:
+        silence = _G711_SILENCE.get(str(self.audio_format["type"]))
+        if silence is not None:
+            return silence * max(1, int(self.audio_format["rate"] * seconds))
+        return _tone(int(self.audio_format["rate"]), seconds)
+
+    async def speak(self, text: str) -> None:
+        """Say ``text``: per word, its audio and its transcript fragment."""
+        word_ms = round(_LIVE_WORD_SECONDS * 1000)
+        # The reply starts no earlier than the input it answers.
+        self.output_ms = max(self.output_ms, round(self.input_seconds * 1000))
+        chunk = base64.b64encode(self.output_audio(_LIVE_WORD_SECONDS)).decode("ascii")
+        for word in _words(text):
+            await self.pause()
+            await self.send({"type": "audio-chunk", "delta": chunk, "raw": self.raw("audio")})
+            await self.send(
+                {
+                    "type": "transcript-fragment",
+                    "speaker": "assistant",
+                    "delta": word,
+                    "startMs": self.output_ms,
+                    "endMs": self.output_ms + word_ms,
+                    "raw": self.raw("transcript"),
+                }
+            )
+            self.output_ms += word_ms
+        await self.send(
+            {
+                "type": "session-usage",
+                "usage": {"seconds": round(self.input_seconds, 3)},
+                "raw": self.raw("usage"),
+            }
+        )
+
+
 _SCRIPTS: dict[str, type[_Script]] = {
     "realtime": _RealtimeScript,
+    "live": _LiveScript,
     "transcription": _TranscriptionScript,
     "speech": _SpeechScript,
 }
