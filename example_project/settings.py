@@ -147,7 +147,8 @@ GATEWAY_REALTIME_DEFAULT_MODELS = {
     "transcription": "openai/gpt-4o-transcribe",
     "speech": "elevenlabs/eleven-v3",
 }
-GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
+# openai/gpt-live-1 is a Live model (continuous; the Gateway's live-model route).
+GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini", "openai/gpt-live-1"]}
 GATEWAY_REALTIME_DEFAULT_LIFETIME = 120
 GATEWAY_REALTIME_MAX_LIFETIME = 600
 

@@ -30,7 +30,7 @@ from django.templatetags.static import static
 from django.utils.safestring import SafeString, mark_safe
 
 from gateway_realtime.conf import app_settings
-from gateway_realtime.protocol import Kind
+from gateway_realtime.protocol import Kind, is_live
 
 #: The module that defines the three custom elements.
 ELEMENTS_SCRIPT = "gateway_realtime/elements.mjs"
@@ -86,7 +86,9 @@ def render_element(
     """Render ``gateway_realtime/elements/<name>.html`` for one element.
 
     ``options``: ``max_seconds`` (default ``GATEWAY_REALTIME_ELEMENT_MAX_SECONDS``),
-    ``target`` / ``text`` (dictation and speech), and the attributes in
+    ``target`` / ``text`` (dictation and speech), ``model`` (voice: the model
+    the element asks for, default the kind's default model; its ``api``
+    attribute says whether that model is Live), and the attributes in
     ``PASSED_ATTRIBUTES``. Raises ``TemplateSyntaxError`` for anything else,
     and when the kind's setup endpoint is not routed (unless ``relay_url``
     is given: a relayed element uses no setup endpoint).
@@ -101,13 +103,33 @@ def render_element(
             'include("gateway_realtime.urls") in your URLconf.'
         )
     max_seconds = _seconds(tag, options.pop("max_seconds", app_settings.ELEMENT_MAX_SECONDS))
+    model = app_settings.default_model(kind) or ""
+    api = None
+    if name == "voice":
+        asked = options.pop("model", None)
+        if asked is not None and (not isinstance(asked, str) or not asked.strip()):
+            raise template.TemplateSyntaxError(
+                f'{tag}: model must be a model id, e.g. model="openai/gpt-live-1".'
+            )
+        if asked is not None:
+            model = asked.strip()
+        # The route the server mints the model on (wire contract section 8),
+        # so that the browser's AI SDK model speaks the same protocol.
+        live = bool(model) and is_live(kind, model, app_settings.REALTIME_API)
+        api = "live" if live else "realtime"
+        if asked is None and not live:
+            # The element asks for no model: the endpoint (the user's policy)
+            # decides, as for any page that names none. A Live session names
+            # its model in session-start, so a Live default is asked for.
+            model = ""
     target = options.pop("target", None)
     text = options.pop("text", None)
     unknown = sorted(set(options) - PASSED_ATTRIBUTES)
     if unknown:
         raise template.TemplateSyntaxError(
             f"{tag}: unknown option {', '.join(unknown)}; "
-            f"it takes max_seconds and {', '.join(sorted(PASSED_ATTRIBUTES))}."
+            f"it takes max_seconds{', model' if name == 'voice' else ''} and "
+            f"{', '.join(sorted(PASSED_ATTRIBUTES))}."
         )
     attrs = [
         (key.replace("_", "-"), str(value)) for key, value in options.items() if value is not None
@@ -116,7 +138,8 @@ def render_element(
         "script_url": static(ELEMENTS_SCRIPT),
         "setup_url": setup_url,
         "relay_url": relay_url,
-        "model": app_settings.default_model(kind) or "",
+        "model": model,
+        "api": api,
         "max_seconds": max_seconds,
         "target": target,
         "text": text,

@@ -220,8 +220,12 @@ def test_the_demo_page_has_the_three_elements_and_mints_nothing(demo_site, clien
     assert len(gateway.calls) == 0
     assert not ClientSecretIssuance.objects.exists()
     assert (
+        '<gateway-realtime-voice setup-url="/api/realtime-token/realtime/" api="realtime"' in html
+    )
+    # The Live model's element asks for its model, on the Live route.
+    assert (
         '<gateway-realtime-voice setup-url="/api/realtime-token/realtime/"'
-        ' model="openai/gpt-realtime-2"' in html
+        ' model="openai/gpt-live-1" api="live"' in html
     )
     assert '<textarea id="note"' in html
     assert (

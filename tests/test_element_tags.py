@@ -34,7 +34,7 @@ def test_the_voice_tag_writes_the_module_and_the_element_and_mints_nothing(
     assert '<script type="module" src="/static/gateway_realtime/elements.mjs"></script>' in html
     assert attributes(html, "gateway-realtime-voice") == {
         "setup-url": "/gateway/realtime/",
-        "model": "openai/gpt-realtime-2",
+        "api": "realtime",
         "max-seconds": "300",
     }
     assert len(gateway_mock.calls) == 0
@@ -113,6 +113,9 @@ def test_text_is_escaped() -> None:
         ("{% gateway_realtime_voice max_seconds='soon' %}", "max_seconds must be a positive"),
         ('{% gateway_realtime_dictation "" %}', "needs the id of the input"),
         ("{% gateway_realtime_speech %}", "needs the id of an element to read"),
+        ("{% gateway_realtime_voice model='' %}", "model must be a model id"),
+        ("{% gateway_realtime_voice model=3 %}", "model must be a model id"),
+        ('{% gateway_realtime_dictation "note" model="a/b" %}', "unknown option model"),
     ],
 )
 def test_bad_options_are_clear_template_errors(source: str, message: str) -> None:
@@ -168,7 +171,7 @@ def test_relay_true_writes_the_relay_route_and_no_setup_url(
     html = render("{% gateway_realtime_voice relay=True %}")
     assert attributes(html, "gateway-realtime-voice") == {
         "relay-url": "/ws/gateway-realtime/realtime/",
-        "model": "openai/gpt-realtime-2",
+        "api": "realtime",
         "max-seconds": "300",
     }
     assert len(gateway_mock.calls) == 0
@@ -206,3 +209,40 @@ def test_bad_relay_options_are_clear_template_errors(source: str, message: str) 
 def test_a_relayed_voice_element_needs_no_setup_endpoint() -> None:
     html = render("{% gateway_realtime_voice relay=True %}")
     assert 'relay-url="/ws/gateway-realtime/realtime/"' in html
+
+
+@pytest.mark.parametrize(
+    ("source", "model", "api"),
+    [
+        # A Live model by the AI SDK's list: asked for, on the Live route.
+        ('{% gateway_realtime_voice model="openai/gpt-live-1" %}', "openai/gpt-live-1", "live"),
+        (
+            '{% gateway_realtime_voice model="openai/gpt-live-1.1" relay=True %}',
+            "openai/gpt-live-1.1",
+            "live",
+        ),
+        # A realtime model the page names is asked for too.
+        (
+            '{% gateway_realtime_voice model="openai/gpt-realtime-mini" %}',
+            "openai/gpt-realtime-mini",
+            "realtime",
+        ),
+    ],
+)
+def test_the_voice_tag_asks_for_the_model_the_page_names_on_its_route(
+    source: str, model: str, api: str
+) -> None:
+    written = attributes(render(source), "gateway-realtime-voice")
+    assert (written["model"], written["api"]) == (model, api)
+
+
+def test_the_route_follows_the_realtime_api_setting(settings: Any) -> None:
+    settings.GATEWAY_REALTIME_REALTIME_API = {
+        "openai/gpt-realtime-2": "live",
+        "openai/gpt-live-1": "realtime",
+    }
+    # The default model, now Live, is asked for: a Live session-start names it.
+    written = attributes(render("{% gateway_realtime_voice %}"), "gateway-realtime-voice")
+    assert (written["model"], written["api"]) == ("openai/gpt-realtime-2", "live")
+    source = '{% gateway_realtime_voice model="openai/gpt-live-1" %}'
+    assert attributes(render(source), "gateway-realtime-voice")["api"] == "realtime"

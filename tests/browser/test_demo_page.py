@@ -105,7 +105,7 @@ def test_without_a_microphone_talk_says_why_and_the_text_chat_still_works(
         }"""
     )
     page.wait_for_function("() => customElements.get('gateway-realtime-voice')")
-    page.locator("gateway-realtime-voice").get_by_role("button", name="Talk").click()
+    page.locator("gateway-realtime-voice").get_by_role("button", name="Talk", exact=True).click()
     page.wait_for_function(
         "() => document.querySelector('gateway-realtime-voice').getAttribute('state') === 'error'"
     )

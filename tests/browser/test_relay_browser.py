@@ -343,3 +343,55 @@ def test_a_relay_refusal_is_a_typed_error_with_the_relays_reason(
     # The microphone the press opened was released.
     assert page.evaluate(f"{ELEMENT}.session") is None
     assert relay_site.rows("SELECT id FROM gateway_realtime_relaysession") == []
+
+
+LIVE = "#relay-live-voice"
+LIVE_ELEMENT = f"document.querySelector({LIVE!r})"
+
+
+def test_a_live_model_talks_through_the_relay_and_is_metered(
+    relay_page: tuple[Any, dict[str, list]],
+    relay_site: RelaySite,
+    relay_emulator: GatewayEmulator,
+) -> None:
+    page, seen = relay_page
+    assert page.get_attribute(LIVE, "model") == "openai/gpt-live-1"
+    assert page.get_attribute(LIVE, "api") == "live"
+
+    page.click(f"{LIVE} [part='talk-button']")
+    until(page, f"{LIVE_ELEMENT}.getAttribute('state') === 'listening'")
+    until(
+        page,
+        f"""[...{LIVE_ELEMENT}.shadowRoot.querySelectorAll("[part='transcript']")]
+            .some((line) => line.dataset.role === "assistant"
+              && line.textContent.startsWith("Emulated Live reply from openai/gpt-live-1"))""",
+    )
+    page.click(f"{LIVE} [part='hang-up-button']")
+    until(page, f"{LIVE_ELEMENT}.getAttribute('state') === 'ended'")
+    assert page.evaluate(f"{LIVE_ELEMENT}.getAttribute('state')") == "ended"
+
+    # The page's socket went to the relay, asking for the Live model.
+    assert seen["websockets"] == [
+        f"ws://127.0.0.1:{relay_site.port}{WS_PATH}?model=openai%2Fgpt-live-1"
+    ]
+    assert relay_site.rows("SELECT id FROM gateway_realtime_clientsecretissuance") == []
+    # The relay opened the Live route with header authentication.
+    [session] = wait_for(
+        lambda: [s for s in relay_emulator.ws_sessions if s.close_code is not None]
+    )
+    assert (session.kind, session.model) == ("live", "openai/gpt-live-1")
+    assert session.token == "server-socket"
+    assert session.subprotocols == []
+    assert session.received[0] == "session-start"
+    assert "input-audio-append" in session.received
+    assert session.received[-1] == "session-close"
+    assert session.sent[-1] == "session-closed"
+    # Metered both ways, in the session's format.
+    [row] = wait_for(
+        lambda: relay_site.rows(
+            "SELECT * FROM gateway_realtime_relaysession WHERE ended_at IS NOT NULL"
+        )
+    )
+    assert (row["kind"], row["model"]) == ("realtime", "openai/gpt-live-1")
+    assert row["audio_seconds_in"] > 0
+    assert row["audio_seconds_out"] > 0

@@ -102,8 +102,8 @@ def test_screenshots_of_the_three_elements(
 
     # Voice: one whole exchange (the tone is heard, the reply is transcribed
     # to its end), back to listening.
-    voice = page.locator("gateway-realtime-voice")
-    voice.get_by_role("button", name="Talk").click()
+    voice = page.locator("gateway-realtime-voice").first  # the realtime one; then Live
+    voice.get_by_role("button", name="Talk", exact=True).click()
     voice.locator("[part~='transcript'][data-role='assistant'][data-state='done']").first.wait_for()
     wait_for_state(page, "gateway-realtime-voice", "listening")
     shoot(voice, out_dir / "voice-element.png")

@@ -409,3 +409,77 @@ def test_a_denied_microphone_is_an_error_and_mints_nothing(
     assert errors[0]["message"] == "Microphone access was denied."
     assert not ClientSecretIssuance.objects.exists()
     assert emulator.requests == []
+
+
+def live_sessions(emulator) -> list[Any]:
+    return [s for s in emulator.ws_sessions if s.kind == "live"]
+
+
+def test_a_live_model_talks_continuously_mutes_and_hangs_up_with_its_final_usage(
+    mic_context, site_settings, site, emulator, login_to, user
+):
+    site_settings.GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-live-1"]}
+    login_to(mic_context, user)
+    page = open_page(mic_context, site, "/voice-live/")
+    assert page.get_attribute("gateway-realtime-voice", "model") == "openai/gpt-live-1"
+    assert page.get_attribute("gateway-realtime-voice", "api") == "live"
+    mute = "[part='mute-button']"
+
+    page.click(TALK)
+    wait_state(page, "listening")
+    # The microphone streams from session-started on; the emulator's VAD ends
+    # the user's turn on the fake microphone's silence and answers at once.
+    until(
+        page,
+        f"""(() => {{
+          const log = {ELEMENT}.shadowRoot.querySelector("[part='log']");
+          const has = (role) => [...log.children].some((line) =>
+            line.dataset.role === role && line.textContent);
+          return has("user") && has("assistant");
+        }})()""",
+    )
+    [user_line, *_] = lines(page, "user")
+    assert user_line.startswith("(emulated transcript of ")
+    until(
+        page,
+        f"""[...{ELEMENT}.shadowRoot.querySelectorAll("[part='transcript']")]
+            .some((line) => line.dataset.role === "assistant"
+              && line.textContent.endsWith("seconds."))""",
+    )
+    [assistant_line, *_] = lines(page, "assistant")
+    assert assistant_line.startswith("Emulated Live reply from openai/gpt-live-1: you spoke for ")
+    until(page, "window.__voice.played > 0")  # audio-chunk audio played
+
+    # Mute is the Live protocol's command, acknowledged by the Gateway; the
+    # microphone is released meanwhile and opened again on unmute.
+    page.click(mute)
+    assert page.get_attribute(mute, "aria-pressed") == "true"
+    until(page, f"{ELEMENT}.session.state.session.isInputMuted === true && !({LIVE_TRACKS})")
+    page.click(mute)
+    until(page, f"{ELEMENT}.session.state.session.isInputMuted === false && ({LIVE_TRACKS}) === 1")
+
+    # Hanging up sends session-close; the Gateway answers with the final usage.
+    page.click("[part='hang-up-button']")
+    wait_state(page, "ended")
+    [session] = wait_for(lambda: live_sessions(emulator))
+    assert session.model == "openai/gpt-live-1"
+    assert session.subprotocols[0] == "ai-gateway-realtime.v1"
+    assert session.subprotocols[1].startswith("ai-gateway-auth.vcst_")
+    assert session.config == {
+        "inputAudioFormat": {"type": "audio/pcm", "rate": 24000},
+        "outputAudioFormat": {"type": "audio/pcm", "rate": 24000},
+    }
+    assert session.received[0] == "session-start"
+    for event in ("input-audio-append", "input-audio-mute", "input-audio-unmute"):
+        assert event in session.received
+    assert session.received[-1] == "session-close"
+    assert session.sent[-1] == "session-closed"
+    assert session.close_code == 1000
+    assert page.evaluate(f"{ELEMENT}.session") is None
+    until(page, f"!({LIVE_TRACKS})")
+    assert page.evaluate("window.__voice.errors") == []
+    [row] = ClientSecretIssuance.objects.filter(outcome=Outcome.ISSUED)
+    assert (row.user_id, row.model) == (user.pk, "openai/gpt-live-1")
+    # The mint asked for the Live route, as the official client does.
+    [mint] = [r for r in emulator.requests if r.method == "POST"]
+    assert mint.json() == {"model": "openai/gpt-live-1", "routeKind": "live"}

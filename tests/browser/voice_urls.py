@@ -23,6 +23,11 @@ SHORT_PAGE = """{% load gateway_realtime %}<!doctype html>
 <body>{% gateway_realtime_voice max_seconds=2 label="Start talking" %}</body></html>"""
 
 
+LIVE_PAGE = """{% load gateway_realtime %}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>voice</title></head>
+<body>{% gateway_realtime_voice model="openai/gpt-live-1" label="Talk (Live)" %}</body></html>"""
+
+
 def render(request: HttpRequest, source: str) -> HttpResponse:
     return HttpResponse(engines["django"].from_string(source).render({}, request))
 
@@ -33,6 +38,10 @@ def voice(request: HttpRequest) -> HttpResponse:
 
 def short(request: HttpRequest) -> HttpResponse:
     return render(request, SHORT_PAGE)
+
+
+def live(request: HttpRequest) -> HttpResponse:
+    return render(request, LIVE_PAGE)
 
 
 def strict_csp(request: HttpRequest) -> HttpResponse:
@@ -46,5 +55,6 @@ urlpatterns = [
     path("voice-short/", short),
     path("voice-cached/", cache_page(600)(voice)),
     path("voice-csp/", strict_csp),
+    path("voice-live/", live),
     path("gateway/", include("gateway_realtime.urls")),
 ]

@@ -28,9 +28,21 @@ export const PCM_RATE = 24000;
 /**
  * The AI SDK's realtime session, publishing every state change to `onChange`.
  *
- * new VoiceSession({ setupUrl, model, onChange, onEvent, onError, onRetry, ...options })
- * `model` is the model id the server mints for (the tag writes the kind's
- * default); the server decides, the id only selects the SDK's model class.
+ * new VoiceSession({ setupUrl, model, api, onChange, onEvent, onError, onRetry, ...options })
+ * `model` is the model id to ask the server for (the tag writes it: the
+ * kind's default unless the page chose one); it is sent with the mint (and
+ * as `?model=` to a relay), and the user's policy decides whether it is
+ * allowed. `api` ("live" or "realtime", written by the tag from the
+ * server's own choice, GATEWAY_REALTIME_REALTIME_API) selects the AI SDK's
+ * model class; without it the SDK's list of Live model ids does.
+ *
+ * A Live model (`live` is true; wire contract section 8) is a continuous
+ * conversation: the AI SDK sends `session-start` with the session config
+ * (only instructions, voice, the audio formats and providerOptions), starts
+ * capture from the stream given to `connect({ stream })` once the Gateway
+ * answers `session-started`, plays `audio-chunk` audio, and `close()` sends
+ * `session-close` and waits for the final usage. There are no turns: no
+ * messages, no text; `transcript-fragment` events carry both sides' words.
  *
  * `connect()` asks the setup endpoint for a client secret first, through
  * `mintSecret` (so busy answers are waited out and a refusal keeps the
@@ -54,23 +66,32 @@ export const PCM_RATE = 24000;
  * ("Realtime WebSocket is not open") often does.
  */
 export class VoiceSession extends Experimental_AbstractRealtimeSession {
-  constructor({ setupUrl, relayUrl, model, onChange, onRetry, sessionConfig, ...options }) {
+  constructor({ setupUrl, relayUrl, model, api, onChange, onRetry, sessionConfig, ...options }) {
     if (!setupUrl && !relayUrl) {
       throw GatewayRealtimeError("VoiceSession needs a setupUrl or a relayUrl", { fatal: true });
     }
-    const relay = relayUrl ? relaySocketUrl(relayUrl) : null;
+    if (api != null && api !== "live" && api !== "realtime") {
+      throw GatewayRealtimeError(`VoiceSession api must be "live" or "realtime", not ${api}`, {
+        fatal: true,
+      });
+    }
+    const relay = relayUrl ? relaySocketUrl(relayUrl, undefined, model) : null;
     // The AI SDK reads `api` and `sessionConfig` from this object when it
     // connects; connect() points `api` at the socket of each fresh secret
     // (or, relayed, it stays on the site's own socket).
+    const sdkModel = createGateway({}).experimental_realtime(model || "", api ? { api } : undefined);
     const sdkOptions = {
       ...options,
       sessionConfig,
-      model: createGateway({}).experimental_realtime(model || ""),
+      model: sdkModel,
       api: relay ? { websocket: relay } : { token: setupUrl },
     };
     super(sdkOptions);
     this.setupUrl = setupUrl || null;
     this.relayUrl = relay;
+    this.model = model || "";
+    /** True for a Live (continuous) model. */
+    this.live = sdkModel.capabilities?.conversation === "continuous";
     this.socketClosed = Promise.resolve(null);
     this.onChange = onChange;
     this.onRetry = onRetry;
@@ -99,6 +120,7 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
     let secret;
     try {
       const body = this._sessionConfig ? { sessionConfig: this._sessionConfig } : {};
+      if (this.model) body.model = this.model;
       secret = await mintSecret(this.setupUrl, { signal: minting.signal, onRetry: this.onRetry, body });
     } catch (error) {
       if (minting.signal.aborted) return; // disconnect() while minting: not an error
@@ -107,7 +129,7 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
       if (this._minting === minting) this._minting = null;
     }
     if (minting.signal.aborted) return;
-    const model = this._sdkOptions.model;
+    const model = this._modelFor(secret);
     const { url, protocols } = model.getWebSocketConfig({ url: secret.url, token: secret.token });
     this._sdkOptions.api = { websocket: url, protocols };
     this._sdkOptions.sessionConfig = secret.tools
@@ -121,6 +143,30 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
     }
   }
 
+  /**
+   * The AI SDK model for a minted secret: the model the server minted (its
+   * URL's `ai-model-id`), of this session's class. A secret for the other
+   * route (Live vs realtime) cannot be used by this session's class.
+   */
+  _modelFor(secret) {
+    const url = new URL(secret.url);
+    const minted = url.searchParams.get("ai-model-id") || "";
+    const liveRoute = /\/live-model\/?$/.test(url.pathname);
+    if (liveRoute !== this.live) {
+      throw GatewayRealtimeError(
+        `The server minted ${minted || "a model"} for the ${liveRoute ? "Live" : "realtime"} route, ` +
+          `but this session was built for a ${this.live ? "Live" : "realtime"} model ` +
+          "(the element's api attribute)",
+        { type: "setup_failed", fatal: true },
+      );
+    }
+    const current = this._sdkOptions.model;
+    if (!minted || minted === current.modelId) return current;
+    const api = this.live ? "live" : "realtime";
+    this._sdkOptions.model = createGateway({}).experimental_realtime(minted, { api });
+    return this._sdkOptions.model;
+  }
+
   disconnect() {
     if (this._minting) {
       this._minting.abort();
@@ -132,6 +178,19 @@ export class VoiceSession extends Experimental_AbstractRealtimeSession {
   setState(key, value) {
     if (this.onChange) this.onChange(key, value, this.state);
   }
+}
+
+/**
+ * Whether the AI SDK's Gateway model for `model` is a Live (continuous)
+ * model: `api` ("live" or "realtime") when the server says, else the AI
+ * SDK's own list of Live model ids.
+ */
+export function isLiveModel(model, api) {
+  const options = api === "live" || api === "realtime" ? { api } : undefined;
+  return (
+    createGateway({}).experimental_realtime(model || "", options).capabilities?.conversation ===
+    "continuous"
+  );
 }
 
 /**
@@ -160,10 +219,16 @@ function openingSocket(start) {
 /**
  * The absolute ws:// or wss:// URL of a relay route: a path (or an http(s)
  * URL) resolves against the page, its scheme following the page's (https
- * pages get wss); a ws(s):// URL is kept.
+ * pages get wss); a ws(s):// URL is kept. `model`, when given, is asked for
+ * as `?model=` (the relay checks it against the user's allowed models).
  */
-export function relaySocketUrl(relayUrl, base = globalThis.location && globalThis.location.href) {
-  const url = new URL(relayUrl, base);
+export function relaySocketUrl(
+  relayUrl,
+  base = globalThis.location && globalThis.location.href,
+  model = "",
+) {
+  const url = new URL(relayUrl, base || undefined);
+  if (model) url.searchParams.set("model", model);
   if (url.protocol === "http:") url.protocol = "ws:";
   else if (url.protocol === "https:") url.protocol = "wss:";
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {

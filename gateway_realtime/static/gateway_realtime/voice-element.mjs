@@ -13,16 +13,27 @@
 // authenticates it, and the site can end it (limits, revocation). A relay's
 // close reason is shown in the status line and typed in the `error` event.
 //
-// Attributes (the template tag writes the first three):
+// Live models (openai/gpt-live-1, or any model the server routes to Live;
+// wire contract section 8) are one continuous conversation: the element
+// sends only the audio format and voice, streams the microphone from the
+// Gateway's `session-started` on, shows both sides' words from
+// `transcript-fragment` events, mutes with the Live protocol's
+// `input-audio-mute` / `input-audio-unmute`, and hangs up with
+// `session-close` (the Gateway answers with the session's final usage).
+// States, events and parts are the same as for a realtime model.
+//
+// Attributes (the template tag writes the first four):
 //   setup-url    the realtime setup endpoint
 //   relay-url    the relay's route (a path such as /ws/gateway-realtime/realtime/
 //                or a ws(s):// URL); when present, setup-url is not used
-//   model        the model id the endpoint mints for
+//   model        the model id the element asks the endpoint (or the relay) for
+//   api          "live" or "realtime": the route the server mints `model` on
 //   max-seconds  the longest a session may last; then the element hangs up
 //                and says so (state `ended`)
 //   label        the talk button's text (default "Talk")
 //   voice        the assistant's voice, passed to the session
 //   lang         a language hint for the transcription of what the user says
+//                (realtime models; Live models take no such setting)
 // Set by the element: `state` (idle, connecting, listening, speaking, error,
 // ended), `muted` while the microphone is off, `playing` while the
 // assistant's audio plays.
@@ -56,7 +67,7 @@
 //                   "streaming" (still arriving) or "done"
 // Custom properties: see elements.css.
 import { GatewayRealtimeElement } from "./element-base.mjs";
-import { GatewayRealtimeError, PCM_RATE, VoiceSession, socketClose } from "./sdk.mjs";
+import { GatewayRealtimeError, PCM_RATE, VoiceSession, isLiveModel, socketClose } from "./sdk.mjs";
 
 const STATE_TEXT = {
   idle: "Ready",
@@ -184,6 +195,7 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this._lastError = null;
     this._lines = new Map();
     this._logStart = 0;
+    this._liveLine = null; // a Live session's line being written
     this._sync();
   }
 
@@ -201,8 +213,21 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this._sync();
   }
 
-  /** The session options the element asks for: audio both ways, server VAD. */
+  /** Whether `model` is a Live model (continuous; the `api` attribute or the AI SDK's list). */
+  get live() {
+    return isLiveModel(this.getAttribute("model") || "", this.getAttribute("api") || undefined);
+  }
+
+  /** The session options the element asks for: audio both ways, server VAD (Live: its own). */
   get sessionConfig() {
+    const voice = this.getAttribute("voice");
+    if (this.live) {
+      // Only what a Live session-start takes; one PCM format both ways.
+      const format = { type: "audio/pcm", rate: PCM_RATE };
+      const live = { inputAudioFormat: format, outputAudioFormat: { ...format } };
+      if (voice) live.voice = voice;
+      return live;
+    }
     const config = {
       outputModalities: ["audio"],
       inputAudioFormat: { type: "audio/pcm", rate: PCM_RATE },
@@ -211,7 +236,6 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
       outputAudioTranscription: {},
       turnDetection: { type: "server-vad" },
     };
-    const voice = this.getAttribute("voice");
     if (voice) config.voice = voice;
     const lang = (this.getAttribute("lang") || "").split("-")[0];
     if (lang) config.inputAudioTranscription.language = lang.toLowerCase();
@@ -239,6 +263,7 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this._reset();
     this._lines = new Map();
     this._logStart = this._log.children.length;
+    this._liveLine = null;
     this.announce("");
     this.setState("connecting");
 
@@ -261,6 +286,7 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
       session = new VoiceSession({
         ...(relayUrl ? { relayUrl } : { setupUrl: this.setupUrl }),
         model: this.getAttribute("model") || "",
+        api: this.getAttribute("api") || undefined,
         sessionConfig: this.sessionConfig,
         onChange: (key, value) => this._onChange(session, key, value),
         onEvent: (event) => this._onEvent(session, event),
@@ -274,7 +300,8 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
         },
       });
       this._session = session;
-      await session.connect();
+      // A Live session starts capture itself, from this stream, once started.
+      await session.connect(session.live ? { stream } : undefined);
     } catch (error) {
       if (run === this._run) this._abort(error, "setup_failed");
     }
@@ -293,7 +320,11 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     if (!session || session.state.status !== "connected" || muted === this._muted) return;
     this._setMuted(muted);
     if (muted) {
-      session.stopAudioCapture(); // the SDK stops the tracks: the mic is released
+      session.stopAudioCapture(); // the SDK stops the tracks it owns: the mic is released
+      if (session.live) {
+        this._release(); // a Live session's stream is the element's own
+        this._command(session, "input-audio-mute");
+      }
       return;
     }
     let stream;
@@ -307,7 +338,18 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
       stopStream(stream);
       return;
     }
+    if (session.live) this._stream = stream;
     session.startAudioCapture(stream);
+    if (session.live) this._command(session, "input-audio-unmute");
+  }
+
+  /** Send a Live command; a failure is the session's (reported through onError). */
+  _command(session, type) {
+    try {
+      Promise.resolve(session.sendEvent({ type })).catch(() => {});
+    } catch {
+      // The session is closing: nothing left to tell the Gateway.
+    }
   }
 
   // Session callbacks -------------------------------------------------------
@@ -329,6 +371,10 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
 
   _onEvent(session, event) {
     if (session !== this._session) return;
+    if (event.type === "transcript-fragment") {
+      this._fragment(event);
+      return;
+    }
     if (event.type === "response-created") this._responding = true;
     else if (event.type === "response-done") this._responding = false;
     else return;
@@ -336,6 +382,13 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
   }
 
   _connected(session) {
+    if (session.live) {
+      // The AI SDK starts capture on session-started, from the stream given
+      // to connect(); the stream stays the element's, released at the end.
+      this.setState("listening");
+      this.startGuard(() => this._end(""));
+      return;
+    }
     const stream = this._stream;
     this._stream = null; // the SDK owns it now and stops it when capture stops
     try {
@@ -402,7 +455,15 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this._session = null;
     this._run += 1;
     this.clearGuard();
-    if (session) session.disconnect(); // closes the socket, stops capture and playback
+    if (session && session.live && session.state.status === "connected") {
+      // Live: session-close, so the Gateway ends the session with its final
+      // usage; the AI SDK disconnects once it answers (or after its timeout).
+      session.close().catch(() => session.disconnect());
+    } else if (session) {
+      session.disconnect(); // closes the socket, stops capture and playback
+    }
+    if (this._liveLine) this._liveLine.dataset.state = "done";
+    this._liveLine = null;
     this._release();
     this._reset();
   }
@@ -425,6 +486,23 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     this.toggleAttribute("muted", muted);
     this._muteButton.setAttribute("aria-pressed", String(muted));
     this._muteButton.textContent = muted ? "Unmute" : "Mute";
+  }
+
+  /** A Live `transcript-fragment`: words of one side, added to that side's current line. */
+  _fragment(event) {
+    if (typeof event.delta !== "string" || !event.delta) return;
+    const role = event.speaker === "user" ? "user" : "assistant";
+    let line = this._liveLine;
+    if (!line || line.dataset.role !== role) {
+      if (line) line.dataset.state = "done";
+      line = element("p", "transcript");
+      line.dataset.role = role;
+      line.dataset.state = "streaming";
+      this._log.append(line);
+      this._liveLine = line;
+    }
+    line.textContent += event.delta;
+    this._log.scrollTop = this._log.scrollHeight;
   }
 
   /** Put the session's user and assistant messages in the log, in order. */
