@@ -103,3 +103,83 @@ def test_relay_close_codes_table_matches_the_consumer():
         for code, reason in re.findall(r"^\| (\d{4}) \| `([^`]+)` \|", section, re.MULTILINE)
     }
     assert documented == set(CLOSE_CODES)
+
+
+def documented_endpoint_errors() -> set[tuple[int, str]]:
+    """(status, type) of every row of endpoint.md's error table (``gateway_<type>`` expanded)."""
+    text = (DOCS / "endpoint.md").read_text()
+    section = text.split("\n## Errors", 1)[1].split("\n## ", 1)[0]
+    pairs = set()
+    for status, error_type, when in re.findall(
+        r"^\| (\d{3}) \| `([^`]+)` \| (.*) \|$", section, re.MULTILINE
+    ):
+        if error_type == "gateway_<type>":
+            pairs |= {(int(status), name) for name in re.findall(r"`(gateway_[a-z_]+)`", when)}
+        else:
+            pairs.add((int(status), error_type))
+    return pairs
+
+
+def test_the_endpoint_error_table_is_what_the_mapping_answers():
+    from gateway_realtime import exceptions as errors
+    from gateway_realtime.api_errors import api_exception_for, error_body
+
+    failures: list[Exception] = [
+        errors.MintRequestError("bad"),
+        errors.QuotaExceeded("used up", retry_after=1),
+        errors.AuditUnavailable("down"),
+        errors.LimitsUnavailable("down"),
+        errors.GatewayBusy("busy"),
+        errors.GatewayUnavailable("open"),
+        errors.GatewayConfigurationError("no credential"),
+        errors.GatewayTimeoutError("slow"),
+        errors.GatewayConnectionError("refused"),
+        errors.GatewayResponseError("not json"),
+        errors.GatewayInternalServerError("upstream"),
+        *(cls("upstream") for cls in errors.ERROR_TYPES.values()),
+    ]
+    answered = set()
+    for failure in failures:
+        exc = api_exception_for(failure)
+        assert exc is not None, failure
+        answered.add((exc.status_code, error_body(exc)["type"]))
+    documented = documented_endpoint_errors()
+    assert answered - documented == set(), "endpoint.md's error table lacks these"
+    # The rest of the table is the view's own refusals, before any mint.
+    view_refusals = {
+        (400, "parse_error"),
+        (403, "not_authenticated"),
+        (403, "cross_site_request"),
+        (405, "method_not_allowed"),
+        (413, "request_too_large"),
+        (415, "unsupported_media_type"),
+        (429, "rate_limited"),
+    }
+    assert documented == answered | view_refusals
+
+
+@pytest.mark.django_db
+def test_the_views_own_refusals_are_the_documented_ones(user, other_user, gateway, settings):
+    from django.urls import reverse
+
+    from gateway_realtime.conf import app_settings
+    from tests.conftest import SameOriginClient, error_of
+
+    url = reverse("gateway_realtime:realtime")
+    browser = SameOriginClient(user)
+    too_large = b"{" + b" " * app_settings.MAX_REQUEST_BYTES + b"}"
+    refusals = [
+        browser(url, b"{not json"),
+        SameOriginClient()(url),
+        browser(url, HTTP_ORIGIN="https://evil.example", HTTP_SEC_FETCH_SITE="cross-site"),
+        browser(url, method="GET"),
+        browser(url, too_large),
+        browser(url, b"{}", content_type="text/plain"),
+    ]
+    settings.GATEWAY_REALTIME_RATE = "1/min"
+    hurried = SameOriginClient(other_user)
+    assert hurried(url).status_code == 200  # the one mint the rate allows
+    refusals.append(hurried(url))
+    seen = {(response.status_code, error_of(response)["type"]) for response in refusals}
+    assert len(seen) == len(refusals)
+    assert seen <= documented_endpoint_errors()

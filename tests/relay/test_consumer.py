@@ -15,7 +15,7 @@ from websockets.asyncio.server import serve
 from gateway_realtime.models import RelaySession
 from gateway_realtime.relay.revocation import group_for
 
-from .conftest import RELAY_KEY, run_async
+from .conftest import RELAY_KEY, RELAY_PATH, run_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -529,3 +529,83 @@ def test_a_secure_socket_refuses_a_plain_http_origin(settings):
     assert origin_allowed(scope("wss", b"https://site.test"))
     assert not origin_allowed(scope("wss", b"http://site.test"))
     assert origin_allowed(scope("ws", b"http://site.test"))
+
+
+# Live models (wire contract section 8) ----------------------------------------------
+
+
+def live_audio(seconds: float, rate: int = 24000) -> str:
+    """Base64 PCM16: a loud square wave (speech to the emulator's VAD)."""
+    return base64.b64encode(b"\x00\x40\x00\xc0" * int(rate * seconds / 2)).decode()
+
+
+def test_a_live_model_is_relayed_on_the_live_route_and_its_audio_meets_the_budget(
+    relay_emulator, relay_browser, user, settings
+):
+    settings.GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-live-1"]}
+    settings.GATEWAY_REALTIME_RELAY_BUDGET = {"audio_seconds": 2}
+    browser = relay_browser(user, path=RELAY_PATH + "?model=openai%2Fgpt-live-1")
+    fmt = {"type": "audio/pcm", "rate": 24000}
+    start = {
+        "type": "session-start",
+        "modelId": "openai/gpt-live-1",
+        "config": {"inputAudioFormat": fmt, "outputAudioFormat": fmt},
+    }
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        await comm.send_json_to(start)
+        started = await comm.receive_json_from(TIMEOUT)
+        assert started["type"] == "session-started"
+        # A second of speech in, then the quiet that ends the turn: the reply
+        # (audio-chunk, out) and the input take the session past 2 s.
+        await comm.send_json_to({"type": "input-audio-append", "audio": live_audio(1.0)})
+        quiet = base64.b64encode(bytes(24000)).decode()
+        await comm.send_json_to({"type": "input-audio-append", "audio": quiet})
+        closed = await next_close(comm)
+        await finish(comm)
+        return closed
+
+    code, reason, frames = run(scenario)
+    assert (code, reason) == (4429, "budget exceeded")
+    assert any(json.loads(frame)["type"] == "audio-chunk" for frame in frames)
+    [record] = relay_emulator.wait_for_ws_sessions(1)
+    assert (record.kind, record.model, record.token) == (
+        "live",
+        "openai/gpt-live-1",
+        "server-socket",
+    )
+    assert record.received[0] == "session-start"
+    row = only_row()
+    assert (row.model, row.closed_by) == ("openai/gpt-live-1", "limit")
+    assert row.audio_seconds_in == pytest.approx(1.5)
+    assert row.audio_seconds_in + row.audio_seconds_out >= 2
+
+
+def test_a_live_session_closed_by_the_browser_ends_with_the_final_usage(
+    relay_emulator, relay_browser, user, settings
+):
+    settings.GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-live-1"]}
+    browser = relay_browser(user, path=RELAY_PATH + "?model=openai%2Fgpt-live-1")
+
+    async def scenario():
+        comm = browser.communicator()
+        assert (await comm.connect(TIMEOUT))[0]
+        await comm.send_json_to(
+            {"type": "session-start", "modelId": "openai/gpt-live-1", "config": {}}
+        )
+        assert (await comm.receive_json_from(TIMEOUT))["type"] == "session-started"
+        await comm.send_json_to({"type": "input-audio-append", "audio": live_audio(0.25)})
+        await comm.send_json_to({"type": "session-close"})
+        closed = await comm.receive_json_from(TIMEOUT)
+        ended = await next_close(comm)
+        await finish(comm)
+        return closed, ended
+
+    closed, (code, _, _) = run(scenario)
+    assert closed["type"] == "session-closed" and closed["usage"] == {"seconds": 0.25}
+    assert code == 1000
+    row = wait_for(lambda: (r := only_row()).ended_at and r)
+    assert row.closed_by == "gateway"
+    assert row.audio_seconds_in == pytest.approx(0.25)
