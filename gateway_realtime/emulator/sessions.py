@@ -196,7 +196,56 @@ class _Script:
         raise NotImplementedError
 
 
-class _RealtimeScript(_Script):
+class _EventScript(_Script):
+    """Scripts that speak one JSON event per text frame (realtime and Live).
+
+    Every server event carries a ``raw``; a frame that is not a JSON object
+    with a string ``type`` gets an ``error`` event and the session goes on.
+    """
+
+    def error_event(self, message: str, code: str, client_event_id: object = None) -> JsonObject:
+        event: JsonObject = {"type": "error", "message": message, "code": code}
+        if isinstance(client_event_id, str):
+            event["clientEventId"] = client_event_id
+        event["raw"] = {"source": _SOURCE, "type": "error"}
+        return event
+
+    def raw(self, name: str, **extra: Any) -> JsonObject:
+        return {"source": _SOURCE, "type": name, **extra}
+
+    async def opening(self) -> bool:
+        """What the script sends first; True when that already ended the session."""
+        return False
+
+    async def handle(self, event: JsonObject) -> bool:
+        """Answer one client event; True when the session is over."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        if await self.opening():
+            return
+        while True:
+            message = await self.receive()
+            if not isinstance(message, str):
+                self.record.received.append("binary")
+                await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
+                continue
+            try:
+                event = json.loads(message)
+            except ValueError:
+                self.record.received.append("invalid-json")
+                await self.send(self.error_event("Invalid JSON", "invalid_json"))
+                continue
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                self.record.received.append("invalid-event")
+                await self.send(self.error_event("Event must have a string type", "invalid_event"))
+                continue
+            self.record.received.append(event["type"])
+            if await self.handle(event):
+                return
+
+
+class _RealtimeScript(_EventScript):
     """Normalized AI SDK realtime events (``@ai-sdk/provider`` RealtimeModelV4).
 
     The ``ai`` browser session sends ``session-update`` on open and turns
@@ -222,41 +271,11 @@ class _RealtimeScript(_Script):
         self.speech_item: str | None = None
         self.silent_seconds = 0.0
 
-    def error_event(self, message: str, code: str, client_event_id: object = None) -> JsonObject:
-        event: JsonObject = {"type": "error", "message": message, "code": code}
-        if isinstance(client_event_id, str):
-            event["clientEventId"] = client_event_id
-        event["raw"] = {"source": _SOURCE, "type": "error"}
-        return event
-
-    def raw(self, name: str, **extra: Any) -> JsonObject:
-        return {"source": _SOURCE, "type": name, **extra}
-
-    async def run(self) -> None:
+    async def opening(self) -> bool:
         await self.send(
             {"type": "session-created", "sessionId": self.session_id, "raw": self.raw("session")}
         )
-        if await self.fault():
-            return
-        while True:
-            message = await self.receive()
-            if not isinstance(message, str):
-                self.record.received.append("binary")
-                await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
-                continue
-            try:
-                event = json.loads(message)
-            except ValueError:
-                self.record.received.append("invalid-json")
-                await self.send(self.error_event("Invalid JSON", "invalid_json"))
-                continue
-            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                self.record.received.append("invalid-event")
-                await self.send(self.error_event("Event must have a string type", "invalid_event"))
-                continue
-            self.record.received.append(event["type"])
-            if await self.handle(event):
-                return
+        return await self.fault()
 
     async def handle(self, event: JsonObject) -> bool:
         kind = event["type"]
@@ -872,7 +891,7 @@ def _live_config_error(config: object) -> str | None:
     return None
 
 
-class _LiveScript(_Script):
+class _LiveScript(_EventScript):
     """The Live route's normalized protocol: one continuous conversation.
 
     Nothing is sent until the client's ``session-start``; then audio flows
@@ -905,41 +924,10 @@ class _LiveScript(_Script):
         self.context: list[str] = []
         self.delegations: set[str] = set()
 
-    def error_event(self, message: str, code: str, client_event_id: object = None) -> JsonObject:
-        event: JsonObject = {"type": "error", "message": message, "code": code}
-        if isinstance(client_event_id, str):
-            event["clientEventId"] = client_event_id
-        event["raw"] = {"source": _SOURCE, "type": "error"}
-        return event
-
-    def raw(self, name: str) -> JsonObject:
-        return {"source": _SOURCE, "type": name}
-
     @property
     def bytes_per_second(self) -> int:
         rate = int(self.audio_format["rate"])
         return 2 * rate if self.audio_format["type"] == "audio/pcm" else rate
-
-    async def run(self) -> None:
-        while True:
-            message = await self.receive()
-            if not isinstance(message, str):
-                self.record.received.append("binary")
-                await self.send(self.error_event("Binary frames are not accepted", "invalid_event"))
-                continue
-            try:
-                event = json.loads(message)
-            except ValueError:
-                self.record.received.append("invalid-json")
-                await self.send(self.error_event("Invalid JSON", "invalid_json"))
-                continue
-            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-                self.record.received.append("invalid-event")
-                await self.send(self.error_event("Event must have a string type", "invalid_event"))
-                continue
-            self.record.received.append(event["type"])
-            if await self.handle(event):
-                return
 
     async def handle(self, event: JsonObject) -> bool:
         kind = event["type"]
