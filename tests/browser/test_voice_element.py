@@ -483,3 +483,20 @@ def test_a_live_model_talks_continuously_mutes_and_hangs_up_with_its_final_usage
     # The mint asked for the Live route, as the official client does.
     [mint] = [r for r in emulator.requests if r.method == "POST"]
     assert mint.json() == {"model": "openai/gpt-live-1", "routeKind": "live"}
+
+
+def test_a_secret_for_the_other_route_is_a_clear_setup_error(
+    mic_context, site_settings, site, emulator, login_to, user
+):
+    # The page says realtime; the server mints the Live model on the Live route.
+    site_settings.GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-live-1"]}
+    login_to(mic_context, user)
+    page = open_page(mic_context, site, "/voice-mismatched/")
+    page.click(TALK)
+    wait_state(page, "error")
+    [error] = page.evaluate("window.__voice.errors")
+    assert error["type"] == "setup_failed"
+    assert "minted openai/gpt-live-1 for the Live route" in error["message"]
+    assert "api attribute" in error["message"]
+    assert emulator.ws_handshakes == []  # no socket was opened with it
+    until(page, f"!({LIVE_TRACKS})")

@@ -27,6 +27,13 @@ LIVE_PAGE = """{% load gateway_realtime %}<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>voice</title></head>
 <body>{% gateway_realtime_voice model="openai/gpt-live-1" label="Talk (Live)" %}</body></html>"""
 
+#: An element whose api says realtime for a model the server mints on the Live route.
+MISMATCHED_PAGE = """{% load static %}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>voice</title></head>
+<body><script type="module" src="{% static 'gateway_realtime/elements.mjs' %}"></script>
+<gateway-realtime-voice setup-url="/gateway/realtime/" model="openai/gpt-live-1" api="realtime">
+</gateway-realtime-voice></body></html>"""
+
 
 def render(request: HttpRequest, source: str) -> HttpResponse:
     return HttpResponse(engines["django"].from_string(source).render({}, request))
@@ -44,6 +51,10 @@ def live(request: HttpRequest) -> HttpResponse:
     return render(request, LIVE_PAGE)
 
 
+def mismatched(request: HttpRequest) -> HttpResponse:
+    return render(request, MISMATCHED_PAGE)
+
+
 def strict_csp(request: HttpRequest) -> HttpResponse:
     response = render(request, PAGE)
     response["Content-Security-Policy"] = CSP
@@ -56,5 +67,6 @@ urlpatterns = [
     path("voice-cached/", cache_page(600)(voice)),
     path("voice-csp/", strict_csp),
     path("voice-live/", live),
+    path("voice-mismatched/", mismatched),
     path("gateway/", include("gateway_realtime.urls")),
 ]
