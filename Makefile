@@ -7,13 +7,14 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps vendor
+.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps vendor vendor-check
 
 help:
 	@echo "make demo    run example_project against the built-in Gateway emulator"
 	@echo "             (make demo RELAY=1: with relay mode, served by uvicorn)"
 	@echo "make test    lint, type-check and run the whole test suite"
 	@echo "make vendor  rebuild the vendored AI SDK bundle (needs node and npm)"
+	@echo "make vendor-check  fail unless the lock rebuilds the committed bundle"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -101,9 +102,13 @@ bench: $(VENV)/.bench-installed
 
 # Rebuild the vendored AI SDK bundle (gateway_realtime/static/gateway_realtime/
 # vendor/) from vendor/ai-sdk/'s committed lock: needs node, npm and the npm
-# registry. tests/test_vendor.py checks that it gives the committed bytes.
+# registry. `make vendor-check` builds it aside and fails unless it gives the
+# committed bytes (CI runs it; the test suite never reaches a registry).
 vendor:
 	$(PYTHON) vendor/build.py
+
+vendor-check:
+	$(PYTHON) vendor/build.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

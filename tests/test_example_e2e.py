@@ -20,10 +20,11 @@ import pytest
 import requests
 
 from gateway_realtime.emulator import GatewayEmulator
+from tests.browser import setup_deps
 
 REPO = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO / "tests" / "node"
-NODE_CACHE = REPO / ".cache" / "node-official"
+NODE_CACHE = setup_deps.OFFICIAL_CACHE
 API_KEY = "e2e-site-credential-7f3a91"
 PASSWORD = "e2e-password-1"
 
@@ -197,25 +198,14 @@ def test_cross_site_and_anonymous_requests_mint_nothing(stack):
 
 @pytest.fixture(scope="module")
 def official_client():
-    """The official provider from the npm registry, installed once into .cache/."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed to run the official @ai-sdk/gateway client")
-    marker = NODE_CACHE / "node_modules" / "@ai-sdk" / "gateway" / "package.json"
-    if not marker.exists():
-        NODE_CACHE.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "official_mint.mjs"):
-            shutil.copy(NODE_DIR / name, NODE_CACHE / name)
-        install = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_CACHE,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if install.returncode != 0:
-            if os.environ.get("CI"):
-                pytest.fail(f"npm install failed: {install.stderr[-2000:]}")
-            pytest.skip(f"npm install of @ai-sdk/gateway failed: {install.stderr[-300:]}")
+    """The official provider, installed by `make browser-deps` (tests never install it)."""
+    problem = setup_deps.official_client_problem() or (
+        None if shutil.which("node") else "node is needed to run the official client"
+    )
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
     shutil.copy(NODE_DIR / "official_mint.mjs", NODE_CACHE / "official_mint.mjs")
 
     def mint(**options):
@@ -231,14 +221,23 @@ def official_client():
     return mint
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+#: What each comparison mints: the kind's default model, and a Live model
+#: (the realtime kind's fourth route, wire contract section 8).
+OFFICIAL_CASES = {**{kind: (kind, model) for kind, model in KINDS.items()}}
+OFFICIAL_CASES["live"] = ("realtime", "openai/gpt-live-1")
+
+
+@pytest.mark.parametrize("case", list(OFFICIAL_CASES))
 @pytest.mark.parametrize("lifetime", [None, 120])
-def test_gateway_receives_what_the_official_client_sends(stack, official_client, kind, lifetime):
+def test_gateway_receives_what_the_official_client_sends(stack, official_client, case, lifetime):
     emulator, site = stack["emulator"], stack["site"]
     browser = logged_in(site)
+    kind, model = OFFICIAL_CASES[case]
 
     emulator.reset()
     extra = {} if lifetime is None else {"expiresAfterSeconds": lifetime}
+    if model != KINDS[kind]:
+        extra["model"] = model
     ours = ai_sdk_fetch(browser, site, kind, extra)
     assert ours.status_code == 200, ours.text
     (our_request,) = emulator.requests
@@ -249,7 +248,7 @@ def test_gateway_receives_what_the_official_client_sends(stack, official_client,
         apiKey=API_KEY,
         team=stack["team"],
         kind=kind,
-        model=KINDS[kind],
+        model=model,
         # example_project asks for 120 s when the browser names no lifetime
         expiresAfterSeconds=lifetime or 120,
     )

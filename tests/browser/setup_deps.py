@@ -1,4 +1,4 @@
-"""Install what the browser tests need, or say why it cannot be done here.
+"""Install what the browser and end-to-end tests need, or say why it cannot be done here.
 
     python -m tests.browser.setup_deps          # `make browser-deps` runs this
 
@@ -9,6 +9,10 @@
    the npm registry, bundled with esbuild into one browser script under
    ``.cache/browser/`` (git-ignored). Rebuilt only when the entry file or the
    pinned versions change.
+
+3. The official ``@ai-sdk/gateway`` client, at the version
+   ``tests/node/package.json`` pins, installed into ``.cache/node-official/``
+   for tests/test_example_e2e.py to compare its mints with the app's.
 
 Every step is cached and never fails the run: when a step is impossible (no
 root, no apt, no node/npm, no network) it prints the reason and the tests that
@@ -136,8 +140,62 @@ def ensure_ai_bundle() -> str | None:
     return ai_bundle_problem()
 
 
+OFFICIAL_SOURCE = ROOT / "tests" / "node"
+OFFICIAL_CACHE = ROOT / ".cache" / "node-official"
+
+
+def _official_key() -> str:
+    return hashlib.sha256((OFFICIAL_SOURCE / "package.json").read_bytes()).hexdigest()
+
+
+def official_client_problem() -> str | None:
+    """Why the official client is not installed at the pinned version, or None."""
+    stamp = OFFICIAL_CACHE / "installed.key"
+    if stamp.exists() and stamp.read_text() == _official_key():
+        return None
+    return (
+        "the official @ai-sdk/gateway client is not installed: run `make browser-deps` "
+        "(needs node, npm and the npm registry)"
+    )
+
+
+def ensure_official_client() -> str | None:
+    """npm install tests/node/package.json's pinned @ai-sdk/gateway into the cache."""
+    if official_client_problem() is None:
+        return None
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        return "node and npm are needed to install the official @ai-sdk/gateway client"
+    OFFICIAL_CACHE.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(OFFICIAL_SOURCE / "package.json", OFFICIAL_CACHE / "package.json")
+    install = subprocess.run(
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--fetch-timeout=20000",
+            "--fetch-retries=1",
+        ],
+        cwd=OFFICIAL_CACHE,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode != 0:
+        return "npm install of @ai-sdk/gateway failed (no network?): " + install.stderr[-300:]
+    (OFFICIAL_CACHE / "installed.key").write_text(_official_key())
+    return official_client_problem()
+
+
 def main() -> int:
-    for name, step in (("chromium", ensure_chromium), ("AI SDK bundle", ensure_ai_bundle)):
+    steps = (
+        ("chromium", ensure_chromium),
+        ("AI SDK bundle", ensure_ai_bundle),
+        ("official client", ensure_official_client),
+    )
+    for name, step in steps:
         problem = step()
         if problem:
             print(f"browser-deps: {name}: skipped, {problem}", file=sys.stderr)

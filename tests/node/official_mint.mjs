@@ -1,6 +1,7 @@
 // Mint one client secret with the official @ai-sdk/gateway provider and print
 // the result as JSON. Usage: node official_mint.mjs <json options>
-// options: {baseURL, apiKey, team, kind, model, expiresAfterSeconds}
+// options: {baseURL, apiKey, team, kind, model, expiresAfterSeconds, api}
+// (api: "live" or "realtime", the realtime kind's route; default the provider's choice)
 import { createGateway } from "@ai-sdk/gateway";
 
 const options = JSON.parse(process.argv[2]);
@@ -15,6 +16,7 @@ const api = {
   speech: gateway.experimental_speech,
 }[options.kind];
 const tokenOptions = { model: options.model };
+if (options.api != null) tokenOptions.api = options.api;
 if (options.expiresAfterSeconds != null) {
   tokenOptions.expiresAfterSeconds = options.expiresAfterSeconds;
 }
