@@ -7,7 +7,7 @@ PORT ?= 8000
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps vendor vendor-check
+.PHONY: help install demo test test-fast test-services lint format typecheck clean browser-deps dist-deps vendor vendor-check
 
 help:
 	@echo "make demo    run example_project against the built-in Gateway emulator"
@@ -53,7 +53,14 @@ test-services: $(STAMP)
 browser-deps: $(STAMP)
 	$(BIN)/python -m tests.browser.setup_deps
 
-test: lint typecheck browser-deps test-fast test-services
+# The sdist and wheel of this checkout and a fresh virtualenv with the wheel,
+# for the packaging and quickstart tests (.cache/dist; rebuilt when a source
+# file changes). Building and installing reach the package index: make does
+# it, the tests never do.
+dist-deps: $(STAMP)
+	$(BIN)/python -m tests.distributions
+
+test: lint typecheck browser-deps dist-deps test-fast test-services
 
 # The demo needs only what the app and the emulator import: the project's
 # dependencies and its "emulator" extra (Django, DRF, requests, aiohttp), read

@@ -293,8 +293,8 @@ def captured_logs():
 
 
 @pytest.fixture(scope="session")
-def distributions(tmp_path_factory):
-    """The sdist and wheel built from this checkout, once per session (tests/distributions.py)."""
-    from tests.distributions import build
+def distributions():
+    """The sdist and wheel `make dist-deps` built from this checkout (tests/distributions.py)."""
+    from tests.distributions import prepared
 
-    return build(tmp_path_factory.mktemp("distributions"))
+    return prepared()

@@ -1,17 +1,29 @@
-"""Build the sdist and wheel of this checkout, for the packaging and quickstart tests.
+"""The sdist and wheel of this checkout, and a fresh virtualenv with the wheel.
+
+    python -m tests.distributions       # `make dist-deps` (part of `make test`) runs this
+
+Building needs setuptools from the package index (``python -m build``
+isolates the build) and the quickstart's virtualenv needs the wheel's
+dependencies, so both are prepared here, by make, never by a test: the
+packaging and quickstart tests read ``.cache/dist/`` and skip with the
+reason (fail under CI) when it is missing or was built from other sources.
 
 The source is copied to a temporary folder first (git's list of the files
 that are tracked or about to be, or the unpacked tree when this is an sdist
-with no git), so a test run leaves no ``build/`` or ``*.egg-info`` behind and
-stale files in the checkout cannot leak into what is built.
+with no git), so a build leaves no ``build/`` or ``*.egg-info`` behind and
+stale files in the checkout cannot leak into what is built. The cache is
+keyed by the source files' names and contents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,21 +103,87 @@ def failure_reason(output: str) -> str | None:
     return None
 
 
-def build(workdir: Path) -> Distributions:
-    """``python -m build`` (sdist, then the wheel from the sdist) into ``workdir/dist``.
+class NotBuilt(Exception):
+    """The distributions could not be built or installed here; the message says why."""
 
-    Skips when ``build`` is not installed or its isolated environment cannot
-    get setuptools; fails on any other build error.
-    """
-    if importlib.util.find_spec("build") is None:
-        pytest.skip("the 'build' package is not installed (it is in the test dependency group)")
+
+CACHE = ROOT / ".cache" / "dist"
+#: The virtualenv of the quickstart test: the wheel with its emulator extra.
+QUICKSTART_VENV = CACHE / "quickstart-venv"
+
+
+def source_key(files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _built(out: Path, files: list[str]) -> Distributions:
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    return Distributions(sdist=sdist, wheel=wheel, source_files=tuple(files))
+
+
+def prepare() -> Distributions:
+    """Build into ``.cache/dist`` and install the quickstart's virtualenv, unless up to date."""
     files = source_files()
+    key = source_key(files)
+    stamp = CACHE / "source.key"
+    if stamp.exists() and stamp.read_text() == key:
+        return _built(CACHE / "out", files)
+    if importlib.util.find_spec("build") is None:
+        raise NotBuilt("the 'build' package is not installed (it is in the test dependency group)")
+    shutil.rmtree(CACHE, ignore_errors=True)
+    CACHE.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="gateway-realtime-dist-") as scratch:
+        built = build(Path(scratch), CACHE / "out", files)
+    subprocess.run([sys.executable, "-m", "venv", str(QUICKSTART_VENV)], check=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(QUICKSTART_VENV / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"{built.wheel}[emulator]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        output = result.stdout + result.stderr
+        raise NotBuilt(
+            failure_reason(output) or f"pip install of the wheel failed:\n{output[-4000:]}"
+        )
+    stamp.write_text(key)
+    return built
+
+
+def prepared() -> Distributions:
+    """What ``prepare`` built for these very sources; skip (fail under CI) otherwise."""
+    files = source_files()
+    stamp = CACHE / "source.key"
+    if stamp.exists() and stamp.read_text() == source_key(files):
+        return _built(CACHE / "out", files)
+    reason = (
+        "the sdist, wheel and quickstart virtualenv are not built for these sources: "
+        "run `make dist-deps` (`make test` does)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def build(workdir: Path, out: Path, files: list[str]) -> Distributions:
+    """``python -m build`` (sdist, then the wheel from the sdist) of ``files`` into ``out``."""
     src = workdir / "src"
     for name in files:
         target = src / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    out = workdir / "dist"
     result = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(src)],
         capture_output=True,
@@ -114,10 +192,19 @@ def build(workdir: Path) -> Distributions:
     )
     output = result.stdout + result.stderr
     if result.returncode != 0:
-        reason = failure_reason(output)
-        if reason:
-            pytest.skip(f"cannot build the sdist and wheel: {reason}")
-        pytest.fail(f"python -m build failed:\n{output[-4000:]}")
-    (sdist,) = out.glob("*.tar.gz")
-    (wheel,) = out.glob("*.whl")
-    return Distributions(sdist=sdist, wheel=wheel, source_files=tuple(files))
+        raise NotBuilt(failure_reason(output) or f"python -m build failed:\n{output[-4000:]}")
+    return _built(out, files)
+
+
+def main() -> int:
+    try:
+        built = prepare()
+    except NotBuilt as error:
+        print(f"dist-deps: skipped, {error}", file=sys.stderr)
+        return 0
+    print(f"dist-deps: {built.sdist.name}, {built.wheel.name} and the quickstart virtualenv: ready")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,6 @@ import re
 import shlex
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.distributions import ROOT, Distributions, failure_reason
+from tests.distributions import QUICKSTART_VENV, ROOT, Distributions
 
 pytestmark = pytest.mark.quickstart
 
@@ -167,7 +166,7 @@ class Quickstart:
             assignments[key] = value
         match words:
             case ["pip", "install", spec]:
-                # The fixture installed the wheel with the emulator extra.
+                # `make dist-deps` installed the wheel with the emulator extra.
                 assert spec in {PACKAGE, f"{PACKAGE}[emulator]"}, line
             case ["django-admin", "startproject", name]:
                 self.run(self.bin("django-admin"), "startproject", name)
@@ -292,32 +291,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def venv(distributions: Distributions, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with the built wheel and its emulator extra, as a user's would be."""
-    path = tmp_path_factory.mktemp("quickstart") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
-    result = subprocess.run(
-        [
-            str(path / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--find-links",
-            str(distributions.wheel.parent),
-            f"{distributions.wheel}[emulator]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        output = result.stdout + result.stderr
-        reason = failure_reason(output)
-        if reason:
-            pytest.skip(f"cannot install the wheel into a fresh virtualenv: {reason}")
-        pytest.fail(f"pip install of the wheel failed:\n{output[-4000:]}")
-    return path
+def venv(distributions: Distributions) -> Path:
+    """A fresh virtualenv with the built wheel and its emulator extra, as a user's would be.
+
+    `make dist-deps` installs it (tests/distributions.py); the test only uses it.
+    """
+    return QUICKSTART_VENV
 
 
 @pytest.fixture
