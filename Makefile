@@ -51,14 +51,14 @@ test-services: $(STAMP)
 # .cache/browser) for the browser tests; each step is cached, and prints why
 # it was skipped where impossible (the browser tests then skip with that reason).
 browser-deps: $(STAMP)
-	$(BIN)/python -m tests.browser.setup_deps
+	$(BIN)/python -m tools.test_deps browser
 
 # The sdist and wheel of this checkout and a fresh virtualenv with the wheel,
 # for the packaging and quickstart tests (.cache/dist; rebuilt when a source
 # file changes). Building and installing reach the package index: make does
 # it, the tests never do.
 dist-deps: $(STAMP)
-	$(BIN)/python -m tests.distributions
+	$(BIN)/python -m tools.test_deps dist
 
 test: lint typecheck browser-deps dist-deps test-fast test-services
 

@@ -1,6 +1,7 @@
 """The sdist and wheel of this checkout, and a fresh virtualenv with the wheel.
 
-    python -m tests.distributions       # `make dist-deps` (part of `make test`) runs this
+``make dist-deps`` (part of ``make test``; ``python -m tools.test_deps dist``)
+builds them into ``.cache/dist/``.
 
 Building needs setuptools from the package index (``python -m build``
 isolates the build) and the quickstart's virtualenv needs the wheel's
@@ -18,12 +19,9 @@ keyed by the source files' names and contents.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +47,6 @@ JUNK_DIRS = {
     "build",
     "dist",
 }
-#: Pip could not fetch something: the machine is offline, not the package broken.
-OFFLINE_SIGNS = (
-    "Could not find a version that satisfies",
-    "No matching distribution found",
-    "Failed to establish a new connection",
-    "Temporary failure in name resolution",
-    "Network is unreachable",
-)
 
 
 @dataclass(frozen=True)
@@ -95,14 +85,6 @@ def source_files(root: Path = ROOT) -> list[str]:
     )
 
 
-def failure_reason(output: str) -> str | None:
-    """A skip reason when ``output`` shows pip had no network or cache, else ``None``."""
-    for sign in OFFLINE_SIGNS:
-        if sign in output:
-            return f"pip could not fetch packages ({sign}); offline with a cold cache?"
-    return None
-
-
 class NotBuilt(Exception):
     """The distributions could not be built or installed here; the message says why."""
 
@@ -119,47 +101,10 @@ def source_key(files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _built(out: Path, files: list[str]) -> Distributions:
+def built_in(out: Path, files: list[str]) -> Distributions:
     (sdist,) = out.glob("*.tar.gz")
     (wheel,) = out.glob("*.whl")
     return Distributions(sdist=sdist, wheel=wheel, source_files=tuple(files))
-
-
-def prepare() -> Distributions:
-    """Build into ``.cache/dist`` and install the quickstart's virtualenv, unless up to date."""
-    files = source_files()
-    key = source_key(files)
-    stamp = CACHE / "source.key"
-    if stamp.exists() and stamp.read_text() == key:
-        return _built(CACHE / "out", files)
-    if importlib.util.find_spec("build") is None:
-        raise NotBuilt("the 'build' package is not installed (it is in the test dependency group)")
-    shutil.rmtree(CACHE, ignore_errors=True)
-    CACHE.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="gateway-realtime-dist-") as scratch:
-        built = build(Path(scratch), CACHE / "out", files)
-    subprocess.run([sys.executable, "-m", "venv", str(QUICKSTART_VENV)], check=True, timeout=120)
-    result = subprocess.run(
-        [
-            str(QUICKSTART_VENV / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"{built.wheel}[emulator]",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        output = result.stdout + result.stderr
-        raise NotBuilt(
-            failure_reason(output) or f"pip install of the wheel failed:\n{output[-4000:]}"
-        )
-    stamp.write_text(key)
-    return built
 
 
 def prepared() -> Distributions:
@@ -167,7 +112,7 @@ def prepared() -> Distributions:
     files = source_files()
     stamp = CACHE / "source.key"
     if stamp.exists() and stamp.read_text() == source_key(files):
-        return _built(CACHE / "out", files)
+        return built_in(CACHE / "out", files)
     reason = (
         "the sdist, wheel and quickstart virtualenv are not built for these sources: "
         "run `make dist-deps` (`make test` does)"
@@ -175,36 +120,3 @@ def prepared() -> Distributions:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def build(workdir: Path, out: Path, files: list[str]) -> Distributions:
-    """``python -m build`` (sdist, then the wheel from the sdist) of ``files`` into ``out``."""
-    src = workdir / "src"
-    for name in files:
-        target = src / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    result = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(src)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise NotBuilt(failure_reason(output) or f"python -m build failed:\n{output[-4000:]}")
-    return _built(out, files)
-
-
-def main() -> int:
-    try:
-        built = prepare()
-    except NotBuilt as error:
-        print(f"dist-deps: skipped, {error}", file=sys.stderr)
-        return 0
-    print(f"dist-deps: {built.sdist.name}, {built.wheel.name} and the quickstart virtualenv: ready")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

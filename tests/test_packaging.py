@@ -1,8 +1,8 @@
 """The sdist and wheel: twine accepts them, the license ships, the sdist is complete.
 
 The sdist is the whole project, runnable (CONTRIBUTING.md, "The sdist"): every
-source file but the CI glue and the VCS files, so that its tests run after
-``pip install -e . --group test``. The wheel is the app alone.
+source file but the CI glue and the VCS files, so that its tests run once
+the package is installed with its test group. The wheel is the app alone.
 """
 
 from __future__ import annotations

@@ -283,7 +283,7 @@ AI_SDK_SESSION = """async ({setupUrl, model}) => {
 def test_ai_sdk_realtime_session_connects_through_our_endpoint(
     context, site, emulator, login, user
 ):
-    problem = setup_deps.ensure_ai_bundle()
+    problem = setup_deps.ai_bundle_problem()
     if problem:
         pytest.skip(problem)
     login(user)
