@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import types
 from collections.abc import Iterator
 from io import StringIO
@@ -432,10 +431,20 @@ def test_a_local_memory_breaker_cache_warns_under_check_deploy(settings: Any) ->
 
 WORKER = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     import django
     django.setup()
     from gateway_realtime import breaker
+
+    # This process's clock for the breaker, moved by "advance SECONDS".
+    offset = 0.0
+
+    class Clock:
+        @staticmethod
+        def time():
+            return time.time() + offset
+
+    breaker.time = Clock
     from gateway_realtime.exceptions import GatewayConnectionError, GatewayUnavailable
     from gateway_realtime.signals import circuit_closed, circuit_opened
 
@@ -456,6 +465,8 @@ WORKER = textwrap.dedent(
                     pass
         elif action == "reset":
             breaker.reset_circuit()
+        elif action == "advance":
+            offset += float(count[0])
         elif action == "call":
             try:
                 with breaker.guard():
@@ -556,7 +567,7 @@ def test_failures_in_one_process_open_the_circuit_in_another(
         assert refused["retry_after"] == 1
         assert refused["signals"] == []
 
-        time.sleep(1.1)
+        other("advance 1.5")  # past the 1 s cool-down, on this process's clock
         probe = other("call")  # the cool-down is over: this one probes, and succeeds
         assert probe["called"] is True
         assert probe["state"] == "closed"

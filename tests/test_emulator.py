@@ -538,43 +538,32 @@ def test_drop_closes_without_an_answer(emu: GatewayEmulator) -> None:
     assert record.status is None and record.json()["model"] == "emulator/drop"
 
 
-def test_mint_delay_holds_each_success_and_nothing_else() -> None:
-    with GatewayEmulator(api_keys=(KEY,), mint_delay=0.4) as emulator:
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            started = time.monotonic()
-            slow = [pool.submit(mint, emulator) for _ in range(2)]
-            time.sleep(0.05)
-            # Served while both mints wait: the delay is an asyncio sleep.
-            health = requests.get(emulator.origin + "/healthz", timeout=5)
-            refused = mint(emulator, "openai/ratelimited")
-            quick_done = time.monotonic() - started
-            assert [f.result().status_code for f in slow] == [200, 200]
-            both_done = time.monotonic() - started
-        assert health.status_code == 200 and refused.status_code == 429
-        assert quick_done < 0.3
-        assert 0.35 <= both_done < 0.75  # concurrent, not one after the other
-
-        # Settable while running: the next mint reads it.
-        emulator.mint_delay = 0.0
-        started = time.monotonic()
-        assert mint(emulator).status_code == 200
-        assert time.monotonic() - started < 0.3
+def test_held_mints_wait_and_nothing_else_does() -> None:
+    with GatewayEmulator(api_keys=(KEY,)) as emulator, ThreadPoolExecutor(max_workers=2) as pool:
+        with emulator.holding_mints():
+            held = [pool.submit(mint, emulator) for _ in range(2)]
+            emulator.wait_for_held_mints(2)
+            # Served while both mints wait: the hold is an asyncio wait.
+            assert requests.get(emulator.origin + "/healthz", timeout=5).status_code == 200
+            assert mint(emulator, "openai/ratelimited").status_code == 429
+            assert not any(future.done() for future in held)
+        assert [future.result().status_code for future in held] == [200, 200]
+        assert mint(emulator).status_code == 200  # no longer held
 
 
-def test_mint_delay_adds_only_itself_on_a_kept_alive_connection() -> None:
-    # One write with TCP_NODELAY (aiohttp sets it on accepted sockets): no
-    # delayed-ACK stall of ~40 ms on top of the 50 ms asked for.
-    with GatewayEmulator(api_keys=(KEY,), mint_delay=0.05) as emulator:
+def test_mint_delay_holds_each_success_at_least_that_long() -> None:
+    # Only the lower bound, which sleeping guarantees; how long a mint takes
+    # on top is the benchmark's business, not a test's.
+    with GatewayEmulator(api_keys=(KEY,), mint_delay=0.2) as emulator:
         with requests.Session() as session:
-            mint(emulator, session=session)  # connect
-            times = []
-            for _ in range(9):
-                started = time.perf_counter()
-                assert mint(emulator, session=session).status_code == 200
-                times.append(time.perf_counter() - started)
+            started = time.monotonic()
+            assert mint(emulator, session=session).status_code == 200
+            assert time.monotonic() - started >= 0.2
+            assert mint(emulator, "openai/ratelimited", session=session).status_code == 429
+            # Settable while running: the next mint reads it.
+            emulator.mint_delay = 0.0
+            assert mint(emulator, session=session).status_code == 200
         assert emulator.tcp_connections == 1
-    median = sorted(times)[len(times) // 2]
-    assert 0.05 <= median < 0.08, times
 
 
 # --------------------------------------------------------------------------
@@ -670,10 +659,7 @@ def test_ws_accepts_correct_subprotocols(emu: GatewayEmulator) -> None:
     (handshake,) = emu.ws_handshakes
     assert handshake.status == 101
     assert handshake.subprotocols == ["ai-gateway-realtime.v1", f"ai-gateway-auth.{token}"]
-    deadline = time.monotonic() + 2
-    while not emu.ws_sessions and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (session,) = emu.ws_sessions
+    (session,) = emu.wait_for_ws_sessions(1)
     assert (session.kind, session.model, session.close_code) == (
         "realtime",
         "openai/gpt-realtime-2",

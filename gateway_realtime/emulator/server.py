@@ -20,7 +20,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -364,6 +364,10 @@ class GatewayEmulator:
         self._lock = threading.Lock()
         # Notified whenever a WebSocket session ends (wait_for_ws_sessions).
         self._session_ended = threading.Condition(self._lock)
+        # Successful mints held by holding_mints(), and a condition to wait on them.
+        self._held_mints = 0
+        self._held_changed = threading.Condition(self._lock)
+        self._mint_gate: asyncio.Event | None = None
         self._requests: list[RecordedRequest] = []
         self._issued: dict[str, IssuedToken] = {}
         self._ws_sessions: list[WsSession] = []
@@ -431,6 +435,40 @@ class GatewayEmulator:
         """WebSocket sessions that have ended, oldest first."""
         with self._lock:
             return list(self._ws_sessions)
+
+    @contextlib.contextmanager
+    def holding_mints(self) -> Iterator[None]:
+        """Hold every successful mint (after ``mint_delay``) until the block ends.
+
+        A stalled Gateway released at will: other requests are answered
+        meanwhile, and ``wait_for_held_mints`` says when mints are waiting.
+        """
+        self._set_mint_gate(False)
+        try:
+            yield
+        finally:
+            self._set_mint_gate(True)
+
+    def _set_mint_gate(self, open_: bool) -> None:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the emulator is not started")
+
+        async def flip() -> None:
+            assert self._mint_gate is not None
+            if open_:
+                self._mint_gate.set()
+            else:
+                self._mint_gate.clear()
+
+        # Done in the loop before returning, so no mint slips past the change.
+        asyncio.run_coroutine_threadsafe(flip(), loop).result(timeout=_CLOSE_TIMEOUT)
+
+    def wait_for_held_mints(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` mints are held by ``holding_mints`` (``TimeoutError`` if not)."""
+        with self._held_changed:
+            if not self._held_changed.wait_for(lambda: self._held_mints >= count, timeout):
+                raise TimeoutError(f"{self._held_mints} of {count} mints are held")
 
     def wait_for_ws_sessions(self, count: int = 1, timeout: float = 10.0) -> list[WsSession]:
         """Wait until ``count`` WebSocket sessions have ended; return them all.
@@ -540,6 +578,8 @@ class GatewayEmulator:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._mint_gate = asyncio.Event()
+        self._mint_gate.set()
         ssl_context: ssl.SSLContext | None = None
         if self.tls_cert and self.tls_key:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -654,9 +694,25 @@ class GatewayEmulator:
             record.status = reply.status
         # Read per request, so a change while running applies to the next mint.
         delay = self.mint_delay
-        if delay > 0 and reply.status == 200 and path in (MINT_PATH, REDIRECTED_MINT_PATH):
-            await asyncio.sleep(delay)
+        if reply.status == 200 and path in (MINT_PATH, REDIRECTED_MINT_PATH):
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._pass_mint_gate()
         return await self._deliver(request, reply)
+
+    async def _pass_mint_gate(self) -> None:
+        gate = self._mint_gate
+        if gate is None or gate.is_set():
+            return
+        with self._held_changed:
+            self._held_mints += 1
+            self._held_changed.notify_all()
+        try:
+            await gate.wait()
+        finally:
+            with self._held_changed:
+                self._held_mints -= 1
+                self._held_changed.notify_all()
 
     async def _deliver(self, request: web.BaseRequest, reply: _Reply) -> web.StreamResponse:
         if reply.mode == "drop":

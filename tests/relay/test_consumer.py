@@ -448,18 +448,23 @@ def test_a_revocation_sent_while_the_session_starts_is_not_lost(
     from gateway_realtime.relay import consumers
 
     real_open = consumers.open_upstream
+    events: dict[str, asyncio.Event] = {}
 
     async def slow_open(*args, **kwargs):
-        await asyncio.sleep(0.5)
+        # The user's group is joined; the Gateway socket is opening, and stays
+        # so: only the revocation can end this session (by cancelling it).
+        events["opening"].set()
+        await asyncio.Event().wait()
         return await real_open(*args, **kwargs)
 
     monkeypatch.setattr(consumers, "open_upstream", slow_open)
     browser = relay_browser(user)
 
     async def scenario():
+        events["opening"] = asyncio.Event()
         comm = browser.communicator()
         connecting = asyncio.ensure_future(comm.connect(TIMEOUT))
-        await asyncio.sleep(0.2)  # the user's group is joined; the Gateway socket is opening
+        await asyncio.wait_for(events["opening"].wait(), TIMEOUT)
         await channel_layer.group_send(
             group_for(user.pk), {"type": "relay.revoke", "reason": "logged out"}
         )
