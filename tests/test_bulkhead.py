@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -78,16 +77,14 @@ def test_the_call_beyond_the_limit_answers_503_at_once(
         assert gateway.entered.acquire(timeout=10)
     try:
         # Two mints are in flight, each holding a thread on the Gateway.
-        started = time.monotonic()
         response = same_origin(REALTIME)
-        elapsed = time.monotonic() - started
         assert response.status_code == 503, response.content
         assert response["Retry-After"] == "1"
         error = error_of(response)
         assert error["type"] == "gateway_busy"
         assert "at once" in error["message"]
-        assert elapsed < 1.0  # the two in flight are held for up to 10 s
-        assert len(gateway_mock.calls) == 1  # the two in flight have not returned
+        # Answered while the two in flight are still held: refused, not queued.
+        assert len(gateway_mock.calls) == 1
         rejected = ClientSecretIssuance.objects.get(outcome=Outcome.REJECTED)
         assert rejected.error_type == "gateway_busy"
         assert rejected.completed_at is not None
