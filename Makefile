@@ -95,7 +95,8 @@ demo: $(DEMO_STAMP)
 	$(BIN)/python -m example_project.demo --port $(PORT)
 endif
 
-# The performance benchmark (docs/performance.md), all on loopback: quick by
+# The performance benchmark (docs/performance.md), all on loopback: time to a
+# token against the AI SDK's anchor, a Gateway stall, the relay. Quick by
 # default (a CI smoke test, no thresholds), BENCH_FULL=1 for the long run.
 # It installs its own tools (the "bench" group; @ai-sdk/gateway into .bench/).
 .PHONY: bench
@@ -105,7 +106,6 @@ $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench --save .bench/last-run.json
-	$(BIN)/python -m bench.plot .bench/last-run.json .bench/latency-by-concurrency.png
 
 # Rebuild the vendored AI SDK bundle (gateway_realtime/static/gateway_realtime/
 # vendor/) from vendor/ai-sdk/'s committed lock: needs node, npm and the npm

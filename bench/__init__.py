@@ -1,5 +1,1 @@
-"""The performance benchmark (``make bench``); see docs/performance.md.
-
-Not part of the package: a bench-only site (``bench.settings``), a load
-generator and the orchestration that starts everything on loopback.
-"""
+"""The performance benchmark (``make bench``, docs/performance.md); not part of the package."""

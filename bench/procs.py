@@ -1,4 +1,4 @@
-"""Starting, stopping and accounting for the bench's server processes (Linux /proc)."""
+"""The bench's processes (all on 127.0.0.1), their accounting (Linux /proc) and its databases."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from bench.stats import load_average
+
 ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench"
+API_KEY = "emulator-key"
+PG_URL = "postgres://postgres@127.0.0.1:5432/gateway_realtime_bench"
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the load average it was measured under."""
+    load = " ".join(f"{value:.2f}" for value in load_average())
+    print(f"[bench] {message} (load average {load})", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -21,119 +31,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout:g} s")
-
-
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far, from its own kernel accounting."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return 0.0
-    # Fields after the command name, which may itself hold spaces or parentheses.
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
+    """User + system CPU of one process so far, from the kernel's accounting."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def pids_named(names: Iterable[str]) -> dict[str, list[int]]:
-    """Running processes by command name (``/proc/<pid>/comm``), e.g. ``postgres``."""
-    wanted = set(names)
-    found: dict[str, list[int]] = {name: [] for name in wanted}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        if comm in wanted:
-            found[comm].append(int(entry.name))
-    return found
-
-
-class CpuMeter:
-    """CPU used by a set of processes between ``start()`` and ``stop()``."""
-
-    def __init__(self, pids: Iterable[int]) -> None:
-        self.pids = list(pids)
-        self._before: dict[int, float] = {}
-        self.seconds: float | None = None
-
-    def start(self) -> None:
-        self._before = {pid: cpu_seconds(pid) for pid in self.pids}
-
-    def stop(self) -> None:
-        self.seconds = sum(cpu_seconds(pid) - self._before.get(pid, 0.0) for pid in self.pids)
-
-
-class GroupCpuMeter:
-    """CPU of groups of processes the bench does not own, such as PostgreSQL's backends.
-
-    ``groups()`` is asked at ``start()`` and again at ``stop()``: a process
-    that appeared in between (a backend for a server thread's first
-    connection) counts whole, one that exited in between is left out.
-    """
-
-    def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
-        self.groups = groups
-        self._before: dict[str, dict[int, float]] = {}
-        self.seconds: dict[str, float] = {}
-
-    def start(self) -> None:
-        self._before = {
-            kind: {pid: cpu_seconds(pid) for pid in pids} for kind, pids in self.groups().items()
-        }
-
-    def stop(self) -> None:
-        now = self.groups()
-        self.seconds = {}
-        for kind in self._before.keys() | now.keys():
-            before = self._before.get(kind, {})
-            pids = set(before) | set(now.get(kind, []))
-            self.seconds[kind] = sum(
-                max(0.0, cpu_seconds(pid) - before.get(pid, 0.0)) for pid in pids
-            )
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 class Server:
-    """A child process serving HTTP on a loopback port; stopped with SIGTERM."""
+    """A child process listening on a loopback port, its output in .bench/<name>.log."""
 
     def __init__(self, name: str, args: list[str], port: int, env: dict[str, str]) -> None:
-        self.name = name
-        self.port = port
-        self.process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        wait_for_port(port, self.process)
-
-    def pids(self) -> list[int]:
-        """The process and its children (gunicorn's workers)."""
-        return [self.process.pid, *children(self.process.pid)]
+        CACHE.mkdir(exist_ok=True)
+        with (CACHE / f"{name}.log").open("wb") as output:
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+            )
+        self.port, self.pid = port, self.process.pid
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.process.returncode}: see its log")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{name} did not listen on {port} within 60 s") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -145,29 +77,57 @@ class Server:
                 self.process.wait(5)
 
 
-def gunicorn(workers: int, threads: int, env: dict[str, str]) -> Server:
+def python(name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Server:
+    """``python -m module args`` on a free port, given as ``{port}`` in ``args``."""
     port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "bench.wsgi:application",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--worker-class",
-        "gthread",
-        "--keep-alive",
-        "30",
-        "--log-level",
-        "warning",
-    ]
-    server = Server(f"gunicorn {workers}x{threads}", args, port, env)
-    # The port opens before every worker has imported Django; wait for all.
-    deadline = time.monotonic() + 60
-    while len(children(server.process.pid)) < workers and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return server
+    argv = [sys.executable, "-m", module, *(a.format(port=port) for a in args)]
+    return Server(name, argv, port, env or dict(os.environ))
+
+
+def emulator(mint_delay: float = 0.0, *extra: str) -> Server:
+    """The package's Gateway emulator in a process of its own."""
+    return python(
+        "emulator", "gateway_realtime.emulator", "--port", "{port}", "--api-key", API_KEY,
+        "--mint-delay", str(mint_delay), *extra,
+    )  # fmt: skip
+
+
+def database_url(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+
+
+def recreate_database(url: str) -> str | None:
+    """A fresh, empty database at ``url``; the reason when PostgreSQL cannot give one."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (the bench dependency group)"
+    name = urlsplit(url).path.lstrip("/")
+    try:
+        with psycopg.connect(
+            database_url(url, "postgres"), autocommit=True, connect_timeout=3
+        ) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        return f"no PostgreSQL at {urlsplit(url).netloc}: {exc}".strip()
+    return None
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(database_url(url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 12) -> Server:
+    """The bench site as docs/deployment.md recommends for 2 cores: 2 gthread workers x 12."""
+    return python(
+        "gunicorn", "gunicorn", "django.core.wsgi:get_wsgi_application()",
+        "--bind", "127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+        "--worker-class", "gthread", "--keep-alive", "30", "--log-level", "warning",
+        env=env,
+    )  # fmt: skip
