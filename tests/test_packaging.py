@@ -93,8 +93,8 @@ def test_the_wheel_holds_the_license_and_only_the_app(distributions: Distributio
     assert {name.split("/", 1)[0] for name in names} == {"gateway_realtime", dist_info}
     for shipped in (
         "gateway_realtime/py.typed",
-        "gateway_realtime/static/gateway_realtime/gateway-realtime.js",
         "gateway_realtime/static/gateway_realtime/gateway-realtime.mjs",
+        "gateway_realtime/static/gateway_realtime/elements.mjs",
         "gateway_realtime/emulator/__main__.py",
         "gateway_realtime/migrations/__init__.py",
     ):

@@ -8,7 +8,7 @@
 
 The tag writes one ``<script type="application/json">`` block (never
 executable JavaScript) holding ``{token, url, expiresAt, kind, protocols,
-refreshUrl, error, reason}``; ``static/gateway_realtime/gateway-realtime.js``
+refreshUrl, error, reason}``; ``static/gateway_realtime/gateway-realtime.mjs``
 reads it. The tags are thin wrappers over ``secret_config`` and
 ``json_config_block``, which sites can call from their own code.
 """

@@ -51,6 +51,7 @@ def test_the_text_chat_talks_to_the_emulator_when_asked(demo_site, context, site
     assert not ClientSecretIssuance.objects.exists()
     assert page.text_content("#status") == "Not connected."
 
+    page.wait_for_selector("#composer[data-ready]")  # the page's module has run
     page.click("#connect")
     page.wait_for_selector("#status[data-state=open]")
     page.fill("#message", "hello demo")
@@ -99,7 +100,7 @@ def test_without_a_microphone_talk_says_why_and_the_text_chat_still_works(
     page.evaluate(
         """() => {
           window.elementErrors = [];
-          document.addEventListener("error", (event) => {
+          document.addEventListener("gateway-realtime-error", (event) => {
             if (event.detail) window.elementErrors.push(event.detail.type);
           }, true);
         }"""

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.urls("tests.browser.speech_urls")
 RECORDER = """(() => {
   window.recorded = {events: [], violations: [], inputs: 0, changes: 0};
   const elements = "gateway-realtime-dictation, gateway-realtime-speech";
-  for (const name of ["error", "gateway-realtime:state", "gateway-realtime:max-seconds"]) {
-    document.addEventListener(name, (event) => {
+  for (const name of ["error", "state", "max-seconds"]) {
+    document.addEventListener(`gateway-realtime-${name}`, (event) => {
       const element = event.composedPath()[0];
       if (!element.matches || !element.matches(elements)) return;
       window.recorded.events.push({id: element.id, name, detail: {
@@ -114,7 +114,7 @@ def events(page, element_id, name):
 
 
 def states(page, element_id):
-    return [d["state"] for d in events(page, element_id, "gateway-realtime:state")]
+    return [d["state"] for d in events(page, element_id, "state")]
 
 
 def status_text(page, element_id):
@@ -199,7 +199,7 @@ def test_speech_plays_the_paragraph(context, site, emulator, login, user):
 
     page.locator("#speech-para").get_by_role("button", name="Read aloud").click()
     assert wait_state(page, "speech-para", "ended", "error") == "ended"
-    changes = events(page, "speech-para", "gateway-realtime:state")
+    changes = events(page, "speech-para", "state")
     assert [c["state"] for c in changes] == ["connecting", "speaking", "ended"]
     # `speaking` came with the first chunk scheduled on the AudioContext.
     assert changes[1]["chunks"] == 1
@@ -277,7 +277,7 @@ def test_max_seconds_ends_dictation(mic_context, site, emulator, login_to, user)
     assert wait_state(page, "dictation", "listening", "error") == "listening"
     assert wait_state(page, "dictation", "ended", "error") == "ended"
 
-    guard = events(page, "dictation", "gateway-realtime:max-seconds")
+    guard = events(page, "dictation", "max-seconds")
     assert [e["seconds"] for e in guard] == [2]
     assert "Ended after 2 seconds" in status_text(page, "dictation")
     # It ended the way Stop does: audio-done, then the final text in the field.
@@ -297,7 +297,7 @@ def test_max_seconds_ends_a_reading(context, site, emulator, login, user, monkey
     assert wait_state(page, "speech-para", "ended", "error") == "ended"
 
     assert states(page, "speech-para") == ["connecting", "ended"]
-    guard = events(page, "speech-para", "gateway-realtime:max-seconds")
+    guard = events(page, "speech-para", "max-seconds")
     assert [e["seconds"] for e in guard] == [1]
     assert "Ended after 1 seconds" in status_text(page, "speech-para")
     assert_no_socket_after_the_mint(emulator)

@@ -41,10 +41,10 @@ WS_PATH = "/ws/gateway-realtime/realtime/"
 
 RECORDER = """
 window.__relay = { states: [], errors: [] };
-document.addEventListener("gateway-realtime:state", (event) => {
+document.addEventListener("gateway-realtime-state", (event) => {
   if (event.target.id === "relay-voice") window.__relay.states.push(event.detail.state);
 }, true);
-document.addEventListener("error", (event) => {
+document.addEventListener("gateway-realtime-error", (event) => {
   if (event instanceof CustomEvent && event.detail && event.target.id === "relay-voice") {
     window.__relay.errors.push({ type: event.detail.type, message: event.detail.message });
   }
@@ -216,7 +216,7 @@ def test_the_ai_sdk_session_talks_through_the_relay_with_only_the_session_cookie
     assert page.get_attribute(RELAYED, "relay-url") == WS_PATH
     assert page.get_attribute(RELAYED, "setup-url") is None
 
-    page.click(f"{RELAYED} [part='talk-button']")
+    page.click(f"{RELAYED} [part~='talk']")
     until(page, f"{ELEMENT}.getAttribute('state') === 'listening'")
     until(
         page,
@@ -232,7 +232,7 @@ def test_the_ai_sdk_session_talks_through_the_relay_with_only_the_session_cookie
             .filter((line) => line.dataset.role === "assistant").map((l) => l.textContent)"""
     )
     assert assistant[0].startswith("Emulated reply from openai/gpt-realtime-2: you said")
-    page.click(f"{RELAYED} [part='hang-up-button']")
+    page.click(f"{RELAYED} [part~='hang-up']")
     until(page, f"{ELEMENT}.getAttribute('state') === 'ended'")
     assert page.evaluate("window.__relay.errors") == []
 
@@ -295,7 +295,7 @@ def test_logging_out_ends_the_relayed_session_and_the_element_says_why(
         page.add_init_script(LATE_ONCLOSE)
         page.reload()
         until(page, f"!!customElements.get('gateway-realtime-voice') && !!{ELEMENT}")
-    page.click(f"{RELAYED} [part='talk-button']")
+    page.click(f"{RELAYED} [part~='talk']")
     until(page, f"{ELEMENT}.getAttribute('state') === 'listening'")
     wait_for(
         lambda: relay_site.rows(
@@ -332,7 +332,7 @@ def test_a_relay_refusal_is_a_typed_error_with_the_relays_reason(
     page, seen = relay_page
     # Only the realtime kind relays: the relay accepts, then closes with 4404.
     page.evaluate(f"{ELEMENT}.setAttribute('relay-url', '/ws/gateway-realtime/speech/')")
-    page.click(f"{RELAYED} [part='talk-button']")
+    page.click(f"{RELAYED} [part~='talk']")
     until(page, f"{ELEMENT}.getAttribute('state') === 'error'")
     assert page.evaluate("window.__relay.errors") == [
         {"type": "not_found", "message": "Unknown relay kind."}
@@ -358,7 +358,7 @@ def test_a_live_model_talks_through_the_relay_and_is_metered(
     assert page.get_attribute(LIVE, "model") == "openai/gpt-live-1"
     assert page.get_attribute(LIVE, "api") == "live"
 
-    page.click(f"{LIVE} [part='talk-button']")
+    page.click(f"{LIVE} [part~='talk']")
     until(page, f"{LIVE_ELEMENT}.getAttribute('state') === 'listening'")
     until(
         page,
@@ -366,7 +366,7 @@ def test_a_live_model_talks_through_the_relay_and_is_metered(
             .some((line) => line.dataset.role === "assistant"
               && line.textContent.startsWith("Emulated Live reply from openai/gpt-live-1"))""",
     )
-    page.click(f"{LIVE} [part='hang-up-button']")
+    page.click(f"{LIVE} [part~='hang-up']")
     until(page, f"{LIVE_ELEMENT}.getAttribute('state') === 'ended'")
     assert page.evaluate(f"{LIVE_ELEMENT}.getAttribute('state')") == "ended"
 

@@ -2,8 +2,8 @@
 
 The pages are in tests/browser/voice_urls.py. An init script (which the
 strict-CSP page's policy does not apply to) records in ``window.__voice``
-every ``gateway-realtime:state``, ``error`` and
-``gateway-realtime:max-seconds`` event, each time the element gained its
+every ``gateway-realtime-state``, ``error`` and
+``gateway-realtime-max-seconds`` event, each time the element gained its
 ``playing`` attribute, every CSP violation report and every microphone
 stream the page opened.
 """
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.urls("tests.browser.voice_urls")
 
 RECORDER = """
 window.__voice = { states: [], errors: [], expired: [], played: 0, violations: [], streams: [] };
-document.addEventListener("gateway-realtime:max-seconds", (event) => {
+document.addEventListener("gateway-realtime-max-seconds", (event) => {
   window.__voice.expired.push(event.detail.seconds);
 }, true);
 if (navigator.mediaDevices) {
@@ -38,10 +38,10 @@ if (navigator.mediaDevices) {
     return stream;
   };
 }
-document.addEventListener("gateway-realtime:state", (event) => {
+document.addEventListener("gateway-realtime-state", (event) => {
   window.__voice.states.push(event.detail.state);
 }, true);
-document.addEventListener("error", (event) => {
+document.addEventListener("gateway-realtime-error", (event) => {
   if (event instanceof CustomEvent && event.detail) {
     window.__voice.errors.push({ type: event.detail.type, message: event.detail.message });
   }
@@ -62,7 +62,7 @@ new MutationObserver((records) => {
 """
 
 ELEMENT = "document.querySelector('gateway-realtime-voice')"
-TALK = "[part='talk-button']"
+TALK = "[part~='talk']"
 
 
 def lines(page, role: str) -> list[str]:
@@ -164,7 +164,7 @@ def test_talk_listens_transcribes_both_sides_and_plays_the_reply(
     )
     assert page.evaluate("window.__voice.states")[:3] == ["connecting", "listening", "speaking"]
 
-    page.click("[part='hang-up-button']")
+    page.click("[part~='hang-up']")
     wait_state(page, "ended")
     [session] = wait_for(lambda: realtime_sessions(emulator))
     assert "input-audio-append" in session.received
@@ -185,7 +185,7 @@ def test_hang_up_releases_the_mic_and_talking_again_mints_a_new_secret(
 ):
     login_to(mic_context, user)
     page = open_page(mic_context, site)
-    mute = "[part='mute-button']"
+    mute = "[part~='mute']"
 
     page.click(TALK)
     wait_state(page, "listening")
@@ -201,7 +201,7 @@ def test_hang_up_releases_the_mic_and_talking_again_mints_a_new_secret(
     assert page.get_attribute(mute, "aria-pressed") == "false"
     until(page, f"{ELEMENT}.session.state.isCapturing && ({LIVE_TRACKS}) === 1")
 
-    page.click("[part='hang-up-button']")
+    page.click("[part~='hang-up']")
     wait_state(page, "ended")
     [first] = wait_for(lambda: realtime_sessions(emulator))
     assert first.close_code is not None
@@ -283,7 +283,7 @@ def test_a_cached_page_hands_each_user_their_own_secret(
         for page in pages:
             page.click(TALK)
             wait_state(page, "listening")
-            page.click("[part='hang-up-button']")
+            page.click("[part~='hang-up']")
             wait_state(page, "ended")
     finally:
         other_context.close()
@@ -324,7 +324,7 @@ def test_strict_csp_talks_without_script_violations(mic_context, site, emulator,
         )
         == "auto"
     )
-    page.click("[part='hang-up-button']")
+    page.click("[part~='hang-up']")
     wait_state(page, "ended")
 
     # Nothing was blocked but one probe: zod (inside the vendored AI SDK)
@@ -356,7 +356,7 @@ def test_over_quota_is_an_error_event_with_the_endpoints_type_and_the_keyboard_w
             f"document.activeElement === {ELEMENT} && "
             f"{ELEMENT}.shadowRoot.activeElement.getAttribute('part')"
         )
-        == "talk-button"
+        == "button talk"
     )
     page.keyboard.press("Enter")
 
@@ -366,7 +366,7 @@ def test_over_quota_is_an_error_event_with_the_endpoints_type_and_the_keyboard_w
     assert page.text_content("[part='status']") == errors[0]["message"]
     # Focus is back on the talk button, and Space presses it.
     assert page.evaluate(f"{ELEMENT}.shadowRoot.activeElement.getAttribute('part')") == (
-        "talk-button"
+        "button talk"
     )
     page.keyboard.press(" ")
     until(page, "window.__voice.errors.length === 2")
@@ -423,7 +423,7 @@ def test_a_live_model_talks_continuously_mutes_and_hangs_up_with_its_final_usage
     page = open_page(mic_context, site, "/voice-live/")
     assert page.get_attribute("gateway-realtime-voice", "model") == "openai/gpt-live-1"
     assert page.get_attribute("gateway-realtime-voice", "api") == "live"
-    mute = "[part='mute-button']"
+    mute = "[part~='mute']"
 
     page.click(TALK)
     wait_state(page, "listening")
@@ -459,7 +459,7 @@ def test_a_live_model_talks_continuously_mutes_and_hangs_up_with_its_final_usage
     until(page, f"{ELEMENT}.session.state.session.isInputMuted === false && ({LIVE_TRACKS}) === 1")
 
     # Hanging up sends session-close; the Gateway answers with the final usage.
-    page.click("[part='hang-up-button']")
+    page.click("[part~='hang-up']")
     wait_state(page, "ended")
     [session] = wait_for(lambda: live_sessions(emulator))
     assert session.model == "openai/gpt-live-1"

@@ -12,7 +12,6 @@ PAGE = """{% load static gateway_realtime %}<!doctype html>
 <html><head><meta charset="utf-8"><title>page</title></head>
 <body data-user="{{ request.user.get_username }}">
 {% gateway_realtime_config %}
-<script src="{% static 'gateway_realtime/gateway-realtime.js' %}"></script>
 </body></html>"""
 
 MODULE_PAGE = """{% load static gateway_realtime %}<!doctype html>
@@ -23,6 +22,14 @@ import { connect } from "{% static 'gateway_realtime/gateway-realtime.mjs' %}";
 window.moduleConnect = connect;
 </script>
 </body></html>"""
+
+#: The config block as the tag renders it for an anonymous user: no secret, a refreshUrl.
+BARE = """<!doctype html><html><head><meta charset="utf-8"><title>bare</title></head><body>
+<script type="application/json" id="gateway-realtime-realtime" data-gateway-realtime="realtime">
+{"token": null, "url": null, "expiresAt": null, "kind": "realtime",
+ "protocols": ["ai-gateway-realtime.v1"], "refreshUrl": "/gateway/realtime/",
+ "error": null, "reason": "anonymous"}
+</script></body></html>"""
 
 BLANK = (
     "<!doctype html><html><head><meta charset='utf-8'><title>blank</title></head>"
@@ -47,6 +54,10 @@ def blank(request: HttpRequest) -> HttpResponse:
     return HttpResponse(BLANK)
 
 
+def bare(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(BARE)
+
+
 urlpatterns = [
     path("page/", page),
     path("protected/", no_store_secrets(page)),
@@ -54,5 +65,6 @@ urlpatterns = [
     path("cached-template/", cache_page(600)(template_response_page)),
     path("module/", module_page),
     path("blank/", blank),
+    path("bare/", bare),
     path("gateway/", include("gateway_realtime.urls")),
 ]

@@ -13,24 +13,31 @@
 // Attributes: for (required), setup-url, max-seconds, label (the dictate
 // button's text).
 // States: idle -> connecting -> listening -> ended | error.
-// Events: `gateway-realtime:state` {state}, `error` {type, message},
-// `gateway-realtime:max-seconds` {seconds}, and on the field: `input`, `change`.
+// Events: `gateway-realtime-state` {state}, `gateway-realtime-error` {type,
+// message, error}, `gateway-realtime-max-seconds` {seconds}, and on the
+// field: `input`, `change`.
 // Error types: the setup endpoint's (quota_exceeded, gateway_busy, ...), the
 // Gateway stream's (internal_server_error, ...), `missing_target` (no input
 // or textarea with the id in `for`), `microphone_denied`,
 // `microphone_unavailable`, `transcription_error`.
 //
-// Parts (style with ::part()):
-//   controls    the row of buttons
-//   button      both buttons; also `dictate` or `stop`
-//   status      the status line (role="status")
-//   transcripts the aria-live log holding the transcript lines
-//   transcript  one line: what was heard in one dictation (data-role="user")
+// Methods: start(), stop(), abort(); `session` is the dictation under way.
+//
+// Parts (element-base.mjs names them for all three elements): controls,
+// `button dictate`, `button stop`, status, log (the transcript) and
+// transcript (one line: what was heard in one dictation, data-role="user").
 // Custom properties (elements.css): --gateway-realtime-accent,
 // --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
 // --gateway-realtime-danger.
-import { GatewayRealtimeElement, firstLine, typedError } from "./element-base.mjs";
+import {
+  GatewayRealtimeElement,
+  button,
+  firstLine,
+  openMicrophone,
+  part,
+  typedError,
+} from "./element-base.mjs";
 import { PCM_RATE, pcm16FromFloat32, resampleAudio, streamTranscription } from "./sdk.mjs";
 
 // Samples per ScriptProcessor callback: about 85 ms at 48 kHz, one binary
@@ -40,9 +47,10 @@ const CAPTURE_FRAME = 4096;
 const FINISH_TIMEOUT_MS = 15000;
 
 // Fields the user has put the cursor in: dictation goes to their cursor;
-// into a field never focused it goes after the text already there.
+// into a field never focused it goes after the text already there. Each
+// connected element listens for focus (and stops when it is removed).
 const focusedFields = new WeakSet();
-document.addEventListener("focusin", (event) => focusedFields.add(event.target), true);
+const noteFocus = (event) => focusedFields.add(event.target);
 
 /** The microphone as a ReadableStream of PCM16 little-endian bytes at PCM_RATE. */
 class MicrophonePcm {
@@ -200,37 +208,36 @@ class Transcript {
 }
 
 export class GatewayRealtimeDictation extends GatewayRealtimeElement {
+  #dictateButton;
+  #stopButton;
+  #log;
+  #session = null;
+
   constructor() {
     super();
-    const root = this.shadowRoot;
-    const controls = document.createElement("div");
-    controls.setAttribute("part", "controls");
-    this.dictateButton = document.createElement("button");
-    this.dictateButton.type = "button";
-    this.dictateButton.setAttribute("part", "button dictate");
-    this.dictateButton.setAttribute("aria-pressed", "false");
-    this.stopButton = document.createElement("button");
-    this.stopButton.type = "button";
-    this.stopButton.setAttribute("part", "button stop");
-    this.stopButton.textContent = "Stop";
-    this.stopButton.hidden = true;
-    controls.append(this.dictateButton, this.stopButton);
-    this.status = document.createElement("p");
-    this.status.setAttribute("part", "status");
-    this.status.setAttribute("role", "status");
-    this.transcripts = document.createElement("div");
-    this.transcripts.setAttribute("part", "transcripts");
-    this.transcripts.setAttribute("role", "log");
-    this.transcripts.setAttribute("aria-live", "polite");
-    this.transcripts.setAttribute("aria-label", "Dictated text");
-    root.append(controls, this.status, this.transcripts);
+    const controls = part("div", "controls");
+    this.#dictateButton = button("dictate", "Dictate");
+    this.#dictateButton.setAttribute("aria-pressed", "false");
+    this.#stopButton = button("stop", "Stop");
+    this.#stopButton.hidden = true;
+    controls.append(this.#dictateButton, this.#stopButton);
+    this.#log = part("div", "log", {
+      role: "log",
+      "aria-live": "polite",
+      "aria-label": "Dictated text",
+    });
+    this.shadowRoot.append(controls, this.statusLine, this.#log);
 
-    this.dictateButton.addEventListener("click", () => {
+    this.#dictateButton.addEventListener("click", () => {
       if (this.active) this.stop();
       else this.start();
     });
-    this.stopButton.addEventListener("click", () => this.stop());
-    this.session = null;
+    this.#stopButton.addEventListener("click", () => this.stop());
+  }
+
+  /** The dictation under way (its abort controller, audio and timers), or null. */
+  get session() {
+    return this.#session;
   }
 
   static get observedAttributes() {
@@ -238,22 +245,24 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
   }
 
   attributeChangedCallback() {
-    this.render();
+    this.#render();
   }
 
   connectedCallback() {
     super.connectedCallback();
-    this.render();
+    document.addEventListener("focusin", noteFocus, true);
+    this.#render();
   }
 
   disconnectedCallback() {
     super.disconnectedCallback();
-    if (this.session) this.abort();
+    document.removeEventListener("focusin", noteFocus, true);
+    if (this.#session) this.abort();
   }
 
   /** Whether a dictation is under way (connecting, listening or finishing). */
   get active() {
-    return this.session !== null;
+    return this.#session !== null;
   }
 
   /** The input or textarea named by `for`, or null. */
@@ -269,16 +278,16 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
       : null;
   }
 
-  render() {
+  #render() {
     const active = this.active;
-    this.dictateButton.textContent = this.getAttribute("label") || "Dictate";
-    this.dictateButton.setAttribute("aria-pressed", String(active));
-    this.stopButton.hidden = !active;
+    this.#dictateButton.textContent = this.getAttribute("label") || "Dictate";
+    this.#dictateButton.setAttribute("aria-pressed", String(active));
+    this.#stopButton.hidden = !active;
   }
 
   /** Start dictating (what pressing "Dictate" does). */
   async start() {
-    if (this.session) return;
+    if (this.#session) return;
     const field = this.field;
     if (!field) {
       const id = this.getAttribute("for");
@@ -297,26 +306,17 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
       stopping: false,
       finishTimer: null,
     };
-    this.session = session;
+    this.#session = session;
     this.setState("connecting");
     this.announce("Connecting…");
     this.startGuard(() => {
       session.expired = true;
-      this.finish(session);
+      this.#finish(session);
     });
-    this.render();
+    this.#render();
     try {
       context.resume().catch(() => {});
-      let media;
-      try {
-        media = await navigator.mediaDevices.getUserMedia({ audio: true });
-      } catch (error) {
-        const name = error && error.name;
-        const denied = name === "NotAllowedError" || name === "SecurityError";
-        throw denied
-          ? typedError("Microphone access was denied.", "microphone_denied", error)
-          : typedError("No microphone could be opened.", "microphone_unavailable", error);
-      }
+      const media = await openMicrophone();
       if (session.abort.signal.aborted) {
         for (const track of media.getTracks()) track.stop();
         throw session.abort.signal.reason;
@@ -329,18 +329,18 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
         signal: session.abort.signal,
         onRetry: (error, ms) => this.announce(`Busy, trying again in ${Math.ceil(ms / 1000)} s…`),
       });
-      await this.listen(session, result, field);
+      await this.#listen(session, result, field);
     } catch (error) {
-      this.settle(session, error);
+      this.#settle(session, error);
     }
   }
 
-  async listen(session, result, field) {
+  async #listen(session, result, field) {
     const parts = result.fullStream;
     // stream-start resolves the warnings: the Gateway took the stream.
     result.warnings.then(
       () => {
-        if (this.session === session && !session.finishing) {
+        if (this.#session === session && !session.finishing) {
           this.setState("listening");
           this.announce("Listening… press Stop when you are done.");
         }
@@ -349,9 +349,9 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
     );
     const transcript = new Transcript();
     const writer = new FieldWriter(field);
-    const line = document.createElement("p");
-    line.setAttribute("part", "transcript");
+    const line = part("p", "transcript");
     line.dataset.role = "user";
+    line.dataset.state = "streaming";
     let streamError = null;
     for await (const part of parts) {
       if (part.type === "error") {
@@ -360,7 +360,7 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
       }
       if (!transcript.apply(part)) continue;
       const text = transcript.text;
-      if (!line.isConnected && text) this.transcripts.append(line);
+      if (!line.isConnected && text) this.#log.append(line);
       line.textContent = text;
       writer.write(text);
     }
@@ -368,28 +368,29 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
     // The finish part's text is the whole transcript: it replaces the interim words.
     const final = await result.text.catch(() => transcript.text);
     if (final) {
-      if (!line.isConnected) this.transcripts.append(line);
+      if (!line.isConnected) this.#log.append(line);
       line.textContent = final.trim();
       writer.write(final);
     }
+    line.dataset.state = "done";
     if (field.value !== writer.initial) field.dispatchEvent(new Event("change", { bubbles: true }));
-    this.settle(session, null);
+    this.#settle(session, null);
   }
 
   /** End the audio and wait for the final transcript (what "Stop" does). */
   stop() {
-    const session = this.session;
+    const session = this.#session;
     if (!session) return;
     if (session.finishing || this.state === "connecting") {
       // Pressed again while finishing, or before the stream started: stop now.
       this.abort();
       return;
     }
-    this.finish(session);
+    this.#finish(session);
   }
 
-  finish(session) {
-    if (session !== this.session) return;
+  #finish(session) {
+    if (session !== this.#session) return;
     if (this.state === "connecting" || !session.capture) {
       this.abort();
       return;
@@ -398,7 +399,7 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
     session.capture.stop();
     if (!session.expired) this.announce("Finishing… press Stop again not to wait.");
     session.finishTimer = setTimeout(() => {
-      if (this.session !== session) return;
+      if (this.#session !== session) return;
       this.announce("The final transcript did not come; stopped.");
       session.expired = true; // keep that message
       this.abort();
@@ -407,23 +408,23 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
 
   /** Stop at once, without waiting for the final transcript. */
   abort() {
-    const session = this.session;
+    const session = this.#session;
     if (!session) return;
     session.stopping = true;
     session.abort.abort(typedError("Dictation stopped.", "aborted"));
-    this.settle(session, null);
+    this.#settle(session, null);
   }
 
-  settle(session, error) {
-    if (this.session !== session) return;
-    this.session = null;
+  #settle(session, error) {
+    if (this.#session !== session) return;
+    this.#session = null;
     clearTimeout(session.finishTimer);
     this.clearGuard();
     if (session.capture) session.capture.stop();
     else session.context.close().catch(() => {});
     if (error && !session.stopping && !isNothingHeard(error)) {
       this.fail(firstLine(error, "transcription_error"), "transcription_error");
-      this.render();
+      this.#render();
       return;
     }
     if (!session.expired) {
@@ -431,7 +432,7 @@ export class GatewayRealtimeDictation extends GatewayRealtimeElement {
       else this.announce(error && isNothingHeard(error) ? "Nothing was heard." : "Done.");
     }
     this.setState("ended");
-    this.render();
+    this.#render();
   }
 }
 

@@ -1,15 +1,36 @@
-// What the three custom elements share: the `state` attribute, the `error`
-// event, the max-seconds guard, the shadow root with its stylesheet, the
-// aria-live transcript and the busy/retrying note. No element mints while
-// the page renders: each asks its setup endpoint (the `setup-url`
-// attribute, written by the template tag) when the user presses its button.
+// What the three custom elements share: the `state` attribute, the
+// `gateway-realtime-*` events, the max-seconds guard, the shadow root with
+// its stylesheet and status line, the parts naming, and the microphone. No
+// element mints while the page renders: each asks its setup endpoint (the
+// `setup-url` attribute, written by the template tag) when the user presses
+// its button, through gateway-realtime.mjs's one retry policy.
+//
+// Parts, the same in all three (style with ::part()):
+//   controls     the row of buttons
+//   button       every button, with its own name too: `button talk`,
+//                `button mute`, `button hang-up` (voice), `button dictate`
+//                (dictation), `button speak` (speech), `button stop`
+//                (dictation, speech)
+//   status       the status line (role="status")
+//   log          the transcript (role="log", aria-live="polite"; voice, dictation)
+//   transcript   one line of it, with data-role="user" or "assistant" and
+//                data-state "streaming" or "done"
+//   state        the state in words (voice)
 
 /** The states every element's `state` attribute takes. */
 export const STATES = Object.freeze(["idle", "connecting", "listening", "speaking", "error", "ended"]);
 
-const STYLESHEET = new URL("./elements.css", import.meta.url).href;
+/** The events the elements dispatch; all bubble and cross shadow roots. */
+export const EVENTS = Object.freeze({
+  state: "gateway-realtime-state",
+  error: "gateway-realtime-error",
+  maxSeconds: "gateway-realtime-max-seconds",
+});
 
-/** An Error with the `type` an element's `error` event reports. */
+const STYLESHEET = new URL("./elements.css", import.meta.url).href;
+const DEFAULT_MAX_SECONDS = 300;
+
+/** An Error with the `type` an element's `gateway-realtime-error` event reports. */
 export function typedError(message, type, cause) {
   const error = new Error(message);
   error.type = type;
@@ -19,8 +40,8 @@ export function typedError(message, type, cause) {
 
 /**
  * Some of the AI SDK's messages run on with advice for developers: the
- * status line gets the first line, the `error` event's detail.error.cause
- * the whole error.
+ * status line gets the first line, the event's detail.error.cause the whole
+ * error.
  */
 export function firstLine(error, fallbackType) {
   const message = (error && error.message) || String(error);
@@ -28,9 +49,48 @@ export function firstLine(error, fallbackType) {
   if (first === message) return error;
   return typedError(first, (error && error.type) || fallbackType, error);
 }
-const DEFAULT_MAX_SECONDS = 300;
+
+/** A shadow-root node with `part` names (space-separated) and attributes. */
+export function part(tag, names, attributes = {}) {
+  const node = document.createElement(tag);
+  node.setAttribute("part", names);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  return node;
+}
+
+/** A button with the parts `button <name>` and its text. */
+export function button(name, text) {
+  const node = part("button", `button ${name}`, { type: "button" });
+  node.textContent = text;
+  return node;
+}
+
+/** The microphone, or a typed error saying why not. */
+export async function openMicrophone() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw typedError("This page cannot use a microphone (it needs HTTPS).", "microphone_unavailable");
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (cause) {
+    const denied = cause && (cause.name === "NotAllowedError" || cause.name === "SecurityError");
+    return Promise.reject(
+      denied
+        ? typedError("Microphone access was denied.", "microphone_denied", cause)
+        : typedError("No microphone could be opened.", "microphone_unavailable", cause),
+    );
+  }
+}
+
+/** Stop every track of a stream (null is fine). */
+export function stopStream(stream) {
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+}
 
 export class GatewayRealtimeElement extends HTMLElement {
+  #guard = null;
+  #status;
+
   constructor() {
     super();
     this.attachShadow({ mode: "open" });
@@ -38,8 +98,13 @@ export class GatewayRealtimeElement extends HTMLElement {
     const link = document.createElement("link");
     link.rel = "stylesheet";
     link.href = STYLESHEET;
+    this.#status = part("div", "status", { role: "status", "aria-live": "polite" });
     this.shadowRoot.append(link);
-    this._guard = null;
+  }
+
+  /** The status line, for the subclass to place in its shadow root. */
+  get statusLine() {
+    return this.#status;
   }
 
   connectedCallback() {
@@ -65,20 +130,23 @@ export class GatewayRealtimeElement extends HTMLElement {
     return this.getAttribute("state") || "idle";
   }
 
-  /** Set the `state` attribute and tell listeners (`gateway-realtime:state`). */
+  #dispatch(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  /** Set the `state` attribute and tell listeners (`gateway-realtime-state`). */
   setState(state) {
     if (!STATES.includes(state)) throw new Error(`unknown state ${state}`);
     if (this.getAttribute("state") === state) return;
     this.setAttribute("state", state);
-    this.dispatchEvent(
-      new CustomEvent("gateway-realtime:state", { detail: { state }, bubbles: true, composed: true }),
-    );
+    this.#dispatch(EVENTS.state, { state });
   }
 
   /**
-   * Go to `error`, say why in the status line, and dispatch an `error`
-   * event whose detail has the error's `type` (the setup endpoint's error
-   * type, such as `quota_exceeded` or `gateway_busy`, else a name of ours).
+   * Go to `error`, say why in the status line, and dispatch a
+   * `gateway-realtime-error` event whose detail has the error's `type` (the
+   * setup endpoint's error type, such as `quota_exceeded` or
+   * `gateway_busy`, else a name of ours).
    */
   fail(error, fallbackType = "session_error") {
     this.clearGuard();
@@ -86,37 +154,28 @@ export class GatewayRealtimeElement extends HTMLElement {
     const message = (error && error.message) || String(error);
     this.setState("error");
     this.announce(message);
-    this.dispatchEvent(
-      new CustomEvent("error", { detail: { type, message, error }, bubbles: true, composed: true }),
-    );
+    this.#dispatch(EVENTS.error, { type, message, error });
   }
 
   /** Start the max-seconds guard; `onExpire` ends the session. */
   startGuard(onExpire) {
     this.clearGuard();
     const seconds = this.maxSeconds;
-    this._guard = setTimeout(() => {
-      this._guard = null;
+    this.#guard = setTimeout(() => {
+      this.#guard = null;
       onExpire();
       this.announce(`Ended after ${seconds} seconds, the longest a session may last here.`);
-      this.dispatchEvent(
-        new CustomEvent("gateway-realtime:max-seconds", {
-          detail: { seconds },
-          bubbles: true,
-          composed: true,
-        }),
-      );
+      this.#dispatch(EVENTS.maxSeconds, { seconds });
     }, seconds * 1000);
   }
 
   clearGuard() {
-    if (this._guard !== null) clearTimeout(this._guard);
-    this._guard = null;
+    if (this.#guard !== null) clearTimeout(this.#guard);
+    this.#guard = null;
   }
 
-  /** The status line (an aria-live region in the element's shadow root). */
+  /** Say `message` in the status line (an aria-live region). */
   announce(message) {
-    const status = this.shadowRoot.querySelector('[part="status"]');
-    if (status) status.textContent = message;
+    this.#status.textContent = message;
   }
 }

@@ -20,7 +20,7 @@ import {
   experimental_streamSpeech,
   experimental_streamTranscribe,
 } from "./vendor/ai-sdk.min.mjs";
-import { GatewayRealtimeError, backoffDelay, fetchSecret } from "./gateway-realtime.mjs";
+import { GatewayRealtimeError, mintSecret } from "./gateway-realtime.mjs";
 
 /** PCM rate the Gateway's streams use unless told otherwise. */
 export const PCM_RATE = 24000;
@@ -45,8 +45,8 @@ export const PCM_RATE = 24000;
  * messages, no text; `transcript-fragment` events carry both sides' words.
  *
  * `connect()` asks the setup endpoint for a client secret first, through
- * `mintSecret` (so busy answers are waited out and a refusal keeps the
- * endpoint's error type), then opens the AI SDK session on the Gateway
+ * gateway-realtime.mjs's `mintSecret` (the app's one retry policy: busy
+ * answers are waited out, a refusal keeps the endpoint's error type), then opens the AI SDK session on the Gateway
  * WebSocket the secret is for, offering the Gateway model's own
  * subprotocols (`ai-gateway-auth.<token>`). It rejects with that typed
  * error when no secret could be had; once the socket is being opened,
@@ -251,54 +251,6 @@ export function socketClose(error) {
   return match ? { code: Number(match[1]), reason: match[2] || "" } : null;
 }
 
-/** How long a busy answer's Retry-After may ask us to wait before giving up instead. */
-const MAX_BUSY_WAIT_MS = 30000;
-
-/**
- * POST the setup endpoint for a client secret, waiting out 503/429 answers
- * (Retry-After, bounded backoff) up to `maxAttempts`; `onRetry(error, ms)`
- * is told of each wait. A used-up quota (`quota_exceeded`) or a
- * Retry-After longer than `maxWaitMs` is not waited for. `body` is the JSON
- * sent (default `{}`). Resolves to {token, url, expiresAt?, tools?}; rejects
- * with a GatewayRealtimeError carrying the endpoint's `status` and `type`.
- */
-export async function mintSecret(
-  setupUrl,
-  { signal, maxAttempts = 4, onRetry, body = {}, maxWaitMs = MAX_BUSY_WAIT_MS } = {},
-) {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await fetchSecret(setupUrl, body, undefined, signal);
-    } catch (error) {
-      const busy = error && (error.status === 503 || error.status === 429);
-      const hopeless =
-        !busy ||
-        error.type === "quota_exceeded" ||
-        (error.retryAfterMs != null && error.retryAfterMs > maxWaitMs);
-      if (hopeless || attempt >= maxAttempts) throw error;
-      const wait = backoffDelay(attempt, error.retryAfterMs);
-      if (onRetry) onRetry(error, wait);
-      await new Promise((resolve, reject) => {
-        if (signal && signal.aborted) {
-          reject(signal.reason);
-          return;
-        }
-        const timer = setTimeout(resolve, wait);
-        if (signal) {
-          signal.addEventListener(
-            "abort",
-            () => {
-              clearTimeout(timer);
-              reject(signal.reason);
-            },
-            { once: true },
-          );
-        }
-      });
-    }
-  }
-}
-
 /**
  * The AI SDK's Gateway provider for a minted secret: the secret rides the
  * WebSocket's subprotocols (`ai-gateway-auth.<token>`), the base URL and the
@@ -372,4 +324,4 @@ export function float32FromPcm16(bytes) {
   return samples;
 }
 
-export { GatewayRealtimeError };
+export { GatewayRealtimeError, mintSecret };

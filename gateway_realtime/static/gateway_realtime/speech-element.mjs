@@ -15,22 +15,22 @@
 // the last chunk has played, or at once on "Stop".
 // Properties: `scheduledChunks` (audio chunks scheduled in the current or
 // last reading), `scheduledSeconds` (their length in seconds).
-// Events: `gateway-realtime:state` {state}, `error` {type, message},
-// `gateway-realtime:max-seconds` {seconds}.
+// Events: `gateway-realtime-state` {state}, `gateway-realtime-error` {type,
+// message, error}, `gateway-realtime-max-seconds` {seconds}.
 // Error types: the setup endpoint's (quota_exceeded, gateway_busy, ...), the
 // Gateway stream's (internal_server_error, ...), `missing_target` (no element
 // with the id in `for`), `nothing_to_read` (the text is empty: nothing is
 // minted), `unsupported_audio` (not PCM), `speech_error`.
 //
-// Parts (style with ::part()):
-//   controls    the row of buttons
-//   button      both buttons; also `speak` or `stop`
-//   status      the status line (role="status")
+// Methods: start(), stop(); `session` is the reading under way.
+//
+// Parts (element-base.mjs names them for all three elements): controls,
+// `button speak`, `button stop` and status.
 // Custom properties (elements.css): --gateway-realtime-accent,
 // --gateway-realtime-on-accent, --gateway-realtime-radius,
 // --gateway-realtime-gap, --gateway-realtime-font, --gateway-realtime-muted,
 // --gateway-realtime-danger.
-import { GatewayRealtimeElement, firstLine, typedError } from "./element-base.mjs";
+import { GatewayRealtimeElement, button, firstLine, part, typedError } from "./element-base.mjs";
 import { PCM_RATE, float32FromPcm16, streamSpeech } from "./sdk.mjs";
 
 /** PCM16 chunks played back to back on one AudioContext. */
@@ -103,31 +103,30 @@ class Player {
 }
 
 export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
+  #speakButton;
+  #stopButton;
+  #session = null;
+  #player = null;
+
   constructor() {
     super();
-    const controls = document.createElement("div");
-    controls.setAttribute("part", "controls");
-    this.speakButton = document.createElement("button");
-    this.speakButton.type = "button";
-    this.speakButton.setAttribute("part", "button speak");
-    this.stopButton = document.createElement("button");
-    this.stopButton.type = "button";
-    this.stopButton.setAttribute("part", "button stop");
-    this.stopButton.textContent = "Stop";
-    this.stopButton.hidden = true;
-    controls.append(this.speakButton, this.stopButton);
-    this.status = document.createElement("p");
-    this.status.setAttribute("part", "status");
-    this.status.setAttribute("role", "status");
-    this.shadowRoot.append(controls, this.status);
+    const controls = part("div", "controls");
+    this.#speakButton = button("speak", "Read aloud");
+    this.#stopButton = button("stop", "Stop");
+    this.#stopButton.hidden = true;
+    controls.append(this.#speakButton, this.#stopButton);
+    this.shadowRoot.append(controls, this.statusLine);
 
-    this.speakButton.addEventListener("click", () => {
-      if (this.session) this.stop();
+    this.#speakButton.addEventListener("click", () => {
+      if (this.#session) this.stop();
       else this.start();
     });
-    this.stopButton.addEventListener("click", () => this.stop());
-    this.session = null;
-    this.player = null;
+    this.#stopButton.addEventListener("click", () => this.stop());
+  }
+
+  /** The reading under way, or null. */
+  get session() {
+    return this.#session;
   }
 
   static get observedAttributes() {
@@ -135,12 +134,12 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
   }
 
   attributeChangedCallback() {
-    this.render();
+    this.#render();
   }
 
   connectedCallback() {
     super.connectedCallback();
-    this.render();
+    this.#render();
   }
 
   disconnectedCallback() {
@@ -150,12 +149,12 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
 
   /** Audio chunks scheduled for playback in the current (or last) reading. */
   get scheduledChunks() {
-    return this.player ? this.player.chunks : 0;
+    return this.#player ? this.#player.chunks : 0;
   }
 
   /** Seconds of audio scheduled in the current (or last) reading. */
   get scheduledSeconds() {
-    return this.player ? this.player.seconds : 0;
+    return this.#player ? this.#player.seconds : 0;
   }
 
   /** The text to read: `text`, else the text of the element named by `for`. */
@@ -175,16 +174,16 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
     );
   }
 
-  render() {
-    const active = this.session !== null;
-    this.speakButton.textContent = this.getAttribute("label") || "Read aloud";
-    this.speakButton.setAttribute("aria-pressed", String(active));
-    this.stopButton.hidden = !active;
+  #render() {
+    const active = this.#session !== null;
+    this.#speakButton.textContent = this.getAttribute("label") || "Read aloud";
+    this.#speakButton.setAttribute("aria-pressed", String(active));
+    this.#stopButton.hidden = !active;
   }
 
   /** Read the text aloud (what pressing "Read aloud" does). */
   async start() {
-    if (this.session) return;
+    if (this.#session) return;
     if (!this.hasAttribute("text") && this.getAttribute("for") && !this.target) {
       const id = this.getAttribute("for");
       this.fail(typedError(`No element with the id "${id}" to read.`, "missing_target"));
@@ -199,15 +198,15 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
     const context = new AudioContext();
     const session = { abort: new AbortController(), expired: false, stopping: false };
     const player = new Player(context);
-    this.session = session;
-    this.player = player;
+    this.#session = session;
+    this.#player = player;
     this.setState("connecting");
     this.announce("Connecting…");
     this.startGuard(() => {
       session.expired = true;
       this.stop();
     });
-    this.render();
+    this.#render();
     try {
       context.resume().catch(() => {});
       const result = await streamSpeech({
@@ -220,7 +219,7 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
       });
       let streamError = null;
       for await (const part of result.fullStream) {
-        if (this.session !== session) return;
+        if (this.#session !== session) return;
         if (part.type === "error") {
           streamError = part.error;
           continue;
@@ -237,34 +236,34 @@ export class GatewayRealtimeSpeech extends GatewayRealtimeElement {
       }
       if (streamError) throw streamError;
       await player.drained();
-      this.settle(session, null);
+      this.#settle(session, null);
     } catch (error) {
-      this.settle(session, error);
+      this.#settle(session, error);
     }
   }
 
   /** Stop reading at once (what "Stop" does). */
   stop() {
-    const session = this.session;
+    const session = this.#session;
     if (!session) return;
     session.stopping = true;
     session.abort.abort(typedError("Reading stopped.", "aborted"));
-    this.settle(session, null);
+    this.#settle(session, null);
   }
 
-  settle(session, error) {
-    if (this.session !== session) return;
-    this.session = null;
+  #settle(session, error) {
+    if (this.#session !== session) return;
+    this.#session = null;
     this.clearGuard();
-    this.player.stop();
+    this.#player.stop();
     if (error && !session.stopping) {
       this.fail(firstLine(error, "speech_error"), "speech_error");
-      this.render();
+      this.#render();
       return;
     }
     if (!session.expired) this.announce(session.stopping ? "Stopped." : "Done.");
     this.setState("ended");
-    this.render();
+    this.#render();
   }
 }
 

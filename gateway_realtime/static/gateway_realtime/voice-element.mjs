@@ -39,8 +39,8 @@
 // assistant's audio plays.
 //
 // Events (all bubble out of the shadow root):
-//   gateway-realtime:state        detail {state}, on every state change
-//   error                         detail {type, message, error}; type is the
+//   gateway-realtime-state        detail {state}, on every state change
+//   gateway-realtime-error        detail {type, message, error}; type is the
 //                                 setup endpoint's error type (quota_exceeded,
 //                                 gateway_busy, forbidden...),
 //                                 microphone_denied, microphone_unavailable,
@@ -50,23 +50,23 @@
 //                                 budget_exceeded, fell_behind, gateway_unavailable,
 //                                 gateway_error, limits_unavailable (a relay that ends a session
 //                                 for its length or by revocation: state `ended`)
-//   gateway-realtime:max-seconds  detail {seconds}, when the guard hung up
+//   gateway-realtime-max-seconds  detail {seconds}, when the guard hung up
 //
-// Methods: start(), hangUp(), mute(on = true).
+// Methods: start(), hangUp(), mute(on = true); `session` is the AI SDK
+// session of the current call.
 //
-// Parts, for ::part() styling:
-//   controls        the row of buttons
-//   talk-button     starts a session
-//   mute-button     turns the microphone off and on again (aria-pressed)
-//   hang-up-button  ends the session and releases the microphone
-//   state           the session state in words
-//   status          why it ended, what went wrong, busy waits (aria-live)
-//   log             the transcript (role="log", aria-live="polite")
-//   transcript      one line of the transcript, a child of `log`, with
-//                   data-role="user" or "assistant" and data-state
-//                   "streaming" (still arriving) or "done"
+// Parts (element-base.mjs names them for all three elements): controls,
+// `button talk`, `button mute` (aria-pressed), `button hang-up`, state (the
+// state in words), status (why it ended, what went wrong, busy waits),
+// log (the transcript) and transcript (one line of it).
 // Custom properties: see elements.css.
-import { GatewayRealtimeElement } from "./element-base.mjs";
+import {
+  GatewayRealtimeElement,
+  button,
+  openMicrophone,
+  part,
+  stopStream,
+} from "./element-base.mjs";
 import { GatewayRealtimeError, PCM_RATE, VoiceSession, isLiveModel, socketClose } from "./sdk.mjs";
 
 const STATE_TEXT = {
@@ -112,44 +112,6 @@ function relayOutcome(close) {
 /** States in which a session exists (or is being set up). */
 const ACTIVE = new Set(["connecting", "listening", "speaking"]);
 
-function element(tag, part, attributes = {}) {
-  const node = document.createElement(tag);
-  node.setAttribute("part", part);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  return node;
-}
-
-function button(part, text) {
-  const node = element("button", part, { type: "button" });
-  node.textContent = text;
-  return node;
-}
-
-/** The microphone, or a typed error saying why not. */
-async function openMicrophone() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw GatewayRealtimeError("This page cannot use a microphone (it needs HTTPS).", {
-      type: "microphone_unavailable",
-      fatal: true,
-    });
-  }
-  try {
-    return await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (cause) {
-    const denied = cause && (cause.name === "NotAllowedError" || cause.name === "SecurityError");
-    const error = GatewayRealtimeError(
-      denied ? "Microphone access was denied." : "No microphone could be opened.",
-      { type: denied ? "microphone_denied" : "microphone_unavailable", fatal: true },
-    );
-    error.cause = cause;
-    throw error;
-  }
-}
-
-function stopStream(stream) {
-  if (stream) stream.getTracks().forEach((track) => track.stop());
-}
-
 /** The text of a message's text parts. */
 function messageText(message) {
   return (message.parts || [])
@@ -160,57 +122,72 @@ function messageText(message) {
 }
 
 export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
+  #hangUpButton;
+  #lastError;
+  #lines;
+  #liveLine;
+  #log;
+  #logStart;
+  #muteButton;
+  #muted;
+  #playing;
+  #responding;
+  #run;
+  #session;
+  #stateText;
+  #stream;
+  #talkButton;
+
   static get observedAttributes() {
     return ["state", "label"];
   }
 
   constructor() {
     super();
-    const controls = element("div", "controls");
-    this._talkButton = button("talk-button", "Talk");
-    this._muteButton = button("mute-button", "Mute");
-    this._muteButton.setAttribute("aria-pressed", "false");
-    this._hangUpButton = button("hang-up-button", "Hang up");
-    controls.append(this._talkButton, this._muteButton, this._hangUpButton);
-    this._stateText = element("span", "state");
-    const status = element("div", "status", { role: "status", "aria-live": "polite" });
-    this._log = element("div", "log", {
+    const controls = part("div", "controls");
+    this.#talkButton = button("talk", "Talk");
+    this.#muteButton = button("mute", "Mute");
+    this.#muteButton.setAttribute("aria-pressed", "false");
+    this.#hangUpButton = button("hang-up", "Hang up");
+    controls.append(this.#talkButton, this.#muteButton, this.#hangUpButton);
+    this.#stateText = part("span", "state");
+    this.#log = part("div", "log", {
       role: "log",
       "aria-live": "polite",
       "aria-label": "Transcript",
       tabindex: "0",
     });
-    this.shadowRoot.append(controls, this._stateText, status, this._log);
+    this.shadowRoot.append(controls, this.#stateText, this.statusLine, this.#log);
 
-    this._talkButton.addEventListener("click", () => this.start());
-    this._muteButton.addEventListener("click", () => this.mute(!this._muted));
-    this._hangUpButton.addEventListener("click", () => this.hangUp());
+    this.#talkButton.addEventListener("click", () => this.start());
+    this.#muteButton.addEventListener("click", () => this.mute(!this.#muted));
+    this.#hangUpButton.addEventListener("click", () => this.hangUp());
 
-    this._run = 0; // bumped by every start and every end: late callbacks check it
-    this._session = null;
-    this._stream = null; // the microphone until the session takes it over
-    this._muted = false;
-    this._responding = false;
-    this._playing = false;
-    this._lastError = null;
-    this._lines = new Map();
-    this._logStart = 0;
-    this._liveLine = null; // a Live session's line being written
-    this._sync();
+    this.#run = 0; // bumped by every start and every end: late callbacks check it
+    this.#session = null;
+    this.#stream = null; // the microphone until the session takes it over
+    this.#muted = false;
+    this.#responding = false;
+    this.#playing = false;
+    this.#lastError = null;
+    this.#lines = new Map();
+    this.#logStart = 0;
+    this.#liveLine = null; // a Live session's line being written
+    this.#sync();
   }
 
   connectedCallback() {
     super.connectedCallback();
-    this._sync();
+    this.#sync();
   }
 
   disconnectedCallback() {
     super.disconnectedCallback();
-    if (ACTIVE.has(this.state)) this._end("");
+    if (ACTIVE.has(this.state)) this.#end("");
   }
 
   attributeChangedCallback() {
-    this._sync();
+    this.#sync();
   }
 
   /** Whether `model` is a Live model (continuous; the `api` attribute or the AI SDK's list). */
@@ -249,21 +226,21 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
 
   /** The AI SDK session of the current call, or null. */
   get session() {
-    return this._session;
+    return this.#session;
   }
 
   get muted() {
-    return this._muted;
+    return this.#muted;
   }
 
   /** Start a call: microphone, a fresh secret, the session, capture. */
   async start() {
     if (ACTIVE.has(this.state)) return;
-    const run = ++this._run;
-    this._reset();
-    this._lines = new Map();
-    this._logStart = this._log.children.length;
-    this._liveLine = null;
+    const run = ++this.#run;
+    this.#reset();
+    this.#lines = new Map();
+    this.#logStart = this.#log.children.length;
+    this.#liveLine = null;
     this.announce("");
     this.setState("connecting");
 
@@ -271,14 +248,14 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     try {
       stream = await openMicrophone();
     } catch (error) {
-      if (run === this._run) this.fail(error, "microphone_unavailable");
+      if (run === this.#run) this.fail(error, "microphone_unavailable");
       return;
     }
-    if (run !== this._run) {
+    if (run !== this.#run) {
       stopStream(stream); // hung up while the browser asked
       return;
     }
-    this._stream = stream;
+    this.#stream = stream;
 
     let session;
     try {
@@ -288,42 +265,42 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
         model: this.getAttribute("model") || "",
         api: this.getAttribute("api") || undefined,
         sessionConfig: this.sessionConfig,
-        onChange: (key, value) => this._onChange(session, key, value),
-        onEvent: (event) => this._onEvent(session, event),
+        onChange: (key, value) => this.#onChange(session, key, value),
+        onEvent: (event) => this.#onEvent(session, event),
         onError: (error) => {
-          if (session === this._session) this._lastError = error;
+          if (session === this.#session) this.#lastError = error;
         },
         onRetry: (error, ms) => {
-          if (session === this._session) {
+          if (session === this.#session) {
             this.announce(`The server is busy; trying again in ${Math.ceil(ms / 1000)} s.`);
           }
         },
       });
-      this._session = session;
+      this.#session = session;
       // A Live session starts capture itself, from this stream, once started.
       await session.connect(session.live ? { stream } : undefined);
     } catch (error) {
-      if (run === this._run) this._abort(error, "setup_failed");
+      if (run === this.#run) this.#abort(error, "setup_failed");
     }
   }
 
   /** End the call (or the attempt to start one) and release the microphone. */
   hangUp() {
     if (!ACTIVE.has(this.state)) return;
-    this._end("Call ended.");
+    this.#end("Call ended.");
   }
 
   /** Turn the microphone off (`on` true) or back on; the session stays open. */
   async mute(on = true) {
     const muted = Boolean(on);
-    const session = this._session;
-    if (!session || session.state.status !== "connected" || muted === this._muted) return;
-    this._setMuted(muted);
+    const session = this.#session;
+    if (!session || session.state.status !== "connected" || muted === this.#muted) return;
+    this.#setMuted(muted);
     if (muted) {
       session.stopAudioCapture(); // the SDK stops the tracks it owns: the mic is released
       if (session.live) {
-        this._release(); // a Live session's stream is the element's own
-        this._command(session, "input-audio-mute");
+        this.#release(); // a Live session's stream is the element's own
+        this.#command(session, "input-audio-mute");
       }
       return;
     }
@@ -331,20 +308,20 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     try {
       stream = await openMicrophone();
     } catch (error) {
-      if (session === this._session) this._abort(error, "microphone_unavailable");
+      if (session === this.#session) this.#abort(error, "microphone_unavailable");
       return;
     }
-    if (session !== this._session || this._muted) {
+    if (session !== this.#session || this.#muted) {
       stopStream(stream);
       return;
     }
-    if (session.live) this._stream = stream;
+    if (session.live) this.#stream = stream;
     session.startAudioCapture(stream);
-    if (session.live) this._command(session, "input-audio-unmute");
+    if (session.live) this.#command(session, "input-audio-unmute");
   }
 
   /** Send a Live command; a failure is the session's (reported through onError). */
-  _command(session, type) {
+  #command(session, type) {
     try {
       Promise.resolve(session.sendEvent({ type })).catch(() => {});
     } catch {
@@ -354,57 +331,57 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
 
   // Session callbacks -------------------------------------------------------
 
-  _onChange(session, key, value) {
-    if (session !== this._session) return;
+  #onChange(session, key, value) {
+    if (session !== this.#session) return;
     if (key === "status") {
-      if (value === "connected" && this.state === "connecting") this._connected(session);
-      else if (value === "error") queueMicrotask(() => this._failed(session));
-      else if (value === "disconnected" && ACTIVE.has(this.state)) this._end("The call ended.");
+      if (value === "connected" && this.state === "connecting") this.#connected(session);
+      else if (value === "error") queueMicrotask(() => this.#failed(session));
+      else if (value === "disconnected" && ACTIVE.has(this.state)) this.#end("The call ended.");
     } else if (key === "messages") {
-      this._render(value);
+      this.#render(value);
     } else if (key === "isPlaying") {
-      this._playing = Boolean(value);
-      this.toggleAttribute("playing", this._playing);
-      this._speaking();
+      this.#playing = Boolean(value);
+      this.toggleAttribute("playing", this.#playing);
+      this.#speaking();
     }
   }
 
-  _onEvent(session, event) {
-    if (session !== this._session) return;
+  #onEvent(session, event) {
+    if (session !== this.#session) return;
     if (event.type === "transcript-fragment") {
-      this._fragment(event);
+      this.#fragment(event);
       return;
     }
-    if (event.type === "response-created") this._responding = true;
-    else if (event.type === "response-done") this._responding = false;
+    if (event.type === "response-created") this.#responding = true;
+    else if (event.type === "response-done") this.#responding = false;
     else return;
-    this._speaking();
+    this.#speaking();
   }
 
-  _connected(session) {
+  #connected(session) {
     if (session.live) {
       // The AI SDK starts capture on session-started, from the stream given
       // to connect(); the stream stays the element's, released at the end.
       this.setState("listening");
-      this.startGuard(() => this._end(""));
+      this.startGuard(() => this.#end(""));
       return;
     }
-    const stream = this._stream;
-    this._stream = null; // the SDK owns it now and stops it when capture stops
+    const stream = this.#stream;
+    this.#stream = null; // the SDK owns it now and stops it when capture stops
     try {
       session.startAudioCapture(stream);
     } catch (error) {
       stopStream(stream);
-      this._abort(error, "session_error");
+      this.#abort(error, "session_error");
       return;
     }
     this.setState("listening");
-    this.startGuard(() => this._end(""));
+    this.startGuard(() => this.#end(""));
   }
 
-  async _failed(session) {
-    if (session !== this._session) return;
-    const error = this._lastError || new Error("The voice session failed.");
+  async #failed(session) {
+    if (session !== this.#session) return;
+    const error = this.#lastError || new Error("The voice session failed.");
     let relayed = null;
     if (session.relayUrl) {
       // The relay says why in its close; the error the SDK reported first
@@ -415,45 +392,45 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
           session.socketClosed,
           new Promise((resolve) => setTimeout(() => resolve(null), CLOSE_WAIT_MS)),
         ]));
-      if (session !== this._session) return;
+      if (session !== this.#session) return;
       relayed = relayOutcome(close);
     }
     if (relayed && relayed.ended) {
-      this._end(relayed.message);
+      this.#end(relayed.message);
     } else if (relayed) {
       const typed = GatewayRealtimeError(relayed.message, { type: relayed.type, fatal: true });
       typed.cause = error;
-      this._abort(typed, relayed.type);
+      this.#abort(typed, relayed.type);
     } else {
-      this._abort(error, "session_error");
+      this.#abort(error, "session_error");
     }
   }
 
   /** Speaking while a response is under way or its audio plays. */
-  _speaking() {
+  #speaking() {
     if (this.state !== "listening" && this.state !== "speaking") return;
-    this.setState(this._responding || this._playing ? "speaking" : "listening");
+    this.setState(this.#responding || this.#playing ? "speaking" : "listening");
   }
 
   // Helpers -----------------------------------------------------------------
 
   /** Hang up: state `ended`, `message` in the status line. */
-  _end(message) {
-    this._teardown();
+  #end(message) {
+    this.#teardown();
     this.setState("ended");
     this.announce(message);
   }
 
   /** Give up on the call: state `error` and an `error` event. */
-  _abort(error, fallbackType) {
-    this._teardown();
+  #abort(error, fallbackType) {
+    this.#teardown();
     this.fail(error, fallbackType);
   }
 
-  _teardown() {
-    const session = this._session;
-    this._session = null;
-    this._run += 1;
+  #teardown() {
+    const session = this.#session;
+    this.#session = null;
+    this.#run += 1;
     this.clearGuard();
     if (session && session.live && session.state.status === "connected") {
       // Live: session-close, so the Gateway ends the session with its final
@@ -462,83 +439,83 @@ export class GatewayRealtimeVoiceElement extends GatewayRealtimeElement {
     } else if (session) {
       session.disconnect(); // closes the socket, stops capture and playback
     }
-    if (this._liveLine) this._liveLine.dataset.state = "done";
-    this._liveLine = null;
-    this._release();
-    this._reset();
+    if (this.#liveLine) this.#liveLine.dataset.state = "done";
+    this.#liveLine = null;
+    this.#release();
+    this.#reset();
   }
 
-  _release() {
-    stopStream(this._stream);
-    this._stream = null;
+  #release() {
+    stopStream(this.#stream);
+    this.#stream = null;
   }
 
-  _reset() {
-    this._responding = false;
-    this._playing = false;
-    this._lastError = null;
+  #reset() {
+    this.#responding = false;
+    this.#playing = false;
+    this.#lastError = null;
     this.removeAttribute("playing");
-    this._setMuted(false);
+    this.#setMuted(false);
   }
 
-  _setMuted(muted) {
-    this._muted = muted;
+  #setMuted(muted) {
+    this.#muted = muted;
     this.toggleAttribute("muted", muted);
-    this._muteButton.setAttribute("aria-pressed", String(muted));
-    this._muteButton.textContent = muted ? "Unmute" : "Mute";
+    this.#muteButton.setAttribute("aria-pressed", String(muted));
+    this.#muteButton.textContent = muted ? "Unmute" : "Mute";
   }
 
   /** A Live `transcript-fragment`: words of one side, added to that side's current line. */
-  _fragment(event) {
+  #fragment(event) {
     if (typeof event.delta !== "string" || !event.delta) return;
     const role = event.speaker === "user" ? "user" : "assistant";
-    let line = this._liveLine;
+    let line = this.#liveLine;
     if (!line || line.dataset.role !== role) {
       if (line) line.dataset.state = "done";
-      line = element("p", "transcript");
+      line = part("p", "transcript");
       line.dataset.role = role;
       line.dataset.state = "streaming";
-      this._log.append(line);
-      this._liveLine = line;
+      this.#log.append(line);
+      this.#liveLine = line;
     }
     line.textContent += event.delta;
-    this._log.scrollTop = this._log.scrollHeight;
+    this.#log.scrollTop = this.#log.scrollHeight;
   }
 
   /** Put the session's user and assistant messages in the log, in order. */
-  _render(messages) {
-    let index = this._logStart;
+  #render(messages) {
+    let index = this.#logStart;
     for (const message of messages || []) {
       if (message.role !== "user" && message.role !== "assistant") continue;
       const text = messageText(message);
       if (!text) continue;
-      let line = this._lines.get(message.id);
+      let line = this.#lines.get(message.id);
       if (!line) {
-        line = element("p", "transcript");
+        line = part("p", "transcript");
         line.dataset.role = message.role;
-        this._lines.set(message.id, line);
+        this.#lines.set(message.id, line);
       }
       if (line.textContent !== text) line.textContent = text;
       const streaming = (message.parts || []).some((part) => part.state === "streaming");
       line.dataset.state = streaming ? "streaming" : "done";
-      const here = this._log.children[index] || null;
-      if (here !== line) this._log.insertBefore(line, here);
+      const here = this.#log.children[index] || null;
+      if (here !== line) this.#log.insertBefore(line, here);
       index += 1;
     }
-    this._log.scrollTop = this._log.scrollHeight;
+    this.#log.scrollTop = this.#log.scrollHeight;
   }
 
   /** Buttons and the state text follow the `state` attribute. */
-  _sync() {
+  #sync() {
     const state = this.state;
     const active = ACTIVE.has(state);
     const focused = this.shadowRoot.activeElement;
-    this._talkButton.textContent = this.getAttribute("label") || "Talk";
-    this._talkButton.disabled = active;
-    this._hangUpButton.disabled = !active;
-    this._muteButton.disabled = state !== "listening" && state !== "speaking";
-    this._stateText.textContent = STATE_TEXT[state] || state;
-    if (focused && focused.disabled) (active ? this._hangUpButton : this._talkButton).focus();
+    this.#talkButton.textContent = this.getAttribute("label") || "Talk";
+    this.#talkButton.disabled = active;
+    this.#hangUpButton.disabled = !active;
+    this.#muteButton.disabled = state !== "listening" && state !== "speaking";
+    this.#stateText.textContent = STATE_TEXT[state] || state;
+    if (focused && focused.disabled) (active ? this.#hangUpButton : this.#talkButton).focus();
   }
 }
 
