@@ -827,7 +827,9 @@ def test_realtime_audio_reply_and_errors(emu: GatewayEmulator) -> None:
             "audio-transcript-done",
         } <= types
         audio = next(event for event in events if event["type"] == "audio-delta")["delta"]
-        assert set(base64.b64decode(audio)) == {0}
+        # 125 ms of a soft tone at 24 kHz: audible, not silence.
+        pcm = base64.b64decode(audio)
+        assert len(pcm) == 2 * 24000 // 8 and set(pcm) != {0}
 
         ws.send_json({"type": "no-such-event", "eventId": "evt_1"})
         error = ws.recv_json()

@@ -123,7 +123,7 @@ Realtime (one JSON object per text frame; every server event has ``raw``):
 - ``response-create`` [{options.modalities}] -> ``response-created``,
   ``output-item-added``, ``content-part-added``, then per word
   ``text-delta`` (or, when the modalities include audio, ``audio-delta``
-  with 20 ms of PCM16 silence + ``audio-transcript-delta``), ``text-done``
+  with 125 ms of a soft 440 Hz PCM16 tone + ``audio-transcript-delta``), ``text-done``
   {text} (or ``audio-done`` + ``audio-transcript-done`` {transcript}),
   ``content-part-done``, ``output-item-done``, ``response-done`` {status:
   completed, usage}. The text echoes the user's input. If the session's

@@ -85,6 +85,27 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Seconds of audio the emulator speaks for each word of its reply: a whole
+# number of the tone's periods, so that the words join without a click.
+_WORD_SECONDS = 0.125
+_TONE_HZ = 440.0
+_TONE_AMPLITUDE = 3000
+
+
+def _tone(rate: int, seconds: float) -> bytes:
+    """A soft sine tone as little-endian PCM16, so a listener hears the reply."""
+    samples = array.array(
+        "h",
+        (
+            int(_TONE_AMPLITUDE * math.sin(2 * math.pi * _TONE_HZ * index / rate))
+            for index in range(max(1, int(rate * seconds)))
+        ),
+    )
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples.tobytes()
+
+
 def _silence(rate: int, seconds: float) -> bytes:
     samples = max(1, int(rate * seconds))
     return b"\x00\x00" * samples
@@ -531,7 +552,8 @@ class _RealtimeScript(_EventScript):
         for word in _words(reply):
             await self.pause()
             if audio:
-                chunk = base64.b64encode(_silence(rate, 0.02)).decode("ascii")
+                # A soft tone a word, so that a listener hears the reply.
+                chunk = base64.b64encode(_tone(rate, _WORD_SECONDS)).decode("ascii")
                 await self.send(
                     {"type": "audio-delta", **ids, "delta": chunk, "raw": self.raw("audio")}
                 )
@@ -772,11 +794,6 @@ _LIVE_EVENT_KEYS = {
     "input-audio-append": frozenset({"audio"}),
     "context-append": frozenset({"content", "delegationId", "providerOptions"}),
 }
-# Seconds of audio the emulator speaks for each word of its reply: a whole
-# number of the tone's periods, so that the words join without a click.
-_LIVE_WORD_SECONDS = 0.125
-_TONE_HZ = 440.0
-_TONE_AMPLITUDE = 3000
 
 
 def _g711_levels(law: str) -> tuple[int, ...]:
@@ -799,20 +816,6 @@ def _g711_levels(law: str) -> tuple[int, ...]:
 _G711_LEVELS = {"audio/pcmu": _g711_levels("mu"), "audio/pcma": _g711_levels("a")}
 # The byte each G.711 law encodes zero as.
 _G711_SILENCE = {"audio/pcmu": b"\xff", "audio/pcma": b"\xd5"}
-
-
-def _tone(rate: int, seconds: float) -> bytes:
-    """A soft sine tone as little-endian PCM16, so a listener hears the reply."""
-    samples = array.array(
-        "h",
-        (
-            int(_TONE_AMPLITUDE * math.sin(2 * math.pi * _TONE_HZ * index / rate))
-            for index in range(max(1, int(rate * seconds)))
-        ),
-    )
-    if sys.byteorder == "big":
-        samples.byteswap()
-    return samples.tobytes()
 
 
 def _live_format_error(name: str, value: object) -> str | None:
@@ -1136,10 +1139,10 @@ class _LiveScript(_EventScript):
 
     async def speak(self, text: str) -> None:
         """Say ``text``: per word, its audio and its transcript fragment."""
-        word_ms = round(_LIVE_WORD_SECONDS * 1000)
+        word_ms = round(_WORD_SECONDS * 1000)
         # The reply starts no earlier than the input it answers.
         self.output_ms = max(self.output_ms, round(self.input_seconds * 1000))
-        chunk = base64.b64encode(self.output_audio(_LIVE_WORD_SECONDS)).decode("ascii")
+        chunk = base64.b64encode(self.output_audio(_WORD_SECONDS)).decode("ascii")
         for word in _words(text):
             await self.pause()
             await self.send({"type": "audio-chunk", "delta": chunk, "raw": self.raw("audio")})
