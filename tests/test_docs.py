@@ -183,3 +183,92 @@ def test_the_views_own_refusals_are_the_documented_ones(user, other_user, gatewa
     seen = {(response.status_code, error_of(response)["type"]) for response in refusals}
     assert len(seen) == len(refusals)
     assert seen <= documented_endpoint_errors()
+
+
+# The elements' reference tables in browser.md, against the modules.
+
+STATIC = ROOT / "gateway_realtime" / "static" / "gateway_realtime"
+ELEMENT_FILES = (
+    "element-base.mjs",
+    "voice-element.mjs",
+    "dictation-element.mjs",
+    "speech-element.mjs",
+)
+
+
+def browser_section(title: str) -> str:
+    text = (DOCS / "browser.md").read_text()
+    return text.split(f"\n### {title}\n", 1)[1].split("\n#", 1)[0]
+
+
+def first_column(section: str) -> set[str]:
+    """The backquoted names in the first column of a section's tables (headers left out)."""
+    names = set()
+    lines = section.splitlines()
+    for index, line in enumerate(lines):
+        header = index + 1 < len(lines) and lines[index + 1].startswith("| ---")
+        cell = re.match(r"\| ([^|]+) \|", line)
+        if cell and not header and not line.startswith("| ---"):
+            names |= set(re.findall(r"`([^`]+)`", cell.group(1)))
+    return names
+
+
+def element_source() -> str:
+    return "\n".join((STATIC / name).read_text() for name in ELEMENT_FILES)
+
+
+def test_the_documented_states_are_the_elements():
+    source = (STATIC / "element-base.mjs").read_text()
+    states = re.search(r"STATES = Object\.freeze\(\[([^\]]*)\]\)", source)
+    assert states
+    assert first_column(browser_section("The `state` attribute")) == set(
+        re.findall(r'"([a-z]+)"', states.group(1))
+    )
+
+
+def test_the_documented_events_are_the_elements():
+    source = (STATIC / "element-base.mjs").read_text()
+    events = re.search(r"EVENTS = Object\.freeze\(\{([^}]*)\}\)", source)
+    assert events
+    assert first_column(browser_section("Events")) == set(
+        re.findall(r'"([a-z-]+)"', events.group(1))
+    )
+
+
+def test_the_documented_attributes_are_what_the_elements_read():
+    read = set(re.findall(r'(?:get|has)Attribute\("([a-z-]+)"\)', element_source()))
+    read.discard("state")  # the elements' own, documented under its name
+    assert first_column(browser_section("Attributes")) == read
+
+
+def test_the_documented_parts_are_the_elements():
+    source = element_source()
+    parts = set()
+    for names in re.findall(r'part\("[a-z]+", "([a-z -]+)"', source):
+        parts |= set(names.split())
+    for name in re.findall(r'button\("([a-z-]+)",', source):
+        parts |= {"button", name}
+    documented = first_column(browser_section("Parts and custom properties: theming"))
+    properties = {name for name in documented if name.startswith("--")}
+    assert documented - properties == parts
+
+
+def test_the_documented_commands_and_flags_are_the_commands():
+    from django.core.management import get_commands, load_command_class
+    from django.core.management.base import BaseCommand
+
+    text = (DOCS / "settings.md").read_text()
+    section = text.split("\n## Management commands\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(
+        re.findall(r"^\| `([a-z_]+)` \| (?:`(--[a-z-]+)[^`]*`)? *\|", section, re.MULTILINE)
+    )
+    ours = sorted(name for name, app in get_commands().items() if app == "gateway_realtime")
+    actual = set()
+    for name in ours:
+        parser = load_command_class("gateway_realtime", name).create_parser("manage.py", name)
+        base = BaseCommand().create_parser("manage.py", name)
+        common = {option for action in base._actions for option in action.option_strings}
+        actual.add((name, ""))
+        for action in parser._actions:
+            actual |= {(name, flag) for flag in action.option_strings if flag not in common}
+    assert documented == actual
