@@ -144,10 +144,11 @@ def test_the_changelog_names_the_upstream_releases_the_app_is_verified_against()
     assert line in changelog, f"CHANGELOG.md should say: {line}"
 
 
-def test_the_official_client_the_e2e_tests_compare_with_is_the_bundled_release() -> None:
-    pinned = json.loads((ROOT / "tests" / "node" / "package.json").read_text())
+@pytest.mark.parametrize("pins", ["tests/node/package.json", "bench/anchor/package.json"])
+def test_the_official_client_the_tests_and_the_bench_use_is_the_bundled_release(pins: str) -> None:
+    pinned = json.loads((ROOT / pins).read_text())
     official = pinned["dependencies"]["@ai-sdk/gateway"]
     assert official == locked("@ai-sdk/gateway"), (
-        f"tests/node/package.json pins @ai-sdk/gateway {official}, the bundle has "
-        f"{locked('@ai-sdk/gateway')}: pin the same release in both"
+        f"{pins} pins @ai-sdk/gateway {official}, the bundle has "
+        f"{locked('@ai-sdk/gateway')}: pin the same release everywhere"
     )
