@@ -1,7 +1,12 @@
 """Plumbing shared by the tests that run the site under gunicorn (load, stall)."""
 
+import contextlib
+import os
 import socket
 import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +43,55 @@ def stop(process):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def gunicorn(
+    settings_module: str,
+    env: dict[str, str],
+    *,
+    workers: int,
+    threads: int,
+    graceful_timeout: int,
+    ready: Callable[[str, "subprocess.Popen[bytes]", object], None],
+) -> Iterator[tuple[str, object]]:
+    """The test settings' site under gunicorn (gthread) on a free port: (base URL, log).
+
+    ``ready(base_url, process, log)`` returns once the site serves (or fails
+    the test); the server is stopped on the way out.
+    """
+    port = free_port()
+    environ = dict(os.environ, DJANGO_SETTINGS_MODULE=settings_module, **env)
+    environ["PYTHONPATH"] = str(ROOT) + os.pathsep + environ.get("PYTHONPATH", "")
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--graceful-timeout",
+                str(graceful_timeout),
+                "django.core.wsgi:get_wsgi_application()",
+            ],
+            cwd=ROOT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            ready(base_url, process, log)
+            yield base_url, log
+        finally:
+            stop(process)

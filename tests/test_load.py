@@ -16,12 +16,8 @@ Redis). Starts the Gateway emulator in this process and a gunicorn site with
 
 import collections
 import hashlib
-import os
 import random
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +31,7 @@ from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
 from gateway_realtime.models import ClientSecretIssuance, Outcome, QuotaCounter
-from tests.gunicorn_site import free_port, services_or_skip, stop, tail
+from tests.gunicorn_site import gunicorn, services_or_skip, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -89,50 +85,25 @@ def emulator():
 
 @pytest.fixture
 def site(emulator):
-    port = free_port()
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="tests.load_settings",
-        LOAD_DB_NAME=connection.settings_dict["NAME"],
-        LOAD_GATEWAY_BASE_URL=emulator.base_url,
-        LOAD_FAULT_MODELS=",".join(FAULTS),
-        LOAD_QUOTA=str(QUOTA),
+    env = {
+        "LOAD_DB_NAME": connection.settings_dict["NAME"],
+        "LOAD_GATEWAY_BASE_URL": emulator.base_url,
+        "LOAD_FAULT_MODELS": ",".join(FAULTS),
+        "LOAD_QUOTA": str(QUOTA),
         # One window for the whole run, whenever it runs.
-        LOAD_QUOTA_PERIOD=str(10 * 365 * 86400),
-        LOAD_RATE=RATE,
-        LOAD_RATE_KEY_PREFIX=f"load-{uuid.uuid4().hex}",
-        LOAD_READ_TIMEOUT=str(READ_TIMEOUT),
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(WORKERS),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "2",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--graceful-timeout",
-                "5",
-                "django.core.wsgi:get_wsgi_application()",
-            ],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(port, process, log)
-            yield f"http://127.0.0.1:{port}", log
-        finally:
-            stop(process)
+        "LOAD_QUOTA_PERIOD": str(10 * 365 * 86400),
+        "LOAD_RATE": RATE,
+        "LOAD_RATE_KEY_PREFIX": f"load-{uuid.uuid4().hex}",
+        "LOAD_READ_TIMEOUT": str(READ_TIMEOUT),
+    }
+
+    def ready(base_url, process, log):
+        wait_for_port(int(base_url.rsplit(":", 1)[1]), process, log)
+
+    with gunicorn(
+        "tests.load_settings", env, workers=WORKERS, threads=2, graceful_timeout=5, ready=ready
+    ) as served:
+        yield served
 
 
 def sessions_for(users):

@@ -20,10 +20,6 @@ machine, never asserted here):
 """
 
 import collections
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +32,7 @@ from django.db import connection
 from django.test import Client
 
 from gateway_realtime.emulator import GatewayEmulator
-from tests.gunicorn_site import free_port, services_or_skip, stop, tail
+from tests.gunicorn_site import gunicorn, services_or_skip, tail
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 
@@ -56,47 +52,22 @@ def emulator():
 
 @pytest.fixture
 def site(emulator):
-    port = free_port()
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="tests.stall_settings",
-        STALL_DB_NAME=connection.settings_dict["NAME"],
-        STALL_GATEWAY_BASE_URL=emulator.base_url,
-        STALL_CACHE_PREFIX=f"stall-{uuid.uuid4().hex}",
-        STALL_TOTAL_TIMEOUT=str(TOTAL_TIMEOUT),
-        STALL_BREAKER_COOLDOWN=str(COOLDOWN),
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--workers",
-                str(WORKERS),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(THREADS),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--graceful-timeout",
-                "2",
-                "django.core.wsgi:get_wsgi_application()",
-            ],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_until_serving(base_url, process, log)
-            yield base_url, log
-        finally:
-            stop(process)
+    env = {
+        "STALL_DB_NAME": connection.settings_dict["NAME"],
+        "STALL_GATEWAY_BASE_URL": emulator.base_url,
+        "STALL_CACHE_PREFIX": f"stall-{uuid.uuid4().hex}",
+        "STALL_TOTAL_TIMEOUT": str(TOTAL_TIMEOUT),
+        "STALL_BREAKER_COOLDOWN": str(COOLDOWN),
+    }
+    with gunicorn(
+        "tests.stall_settings",
+        env,
+        workers=WORKERS,
+        threads=THREADS,
+        graceful_timeout=2,
+        ready=wait_until_serving,
+    ) as served:
+        yield served
 
 
 def wait_until_serving(base_url, process, log):
