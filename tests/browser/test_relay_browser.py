@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 
 from gateway_realtime.emulator import GatewayEmulator
+from tests.browser import waiting
+from tests.browser.waiting import wait_for
 
 pytest.importorskip("channels", reason="relay mode needs the relay extra (channels)")
 pytest.importorskip("uvicorn", reason="the relay's browser test serves the site with uvicorn")
@@ -61,27 +63,7 @@ def _free_port() -> int:
 
 
 def until(page: Any, expression: str, timeout: float = 20.0) -> Any:
-    """Poll ``expression`` in the page (the strict-CSP page forbids eval) until truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = page.evaluate("window.__relay")
-            raise AssertionError(f"timed out waiting for {expression!r}; recorded: {seen!r}")
-        time.sleep(0.05)
-
-
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        time.sleep(0.05)
+    return waiting.until(page, expression, timeout, recorded="window.__relay")
 
 
 class RelaySite:

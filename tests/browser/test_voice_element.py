@@ -10,8 +10,7 @@ stream the page opened.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,9 +18,10 @@ from django.core.cache import caches
 from django.test import Client
 
 from gateway_realtime.models import ClientSecretIssuance, Outcome
-from tests.browser import setup_deps
+from tests.browser import setup_deps, waiting
 from tests.browser.conftest import CHROMIUM_ARGS
 from tests.browser.voice_urls import CSP
+from tests.browser.waiting import wait_for
 
 pytestmark = pytest.mark.urls("tests.browser.voice_urls")
 
@@ -76,37 +76,12 @@ def lines(page, role: str) -> list[str]:
     )
 
 
-def until(page, expression: str, timeout: float = 15.0) -> Any:
-    """Poll ``expression`` in the page until it is truthy; return its value.
-
-    Polled with ``page.evaluate`` rather than ``wait_for_function``, whose
-    predicate is compiled with eval, which the strict-CSP page forbids.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = page.evaluate("window.__voice")
-            raise AssertionError(f"timed out waiting for {expression!r}; recorded: {seen!r}")
-        time.sleep(0.05)
+def until(page: Any, expression: str, timeout: float = 15.0) -> Any:
+    return waiting.until(page, expression, timeout, recorded="window.__voice")
 
 
 def wait_state(page, state: str) -> None:
     until(page, f"{ELEMENT} && {ELEMENT}.getAttribute('state') === {state!r}")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``check`` (server-side records) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        time.sleep(0.05)
 
 
 def realtime_sessions(emulator) -> list[Any]:
