@@ -182,6 +182,21 @@ def token(profile: Profile, cookies: list[str]) -> dict[str, Any]:
     return out
 
 
+def figures(out: dict[str, Any]) -> dict[str, Any]:
+    """The named figures docs/performance.md and the issues quote, from a run's results."""
+    named: dict[str, Any] = {}
+    token = out.get("token", {})
+    for c, stat in ((1, "p50"), (8, "p50"), (8, "p99")):
+        value = token.get(f"c{c}", {}).get(f"ratio_{stat}")
+        if value is not None:
+            named[f"time_to_token_ratio_{stat}_c{c}"] = value
+    for key, suffix in (("stall", ""), ("stall_defaults_2x4", "_defaults_2x4")):
+        if key in out:
+            named[f"stall_page_max_s{suffix}"] = out[key]["page_max_s"]
+            named[f"stall_fail_fast_p50_ms{suffix}"] = out[key]["second_wave_p50_ms"]
+    return named
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("parts", nargs="*", metavar="part", help=" ".join(PARTS))
@@ -209,9 +224,17 @@ def main(argv: list[str] | None = None) -> int:
                 out["token"] = token(profile, cookies)
             if "stall" in parts:
                 out["stall"] = stall(cookies, dict(os.environ), MINT_PATH)
+                out["stall_defaults_2x4"] = stall(
+                    cookies, dict(os.environ), MINT_PATH, threads=4, app_defaults=True
+                )
     if "relay" in parts:
         out["relay"] = relay.bench(profile.relay_sessions, profile.relay_seconds)
     out["load_average_at_end"] = load_average()
+    out["figures"] = figures(out)
+    load = " ".join(f"{value:.2f}" for value in out["load_average_at_end"])
+    print(f"Figures (load average at the end {load}):")
+    for name, value in out["figures"].items():
+        print(f"  {name}: {value}")
     line = json.dumps(out)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -120,12 +120,24 @@ def storm(port: int, cookies: list[str], mint_path: str, page_path: str) -> Stal
     return run
 
 
-def stall(cookies: list[str], env: dict[str, str], mint_path: str) -> dict[str, Any]:
-    """The bench site, warmed up against a healthy Gateway, when that Gateway stalls."""
+def stall(
+    cookies: list[str],
+    env: dict[str, str],
+    mint_path: str,
+    *,
+    threads: int = 12,
+    app_defaults: bool = False,
+) -> dict[str, Any]:
+    """The bench site, warmed up against a healthy Gateway, when that Gateway stalls.
+
+    As docs/deployment.md recommends (2 gthread workers x 12, the bulkhead at
+    8), or with ``app_defaults`` the app's own defaults on ``threads`` a worker.
+    """
     from gateway_realtime.emulator import GatewayEmulator
 
+    site_env = {**env, "BENCH_APP_DEFAULTS": "1" if app_defaults else "0"}
     with GatewayEmulator(api_keys=(API_KEY,), mint_delay=0.05) as gateway:
-        site = gunicorn({**env, "BENCH_GATEWAY_BASE_URL": gateway.base_url})
+        site = gunicorn({**site_env, "BENCH_GATEWAY_BASE_URL": gateway.base_url}, threads=threads)
         try:
             # A site that has been running: every thread has served pages and mints.
             for method, path in (("GET", "/page/"), ("POST", mint_path)):
@@ -142,7 +154,8 @@ def stall(cookies: list[str], env: dict[str, str], mint_path: str) -> dict[str, 
         "load_average": load_average(),
     }
     load = " ".join(f"{value:.2f}" for value in summary["load_average"])
-    print(f"A Gateway stalling {STALL_S:.0f} s on every mint (load average {load}):")
+    setup = f"the app's defaults, 2x{threads}" if app_defaults else f"tuned, 2x{threads}"
+    print(f"A Gateway stalling {STALL_S:.0f} s on every mint ({setup}; load average {load}):")
     print(f"  pages: {summary['page']}")
     print(f"  first wave ({FIRST_WAVE} mints at once): {summary['first']}")
     print(f"  second wave ({SECOND_WAVE} mints a second later): {summary['second']}")

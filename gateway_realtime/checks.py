@@ -66,7 +66,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
 
-    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT", "TAG_TIMEOUT"):
+    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT", "TAG_TIMEOUT", "SLOW_CALL"):
         value = getattr(settings, PREFIX + name, DEFAULTS[name])
         if not _is_number(value):
             errors.append(
@@ -385,14 +385,28 @@ def _check_resilience() -> list[CheckMessage]:
     """The bulkhead's size and the circuit breaker's settings."""
     errors: list[CheckMessage] = []
     size = getattr(settings, PREFIX + "MAX_CONCURRENT_MINTS", DEFAULTS["MAX_CONCURRENT_MINTS"])
-    if not _is_whole(size, 1):
+    if size is not None and not _is_whole(size, 1):
         errors.append(
             Error(
                 "GATEWAY_REALTIME_MAX_CONCURRENT_MINTS must be a positive whole number "
-                "of Gateway calls.",
-                hint="At most the server's threads per process, so a stalled Gateway "
-                f"cannot hold them all; the default is {DEFAULTS['MAX_CONCURRENT_MINTS']}.",
+                "of Gateway calls, or None.",
+                hint="None (the default) sizes it from the process's request threads: one "
+                "fewer, at most 4. A number is used as it is: at most the server's threads "
+                "per process, so a stalled Gateway cannot hold them all.",
                 id="gateway_realtime.E017",
+            )
+        )
+    slow = getattr(settings, PREFIX + "SLOW_CALL", DEFAULTS["SLOW_CALL"])
+    total = getattr(settings, PREFIX + "TOTAL_TIMEOUT", DEFAULTS["TOTAL_TIMEOUT"])
+    if _is_number(slow) and _is_number(total) and slow > total:
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_SLOW_CALL must not be longer than "
+                "GATEWAY_REALTIME_TOTAL_TIMEOUT.",
+                hint="It is the deadline of a mint that starts while another of the process's "
+                "mints waits on the Gateway, and the line past which a call is slow; "
+                f"the defaults are {DEFAULTS['SLOW_CALL']} s and {DEFAULTS['TOTAL_TIMEOUT']} s.",
+                id="gateway_realtime.E023",
             )
         )
     failures = getattr(settings, PREFIX + "BREAKER_FAILURES", DEFAULTS["BREAKER_FAILURES"])

@@ -276,14 +276,27 @@ class GatewayClient:
         # ConnectionError, and the contract keeps time-outs distinct).
         chunks: list[bytes] = []
         size = 0
+        # urllib3's connection of this response, whose socket's time-out is
+        # each read's: set to what is left of the deadline before each read,
+        # so a Gateway that trickles its body a byte at a time is cut at the
+        # same deadline as one that sends nothing.
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        late = GatewayTimeoutError(
+            "The Gateway's answer did not arrive within the mint's deadline "
+            f"({total:g} s; GATEWAY_REALTIME_TOTAL_TIMEOUT, or TAG_TIMEOUT for the tag).",
+            status_code=status,
+        )
         while True:
-            if time.monotonic() > deadline:
-                raise GatewayTimeoutError(
-                    "The Gateway's answer did not arrive within the mint's deadline "
-                    f"({total:g} s; GATEWAY_REALTIME_TOTAL_TIMEOUT, or TAG_TIMEOUT for the tag).",
-                    status_code=status,
-                )
-            chunk = response.raw.read1(8192)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise late
+            if sock is not None:
+                sock.settimeout(min(app_settings.READ_TIMEOUT, left))
+            try:
+                chunk = response.raw.read1(8192)
+            except (urllib3.exceptions.TimeoutError, TimeoutError):
+                raise late from None
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)

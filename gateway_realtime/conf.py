@@ -28,10 +28,11 @@ DEFAULTS: dict[str, Any] = {
     "TEAM": None,
     "TRUST_VERCEL_OIDC_HEADER": None,
     "CONNECT_TIMEOUT": 2.0,
-    "READ_TIMEOUT": 4.0,
-    "TOTAL_TIMEOUT": 5.0,
+    "READ_TIMEOUT": 2.5,
+    "TOTAL_TIMEOUT": 3.0,
+    "SLOW_CALL": 0.75,
     "TAG_TIMEOUT": 2.0,
-    "MAX_CONCURRENT_MINTS": 4,
+    "MAX_CONCURRENT_MINTS": None,
     "BREAKER_FAILURES": 5,
     "BREAKER_WINDOW": 30,
     "BREAKER_COOLDOWN": 15,
@@ -111,12 +112,17 @@ class AppSettings:
         return float(_get("TOTAL_TIMEOUT"))
 
     @property
+    def SLOW_CALL(self) -> float:
+        return float(_get("SLOW_CALL"))
+
+    @property
     def TAG_TIMEOUT(self) -> float:
         return float(_get("TAG_TIMEOUT"))
 
     @property
-    def MAX_CONCURRENT_MINTS(self) -> int:
-        return int(_get("MAX_CONCURRENT_MINTS"))
+    def MAX_CONCURRENT_MINTS(self) -> int | None:
+        value = _get("MAX_CONCURRENT_MINTS")
+        return None if value is None else int(value)
 
     @property
     def BREAKER_FAILURES(self) -> int:

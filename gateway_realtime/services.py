@@ -19,6 +19,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.core.handlers.asgi import ASGIRequest
 from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
@@ -32,6 +33,7 @@ from gateway_realtime.exceptions import (
     GatewayBusy,
     GatewayConfigurationError,
     GatewayError,
+    GatewayTimeoutError,
     GatewayUnavailable,
     LimitsUnavailable,
     MintRejected,
@@ -240,7 +242,14 @@ def mint_client_secret(
     # The slot is held from the quota claim to the Gateway's answer.
     gateway_call = ExitStack()
     try:
-        gateway_call.enter_context(gateway_call_slot())
+        others = gateway_call.enter_context(gateway_call_slot(request))
+        if others or _last_call_timed_out.get(os.getpid()):
+            # Another of this process's mints is already waiting on the
+            # Gateway, or its last one ran out of time: this one gets
+            # SLOW_CALL at most, so that a stall holds one server thread a
+            # process for longer than that, and a sync worker one call.
+            slow = app_settings.SLOW_CALL
+            timeout = slow if timeout is None else min(timeout, slow)
         gateway_call.enter_context(breaker.guard(timeout))
     except (GatewayBusy, GatewayUnavailable) as error:
         gateway_call.close()
@@ -277,10 +286,12 @@ def mint_client_secret(
             # exception too, so that no attempt stays "pending" for ever.
             if claim is not None and certainly_not_issued(error):
                 claim.release()
+            _last_call_timed_out[os.getpid()] = isinstance(error, GatewayTimeoutError)
             _record_failure(issuance, error, started)
             _send_failed(issuance, user, request, error)
             raise
 
+    _last_call_timed_out[os.getpid()] = False
     now = timezone.now()
     issuance.outcome = Outcome.ISSUED
     issuance.completed_at = now
@@ -325,41 +336,108 @@ def mint_client_secret(
     )
 
 
-# The bulkhead: one semaphore per process and per size, so a changed setting
-# (override_settings included) takes effect on the next mint, and a forked
-# worker does not inherit its parent's count.
-_bulkheads: dict[tuple[int, int], threading.BoundedSemaphore] = {}
+# Whether this process's last Gateway call ran out of time (by process id, so
+# a forked worker starts afresh): the next gets SLOW_CALL until one answers.
+_last_call_timed_out: dict[int, bool] = {}
+
+# The bulkhead: one count per process, so a forked worker does not inherit
+# its parent's; its size is read at each mint, so a changed setting
+# (override_settings included) or a grown thread pool applies at once.
+_bulkheads: dict[int, _Bulkhead] = {}
 _bulkheads_lock = threading.Lock()
 
 
-def _bulkhead() -> threading.BoundedSemaphore:
-    key = (os.getpid(), app_settings.MAX_CONCURRENT_MINTS)
-    semaphore = _bulkheads.get(key)
-    if semaphore is None:
+#: The most Gateway calls a process makes at once when MAX_CONCURRENT_MINTS is None.
+AUTO_MAX_CONCURRENT_MINTS = 4
+
+
+def request_threads() -> int | None:
+    """How many threads serve requests beside this one in this process, as far as it can see.
+
+    A server's main thread (gunicorn's sync workers, say) is one thread. A
+    thread of a ``concurrent.futures.ThreadPoolExecutor`` (gunicorn's gthread
+    workers, asgiref's executor for sync views under ASGI) is one of the pool
+    its name prefix names (``<prefix>_<n>``, the documented naming): the
+    pool's threads alive now. Anything else (``None``) is not known.
+    """
+    current = threading.current_thread()
+    if current is threading.main_thread():
+        return 1
+    prefix, separator, index = current.name.rpartition("_")
+    if not separator or not prefix or not index.isdigit():
+        return None
+    return sum(1 for thread in threading.enumerate() if thread.name.rpartition("_")[0] == prefix)
+
+
+def bulkhead_size(request: HttpRequest | None = None) -> int:
+    """``MAX_CONCURRENT_MINTS``, or with None one fewer than the request threads (1 to 4).
+
+    So that a stalled Gateway leaves a thread of every process to pages and
+    to refusals: gthread with 4 threads mints 3 at once, with 2 threads one,
+    a sync worker one. Under ASGI each request's sync code has a thread of its
+    own and the event loop serves the rest, so the bound is 4.
+    """
+    size = app_settings.MAX_CONCURRENT_MINTS
+    if size is not None:
+        return size
+    if isinstance(request, ASGIRequest):
+        return AUTO_MAX_CONCURRENT_MINTS
+    threads = request_threads()
+    if threads is None:
+        return AUTO_MAX_CONCURRENT_MINTS
+    return max(1, min(AUTO_MAX_CONCURRENT_MINTS, threads - 1))
+
+
+def _bulkhead() -> _Bulkhead:
+    pid = os.getpid()
+    bulkhead = _bulkheads.get(pid)
+    if bulkhead is None:
         with _bulkheads_lock:
-            semaphore = _bulkheads.setdefault(key, threading.BoundedSemaphore(key[1]))
-    return semaphore
+            bulkhead = _bulkheads.setdefault(pid, _Bulkhead())
+    return bulkhead
+
+
+class _Bulkhead:
+    """This process's Gateway calls in flight."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.lock = threading.Lock()
+
+    def enter(self, size: int) -> int | None:
+        """Take a place of ``size``; return how many calls were in flight before, or None."""
+        with self.lock:
+            if self.in_flight >= size:
+                return None
+            self.in_flight += 1
+            return self.in_flight - 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
 
 @contextmanager
-def gateway_call_slot() -> Iterator[None]:
-    """Hold one of this process's ``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway calls.
+def gateway_call_slot(request: HttpRequest | None = None) -> Iterator[int]:
+    """Hold one of this process's ``bulkhead_size()`` Gateway calls (``MAX_CONCURRENT_MINTS``).
 
-    Raises ``GatewayBusy`` at once when all are taken: a stalled Gateway may
-    hold that many server threads, never more. Works for threads (WSGI) and
-    for sync views run in threads under ASGI alike.
+    Yields how many other calls of this process were in flight when it was
+    taken. Raises ``GatewayBusy`` at once when all are taken: a stalled
+    Gateway may hold that many server threads, never more. Works for threads
+    (WSGI) and for sync views run in threads under ASGI alike.
     """
-    semaphore = _bulkhead()
-    if not semaphore.acquire(blocking=False):
+    bulkhead = _bulkhead()
+    others = bulkhead.enter(bulkhead_size(request))
+    if others is None:
         raise GatewayBusy(
             "Too many client secrets are being minted at once "
             "(GATEWAY_REALTIME_MAX_CONCURRENT_MINTS); try again in a moment.",
             retry_after=1,
         )
     try:
-        yield
+        yield others
     finally:
-        semaphore.release()
+        bulkhead.leave()
 
 
 def _elapsed_ms(started: float) -> int:
@@ -414,20 +492,26 @@ def _claim_and_record(issuance: ClientSecretIssuance, policy: Policy) -> QuotaCl
 
 
 def _save(issuance: ClientSecretIssuance, *, completing: bool = False) -> None:
-    """Write the audit row (insert, or with ``completing`` its completion) in a transaction.
+    """Write the audit row (insert, or with ``completing`` its completion).
 
-    The endpoint runs outside ATOMIC_REQUESTS, so each write commits at once.
-    Inside a caller's transaction it is a savepoint, so a failed write leaves
-    that transaction usable. Sites that mint inside their own transaction can
+    The endpoint runs outside ATOMIC_REQUESTS, so the write is one statement
+    that commits at once. Inside a caller's transaction it is a savepoint, so
+    a failed write leaves that transaction usable. Sites that mint inside their own transaction can
     point GATEWAY_REALTIME_AUDIT_DATABASE at a second alias of the same
     database, so the audit trail does not roll back with their work.
     """
     alias = app_settings.AUDIT_DATABASE
+    fields = _COMPLETION_FIELDS if completing else None
+    if not transaction.get_connection(alias).in_atomic_block:
+        # One statement commits on its own (autocommit): no BEGIN/COMMIT
+        # round trips around it.
+        _write(issuance, alias, fields)
+        return
     try:
         with transaction.atomic(using=alias):
-            _write(issuance, alias, _COMPLETION_FIELDS if completing else None)
+            _write(issuance, alias, fields)
     except DatabaseError as error:
-        # Beginning or committing the transaction failed.
+        # Beginning or committing the savepoint failed.
         raise _audit_unavailable(issuance, error) from None
 
 

@@ -39,9 +39,13 @@ def _fresh_clients(monkeypatch):
 
 def _close_circuit():
     # The breaker's state lives in the cache, which outlives a test: one
-    # test's Gateway failures must not open the circuit on the next.
+    # test's Gateway failures must not open the circuit on the next, nor its
+    # time-outs shorten the next test's deadline (services' per-process memory).
     with contextlib.suppress(Exception):
         reset_circuit()
+    from gateway_realtime import services
+
+    services._last_call_timed_out.clear()
 
 
 # The Gateway, through ``responses`` ----------------------------------------------

@@ -56,9 +56,10 @@ def gunicorn(
     workers: int,
     threads: int,
     graceful_timeout: int,
+    worker_class: str = "gthread",
     ready: Callable[[str, "subprocess.Popen[bytes]", object], None],
 ) -> Iterator[tuple[str, object]]:
-    """The test settings' site under gunicorn (gthread) on a free port: (base URL, log).
+    """The test settings' site under gunicorn (gthread unless told) on a free port: (base URL, log).
 
     ``ready(base_url, process, log)`` returns once the site serves (or fails
     the test); the server is stopped on the way out.
@@ -75,7 +76,7 @@ def gunicorn(
                 "--workers",
                 str(workers),
                 "--worker-class",
-                "gthread",
+                worker_class,
                 "--threads",
                 str(threads),
                 "--bind",

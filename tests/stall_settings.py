@@ -26,14 +26,19 @@ MIDDLEWARE = ["tests.stall_settings.worker_pid", *MIDDLEWARE]
 
 GATEWAY_REALTIME_API_KEY = "emulator-key"
 GATEWAY_REALTIME_BASE_URL = os.environ["STALL_GATEWAY_BASE_URL"]
-GATEWAY_REALTIME_CONNECT_TIMEOUT = 1.0
-GATEWAY_REALTIME_READ_TIMEOUT = 1.5
-GATEWAY_REALTIME_TOTAL_TIMEOUT = float(os.environ["STALL_TOTAL_TIMEOUT"])
-GATEWAY_REALTIME_BREAKER_FAILURES = 5
-GATEWAY_REALTIME_BREAKER_WINDOW = 30
-GATEWAY_REALTIME_BREAKER_COOLDOWN = int(os.environ["STALL_BREAKER_COOLDOWN"])
-# 4 threads a worker: 3 may wait on the Gateway, one always serves pages.
-GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 3
+if os.environ.get("STALL_MODEL"):
+    # A fault model of the emulator (a trickling body, say) as the default.
+    GATEWAY_REALTIME_DEFAULT_MODELS = {"realtime": os.environ["STALL_MODEL"]}
+if os.environ.get("STALL_APP_DEFAULTS") != "1":
+    # Tuned as docs/deployment.md says; without these, the app's defaults.
+    GATEWAY_REALTIME_CONNECT_TIMEOUT = 1.0
+    GATEWAY_REALTIME_READ_TIMEOUT = 1.5
+    GATEWAY_REALTIME_TOTAL_TIMEOUT = float(os.environ["STALL_TOTAL_TIMEOUT"])
+    GATEWAY_REALTIME_BREAKER_FAILURES = 5
+    GATEWAY_REALTIME_BREAKER_WINDOW = 30
+    GATEWAY_REALTIME_BREAKER_COOLDOWN = int(os.environ["STALL_BREAKER_COOLDOWN"])
+    # 4 threads a worker: 3 may wait on the Gateway, one always serves pages.
+    GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 3
 # Limits on, as on a real site, high enough never to refuse the test.
 GATEWAY_REALTIME_RATE = "10000/m"
 GATEWAY_REALTIME_QUOTA = 100_000

@@ -128,3 +128,23 @@ def test_the_json_line_has_the_load_average_when_no_part_can_run(monkeypatch, ca
     assert data["skipped"] == "no PostgreSQL here"
     assert len(data["load_average_at_start"]) == len(data["load_average_at_end"]) == 3
     assert json.loads((tmp_path / "run.json").read_text()) == data
+
+
+def test_the_named_figures_come_from_the_runs_results() -> None:
+    from bench.run import figures
+
+    out = {
+        "token": {"c1": {"ratio_p50": 1.1}, "c8": {"ratio_p50": 1.2, "ratio_p99": 1.5}},
+        "stall": {"page_max_s": 0.02, "second_wave_p50_ms": 90.0},
+        "stall_defaults_2x4": {"page_max_s": 0.4, "second_wave_p50_ms": 150.0},
+    }
+    assert figures(out) == {
+        "time_to_token_ratio_p50_c1": 1.1,
+        "time_to_token_ratio_p50_c8": 1.2,
+        "time_to_token_ratio_p99_c8": 1.5,
+        "stall_page_max_s": 0.02,
+        "stall_fail_fast_p50_ms": 90.0,
+        "stall_page_max_s_defaults_2x4": 0.4,
+        "stall_fail_fast_p50_ms_defaults_2x4": 150.0,
+    }
+    assert figures({}) == {}

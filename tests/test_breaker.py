@@ -70,6 +70,8 @@ def breaker_settings(settings: Any) -> Any:
     settings.GATEWAY_REALTIME_BREAKER_FAILURES = 3
     settings.GATEWAY_REALTIME_BREAKER_WINDOW = 30
     settings.GATEWAY_REALTIME_BREAKER_COOLDOWN = 15
+    # A mint inside another (the probe's callback): not the bulkhead's business.
+    settings.GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 4
     return settings
 
 

@@ -175,6 +175,7 @@ def test_timeouts_are_always_passed(
 ) -> None:
     settings.GATEWAY_REALTIME_CONNECT_TIMEOUT = 1.5
     settings.GATEWAY_REALTIME_READ_TIMEOUT = 4
+    settings.GATEWAY_REALTIME_TOTAL_TIMEOUT = 5
     answer(gateway_mock)
     mint(gw)
     kwargs = gateway_mock.calls[0].request.req_kwargs
@@ -185,8 +186,8 @@ def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.Requ
     answer(gateway_mock)
     mint(gw)
     connect, read = gateway_mock.calls[0].request.req_kwargs["timeout"]
-    # Three connect attempts and the read fit in TOTAL_TIMEOUT's 5 s.
-    assert (connect, read) == pytest.approx((5.0 / 3, 4.0))
+    # Three connect attempts and the read fit in TOTAL_TIMEOUT's 3 s.
+    assert (connect, read) == pytest.approx((1.0, 2.5))
 
 
 @pytest.mark.parametrize(
@@ -195,8 +196,8 @@ def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.Requ
         # Each of the three connect attempts (CONNECT_RETRIES 2) gets a third.
         (1.5, None, (0.5, 1.5)),  # TOTAL_TIMEOUT caps both
         (5.0, 0.6, (0.2, 0.6)),  # a caller's deadline (the tag's) caps both
-        (5.0, 3.0, (1.0, 3.0)),
-        (9.0, None, (2.0, 4.0)),  # within the deadline, the settings decide
+        (5.0, 2.0, (2 / 3, 2.0)),
+        (9.0, None, (2.0, 2.5)),  # within the deadline, the settings decide
     ],
 )
 def test_timeouts_are_cut_to_the_whole_deadline(

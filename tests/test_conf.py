@@ -43,6 +43,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "READ_TIMEOUT": (4, 4.0),
     "TOTAL_TIMEOUT": (20, 20.0),
     "TAG_TIMEOUT": ("0.5", 0.5),
+    "SLOW_CALL": ("0.25", 0.25),
     "MAX_CONCURRENT_MINTS": ("8", 8),
     "BREAKER_FAILURES": ("3", 3),
     "BREAKER_WINDOW": (60, 60.0),

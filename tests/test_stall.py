@@ -70,11 +70,11 @@ def site(emulator):
         yield served
 
 
-def wait_until_serving(base_url, process, log):
-    """Until both workers have answered a page (each imported Django)."""
+def wait_until_serving(base_url, process, log, workers=WORKERS):
+    """Until every worker has answered a page (each imported Django)."""
     pids = set()
     deadline = time.monotonic() + 60
-    while len(pids) < WORKERS and time.monotonic() < deadline:
+    while len(pids) < workers and time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail("gunicorn exited:\n" + tail(log))
         try:
@@ -82,8 +82,8 @@ def wait_until_serving(base_url, process, log):
             pids.add(response.headers.get("X-Worker-Pid"))
         except requests.RequestException:  # not listening yet, or a worker still booting
             time.sleep(0.1)
-    if len(pids) < WORKERS:
-        pytest.fail("gunicorn's workers did not both answer:\n" + tail(log))
+    if len(pids) < workers:
+        pytest.fail("gunicorn's workers did not all answer:\n" + tail(log))
 
 
 @dataclass
@@ -105,12 +105,12 @@ def session_cookies(users):
     return cookies
 
 
-def mint(base_url, cookie, kind="mint"):
+def mint(base_url, cookie, kind="mint", body=None):
     """One mint from a new visitor (a fresh connection, so either worker may take it)."""
     began = time.perf_counter()
     response = requests.post(
         base_url + "/gateway/realtime/",
-        json={"sessionConfig": {}},
+        json={"sessionConfig": {}, **(body or {})},
         headers={
             "Origin": base_url,
             "Sec-Fetch-Site": "same-origin",
