@@ -52,6 +52,9 @@ if os.environ.get("BENCH_REDIS_URL"):
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if os.environ.get("BENCH_RUN"):
+    # One run's limits and circuit breaker, whatever an earlier run left in Redis.
+    GATEWAY_REALTIME_RATE_KEY_PREFIX = "gateway_realtime-bench-" + os.environ["BENCH_RUN"]
 # Sessions read from the cache, written through to the database.
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGGING = {

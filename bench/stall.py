@@ -14,6 +14,7 @@ import http.client
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,7 +136,12 @@ def stall(
     """
     from gateway_realtime.emulator import GatewayEmulator
 
-    site_env = {**env, "BENCH_APP_DEFAULTS": "1" if app_defaults else "0"}
+    site_env = {
+        **env,
+        "BENCH_APP_DEFAULTS": "1" if app_defaults else "0",
+        # A circuit of its own: the previous stall left the shared one open.
+        "BENCH_RUN": uuid.uuid4().hex,
+    }
     with GatewayEmulator(api_keys=(API_KEY,), mint_delay=0.05) as gateway:
         site = gunicorn({**site_env, "BENCH_GATEWAY_BASE_URL": gateway.base_url}, threads=threads)
         try:
