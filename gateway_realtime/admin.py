@@ -25,8 +25,28 @@ logger = logging.getLogger("gateway_realtime")
 ADMIN_REASON = "ended by an administrator"
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows the app writes and nobody edits: no add, no change.
+
+    ``deletable``: whether staff with the permission may delete rows (False
+    for the audit trails, whose rows leave only through the retention
+    command, so the trail stays complete).
+    """
+
+    deletable = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.deletable and super().has_delete_permission(request, obj)
+
+
 @admin.register(ClientSecretIssuance)
-class ClientSecretIssuanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ClientSecretIssuanceAdmin(ReadOnlyAdmin):
     """Read-only: the audit trail is written by the app, never by hand.
 
     Searching for a whole token (``vcst_...``) finds its row by fingerprint.
@@ -59,19 +79,11 @@ class ClientSecretIssuanceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return queryset.filter(token_fingerprint=token_fingerprint(term)), False
         return super().get_search_results(request, queryset, search_term)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Rows leave only through the retention command, so the trail stays complete.
-        return False
+    deletable = False
 
 
 @admin.register(QuotaCounter)
-class QuotaCounterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class QuotaCounterAdmin(ReadOnlyAdmin):
     """Read-only: answers "why is this user refused?" (``used`` in the current window).
 
     Deleting a counter gives the user their quota back for that window, so
@@ -85,15 +97,9 @@ class QuotaCounterAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_select_related = ["user"]
     readonly_fields = ["user", "window_start", "window_end", "used"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(RelayUsage)
-class RelayUsageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RelayUsageAdmin(ReadOnlyAdmin):
     """Read-only: what each user's relayed sessions spent per budget window.
 
     Deleting a row gives the user that window's budget back, so deletion
@@ -106,12 +112,6 @@ class RelayUsageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     date_hierarchy = "window_start"
     list_select_related = ["user"]
     readonly_fields = ["user", "window_start", "window_end", "audio_seconds", "tokens"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class RelaySessionStateFilter(admin.SimpleListFilter):
@@ -136,7 +136,7 @@ def _seconds(total: float) -> str:
 
 
 @admin.register(RelaySession)
-class RelaySessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RelaySessionAdmin(ReadOnlyAdmin):
     """Read-only: one row per relayed session, written by the relay.
 
     The action ends the live sessions of the selected rows' users everywhere
@@ -244,12 +244,4 @@ class RelaySessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         opts = user_model._meta
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Rows leave only through the retention command, so the trail stays complete.
-        return False
+    deletable = False

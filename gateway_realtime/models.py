@@ -37,15 +37,11 @@ class Outcome(models.TextChoices):
     REJECTED = "rejected", _("Rejected by limits")
 
 
-class ClientSecretIssuance(models.Model):
-    """One attempt to mint a client secret, written before the Gateway is called.
+class AuditRecord(models.Model):
+    """Who asked for what: the fields the two audit trails share (abstract).
 
-    Holds who asked, for what, and what came of it; never the token (only its
-    SHA-256 fingerprint and a short hint) and never the site's credential.
+    Never the token and never the site's credential.
     """
-
-    created_at = models.DateTimeField(_("requested at"), auto_now_add=True, db_index=True)
-    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -54,15 +50,33 @@ class ClientSecretIssuance(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        # gwrt_user_created_idx (user, created_at) serves lookups by user.
+        # Each model's (user, time) index serves lookups by user.
         db_index=False,
     )
     username = models.CharField(_("username"), max_length=150, blank=True)
     ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
     user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
-
     kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
     model = models.CharField(_("model"), max_length=200)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def who(self) -> str:
+        """The username, else the user's id, else "anonymous"."""
+        return self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
+
+
+class ClientSecretIssuance(AuditRecord):
+    """One attempt to mint a client secret, written before the Gateway is called.
+
+    Holds who asked, for what, and what came of it; never the token (only its
+    SHA-256 fingerprint and a short hint) and never the site's credential.
+    """
+
+    created_at = models.DateTimeField(_("requested at"), auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
     source = models.CharField(
         _("source"), max_length=16, choices=Source.choices, default=Source.ENDPOINT
     )
@@ -102,8 +116,7 @@ class ClientSecretIssuance(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
-        return f"{self.kind} {self.model} for {who}: {self.outcome}"
+        return f"{self.kind} {self.model} for {self.who}: {self.outcome}"
 
 
 class UserWindow(models.Model):
@@ -165,7 +178,7 @@ class CloseSide(models.TextChoices):
     SERVER = "server", _("The server (shutting down)")
 
 
-class RelaySession(models.Model):
+class RelaySession(AuditRecord):
     """One session relayed between a browser and the Gateway (``gateway_realtime.relay``).
 
     Written when the relay accepts the browser's socket, completed when the
@@ -176,21 +189,6 @@ class RelaySession(models.Model):
 
     started_at = models.DateTimeField(_("started at"), auto_now_add=True)
     ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("user"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        # The (user, started_at) index serves it.
-        db_index=False,
-    )
-    username = models.CharField(_("username"), max_length=150, blank=True)
-    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
-    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
-    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
-    model = models.CharField(_("model"), max_length=200)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     close_code = models.PositiveIntegerField(_("close code"), null=True, blank=True)
     # A WebSocket close reason is at most 123 bytes.
@@ -227,9 +225,8 @@ class RelaySession(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.username or (f"user {self.user_id}" if self.user_id else "anonymous")
         state = "live" if self.ended_at is None else f"ended ({self.closed_by or '?'})"
-        return f"{self.kind} {self.model} relayed for {who}: {state}"
+        return f"{self.kind} {self.model} relayed for {self.who}: {state}"
 
 
 class RelayUsage(UserWindow):
