@@ -30,3 +30,7 @@ GATEWAY_REALTIME_TOTAL_TIMEOUT = 2.0
 # The load test checks quotas and audit rows under a steady share of Gateway
 # faults, not the circuit breaker: it must not open here.
 GATEWAY_REALTIME_BREAKER_FAILURES = 1_000_000
+# Nor the bulkhead: every thread (2 a worker) may mint, as a site that tunes it
+# for its load would (the default, one fewer than the threads, would refuse
+# the test's concurrent users with gateway_busy).
+GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 2
