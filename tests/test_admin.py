@@ -10,8 +10,14 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from gateway_realtime.admin import ClientSecretIssuanceAdmin
-from gateway_realtime.models import ClientSecretIssuance, Outcome
+from gateway_realtime.admin import ClientSecretIssuanceAdmin, ReadOnlyAdmin
+from gateway_realtime.models import (
+    ClientSecretIssuance,
+    Outcome,
+    QuotaCounter,
+    RelaySession,
+    RelayUsage,
+)
 from gateway_realtime.services import mint_client_secret
 
 pytestmark = pytest.mark.django_db
@@ -147,3 +153,27 @@ def test_quota_counter_admin_is_read_only_and_loads(admin_client, django_user_mo
     detail = admin_client.get(f"/admin/gateway_realtime/quotacounter/{counter.pk}/change/")
     assert detail.status_code == 200
     assert admin_client.get("/admin/gateway_realtime/quotacounter/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("model", "deletable"),
+    [
+        (ClientSecretIssuance, False),
+        (RelaySession, False),
+        (QuotaCounter, True),
+        (RelayUsage, True),
+    ],
+)
+def test_read_only_admins_keep_their_delete_rule(
+    model: Any, deletable: bool, django_user_model: Any
+) -> None:
+    """No admin adds or changes rows; staff with the permission may delete only counters."""
+    model_admin = admin.site._registry[model]
+    assert isinstance(model_admin, ReadOnlyAdmin)
+    request = RequestFactory().get("/")
+    request.user = django_user_model.objects.create_superuser("root", password="pw")
+    assert model_admin.has_add_permission(request) is False
+    assert model_admin.has_change_permission(request) is False
+    assert model_admin.has_delete_permission(request) is deletable
+    request.user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+    assert model_admin.has_delete_permission(request) is False
