@@ -66,6 +66,29 @@ def failure_reason(output: str) -> str | None:
     return None
 
 
+def _npm_install(npm: str, folder: Path, what: str) -> str | None:
+    """``npm install`` in ``folder``; why it failed, or None."""
+    install = subprocess.run(
+        # Short network time-outs: offline, say so quickly rather than in minutes.
+        [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--fetch-timeout=20000",
+            "--fetch-retries=1",
+        ],
+        cwd=folder,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode != 0:
+        return f"npm install of {what} failed (no network?): " + install.stderr.strip()[-300:]
+    return None
+
+
 def ensure_chromium() -> str | None:
     """Install chromium when missing and possible; return the remaining problem."""
     if chromium_problem() is None:
@@ -98,24 +121,9 @@ def ensure_ai_bundle() -> str | None:
         "dependencies": NPM_PACKAGES,
     }
     (CACHE / "package.json").write_text(json.dumps(package, indent=2) + "\n")
-    install = subprocess.run(
-        # Short network time-outs: offline, say so quickly rather than in minutes.
-        [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--fetch-timeout=20000",
-            "--fetch-retries=1",
-        ],
-        cwd=CACHE,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if install.returncode != 0:
-        return "npm install of ai@7.0.x failed (no network?): " + install.stderr.strip()[-300:]
+    problem = _npm_install(npm, CACHE, "ai@7.0.x")
+    if problem:
+        return problem
     esbuild = CACHE / "node_modules" / ".bin" / "esbuild"
     # Bundled from inside the cache so that imports resolve to its node_modules.
     entry = CACHE / ENTRY.name
@@ -151,23 +159,9 @@ def ensure_official_client() -> str | None:
         return "node and npm are needed to install the official @ai-sdk/gateway client"
     OFFICIAL_CACHE.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(OFFICIAL_SOURCE / "package.json", OFFICIAL_CACHE / "package.json")
-    install = subprocess.run(
-        [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--fetch-timeout=20000",
-            "--fetch-retries=1",
-        ],
-        cwd=OFFICIAL_CACHE,
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    if install.returncode != 0:
-        return "npm install of @ai-sdk/gateway failed (no network?): " + install.stderr[-300:]
+    problem = _npm_install(npm, OFFICIAL_CACHE, "@ai-sdk/gateway")
+    if problem:
+        return problem
     (OFFICIAL_CACHE / "installed.key").write_text(official_key())
     return official_client_problem()
 
