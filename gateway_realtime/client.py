@@ -69,6 +69,23 @@ def _retry_after(value: str | None) -> int | None:
     return max(0, math.ceil(when.timestamp() - time.time()))
 
 
+def limit_next_read(response: requests.Response, seconds: float) -> bool:
+    """Let the next read of ``response``'s body wait ``seconds`` at most; whether it could.
+
+    requests sets one read time-out when the request is sent; to cut a body
+    that trickles in at the call's deadline, the socket's time-out is set
+    before each read, through urllib3's ``HTTPResponse.connection`` and the
+    connection's ``sock`` (``http.client``). Without them (another transport
+    adapter) reads keep requests' time-out and the deadline is checked
+    between them.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is None:
+        return False
+    sock.settimeout(seconds)
+    return True
+
+
 class GatewayClient:
     """Mints client secrets with ``POST {origin}/v1/realtime/client-secrets``.
 
@@ -276,12 +293,6 @@ class GatewayClient:
         # ConnectionError, and the contract keeps time-outs distinct).
         chunks: list[bytes] = []
         size = 0
-        # urllib3's connection of this response, whose socket's time-out is
-        # each read's: set to what is left of the deadline before each read,
-        # so a Gateway that trickles its body a byte at a time is cut at the
-        # same deadline as one that sends nothing.
-        connection = getattr(response.raw, "connection", None)
-        sock = getattr(connection, "sock", None)
         late = GatewayTimeoutError(
             "The Gateway's answer did not arrive within the mint's deadline "
             f"({total:g} s; GATEWAY_REALTIME_TOTAL_TIMEOUT, or TAG_TIMEOUT for the tag).",
@@ -291,8 +302,7 @@ class GatewayClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise late
-            if sock is not None:
-                sock.settimeout(min(app_settings.READ_TIMEOUT, left))
+            limit_next_read(response, min(app_settings.READ_TIMEOUT, left))
             try:
                 chunk = response.raw.read1(8192)
             except (urllib3.exceptions.TimeoutError, TimeoutError):

@@ -755,3 +755,26 @@ def test_exceptions_never_show_the_credential(
 def test_credential_repr_hides_the_value() -> None:
     assert SECRET not in repr(KEY)
     assert SECRET not in str(KEY)
+
+
+def test_the_next_read_is_limited_through_urllib3s_connection() -> None:
+    # The one hook the trickle's deadline rests on, on a real socket.
+    import types
+
+    from gateway_realtime.client import limit_next_read
+    from gateway_realtime.emulator import GatewayEmulator
+    from gateway_realtime.testing import EMULATOR_API_KEY
+
+    headers = {
+        "Authorization": f"Bearer {EMULATOR_API_KEY}",
+        "ai-gateway-auth-method": "api-key",
+        "ai-gateway-protocol-version": "0.0.1",
+    }
+    with GatewayEmulator(api_keys=(EMULATOR_API_KEY,)) as emu, requests.Session() as session:
+        body = {"model": "emulator/slow-body-1"}
+        response = session.post(emu.mint_url, json=body, headers=headers, stream=True, timeout=5)
+        with response:
+            assert limit_next_read(response, 0.25) is True
+            assert response.raw.connection.sock.gettimeout() == 0.25
+    # Another transport adapter: nothing to limit, the deadline is checked between reads.
+    assert limit_next_read(types.SimpleNamespace(raw=object()), 0.25) is False  # type: ignore[arg-type]
