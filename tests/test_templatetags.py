@@ -440,3 +440,21 @@ def test_a_stalled_gateway_delays_the_page_by_the_tag_timeout_only(get, settings
     assert row.outcome == Outcome.FAILED
     assert row.error_type == "timeout"
     assert row.source == Source.TEMPLATE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tags_mint_runs_the_endpoints_three_statements(get, fake, user, settings):
+    """Pinned like the endpoint's mint (tests/test_slow_call.py): with a quota, the
+    claim and the pending row in one transaction, then the completion on its own."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.GATEWAY_REALTIME_QUOTA = 10
+    render("{% gateway_realtime_config %}", get())  # the user's quota row exists
+    with CaptureQueriesContext(connection) as queries:
+        html = render("{% gateway_realtime_config %}", get())
+    assert only_config(html)["token"].startswith("vcst_")
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["UPDATE", "INSERT", "UPDATE"]
+    assert statements.count("BEGIN") <= 1
+    assert ClientSecretIssuance.objects.filter(source=Source.TEMPLATE).count() == 2
