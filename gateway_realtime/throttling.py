@@ -2,7 +2,7 @@
 
 Counts requests per user in fixed windows aligned to the Unix epoch
 (``"10/min"``: at most 10 in each clock minute) through Django's cache API:
-``add`` starts a window's counter, ``incr`` counts. On a shared cache whose
+``incr`` counts, ``add`` starts a window's counter when ``incr`` finds none. On a shared cache whose
 ``incr`` is atomic (Redis, Memcached) the limit holds across processes and
 hosts. Local-memory caches are per process: fine for one worker, not for a
 deployment.
@@ -63,10 +63,18 @@ def _increment(key: str, period: int) -> int:
     """Count one request in the window ``key`` names; the count so far."""
     try:
         cache = caches[app_settings.RATE_CACHE]
-        # The key carries its window, so its timeout only has to outlive
-        # the window; add() is a no-op when another request started it.
-        cache.add(key, 0, timeout=period + 1)
-        return int(cache.incr(key))
+        # Counting first costs one call once the window has started, which is
+        # every request but a window's first. incr() raises ValueError for a
+        # missing key; add() then starts the window at 1, and when a
+        # concurrent request started it first (add() is a no-op), that
+        # request's counter is counted on. The key carries its window, so its
+        # timeout only has to outlive the window.
+        try:
+            return int(cache.incr(key))
+        except ValueError:
+            if cache.add(key, 1, timeout=period + 1):
+                return 1
+            return int(cache.incr(key))
     except Exception as error:
         logger.error(
             "The rate limit cache is unreachable; refusing the request",

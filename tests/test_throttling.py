@@ -2,6 +2,7 @@
 
 import dataclasses
 import types
+from typing import ClassVar
 
 import pytest
 from django.core.cache import caches
@@ -105,6 +106,53 @@ def test_concurrent_requests_never_pass_the_rate(user):
 
     run_at_once(8, burst)
     assert (len(allowed), len(refused)) == (20, 20)
+
+
+class CountingCache(LocMemCache):
+    """A local cache that records the calls the counter makes."""
+
+    calls: ClassVar[list[str]] = []
+
+    def add(self, *args, **kwargs):
+        self.calls.append("add")
+        return super().add(*args, **kwargs)
+
+    def incr(self, *args, **kwargs):
+        self.calls.append("incr")
+        return super().incr(*args, **kwargs)
+
+
+class RacingCache(CountingCache):
+    """A cache where another request starts each window between our incr and add."""
+
+    def add(self, key, value, timeout=None, version=None):
+        LocMemCache.add(self, key, 1, timeout, version)  # the other request's start
+        return super().add(key, value, timeout, version)
+
+
+COUNTING = {"default": {"BACKEND": "tests.test_throttling.CountingCache", "LOCATION": "counting"}}
+RACING = {"default": {"BACKEND": "tests.test_throttling.RacingCache", "LOCATION": "racing"}}
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_RATE="3/min", CACHES=COUNTING)
+def test_a_started_window_costs_one_counter_call(user):
+    CountingCache.calls.clear()
+    allow(user)
+    assert CountingCache.calls == ["incr", "add"]  # the window's first request starts it
+    CountingCache.calls.clear()
+    allow(user)
+    assert CountingCache.calls == ["incr"]
+
+
+@pytest.mark.django_db
+@override_settings(GATEWAY_REALTIME_RATE="2/min", CACHES=RACING)
+def test_a_window_started_by_a_concurrent_request_is_counted_on(user):
+    RacingCache.calls.clear()
+    assert allow(user)  # the other request's 1, then ours: 2
+    assert RacingCache.calls == ["incr", "add", "incr"]
+    with pytest.raises(RateLimitExceeded):
+        allow(user)
 
 
 @pytest.mark.django_db
