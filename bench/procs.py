@@ -123,8 +123,8 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 12) -> Server:
-    """The bench site as docs/deployment.md recommends for 2 cores: 2 gthread workers x 12."""
+def gunicorn(env: dict[str, str], workers: int = 4, threads: int = 8) -> Server:
+    """The bench site as docs/deployment.md recommends for 2 cores: 4 gthread workers x 8."""
     return python(
         "gunicorn", "gunicorn", "django.core.wsgi:get_wsgi_application()",
         "--bind", "127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             if "stall" in parts:
                 out["stall"] = stall(cookies, dict(os.environ), MINT_PATH)
                 out["stall_defaults_2x4"] = stall(
-                    cookies, dict(os.environ), MINT_PATH, threads=4, app_defaults=True
+                    cookies, dict(os.environ), MINT_PATH, workers=2, threads=4, app_defaults=True
                 )
     if "relay" in parts:
         out["relay"] = relay.bench(profile.relay_sessions, profile.relay_seconds)

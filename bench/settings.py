@@ -77,7 +77,7 @@ GATEWAY_REALTIME_MAX_LIFETIME = 600
 GATEWAY_REALTIME_RATE = "1000000/m"
 GATEWAY_REALTIME_QUOTA = 1_000_000_000
 if os.environ.get("BENCH_APP_DEFAULTS") != "1":
-    # The bulkhead for 12 threads a worker (docs/deployment.md): 8 may wait on
-    # the Gateway, 4 always serve pages. Deadlines and the breaker keep their
+    # The bulkhead for 8 threads a worker (docs/deployment.md): 6 may wait on
+    # the Gateway, 2 always serve pages. Deadlines and the breaker keep their
     # defaults. With BENCH_APP_DEFAULTS=1 the site runs the app's defaults.
-    GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 8
+    GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 6

@@ -126,13 +126,14 @@ def stall(
     env: dict[str, str],
     mint_path: str,
     *,
-    threads: int = 12,
+    workers: int = 4,
+    threads: int = 8,
     app_defaults: bool = False,
 ) -> dict[str, Any]:
     """The bench site, warmed up against a healthy Gateway, when that Gateway stalls.
 
-    As docs/deployment.md recommends (2 gthread workers x 12, the bulkhead at
-    8), or with ``app_defaults`` the app's own defaults on ``threads`` a worker.
+    As docs/deployment.md recommends (4 gthread workers x 8, the bulkhead at
+    6), or with ``app_defaults`` the app's own defaults on ``workers`` x ``threads``.
     """
     from gateway_realtime.emulator import GatewayEmulator
 
@@ -143,7 +144,11 @@ def stall(
         "BENCH_RUN": uuid.uuid4().hex,
     }
     with GatewayEmulator(api_keys=(API_KEY,), mint_delay=0.05) as gateway:
-        site = gunicorn({**site_env, "BENCH_GATEWAY_BASE_URL": gateway.base_url}, threads=threads)
+        site = gunicorn(
+            {**site_env, "BENCH_GATEWAY_BASE_URL": gateway.base_url},
+            workers=workers,
+            threads=threads,
+        )
         try:
             # A site that has been running: every thread has served pages and mints.
             for method, path in (("GET", "/page/"), ("POST", mint_path)):
@@ -160,7 +165,11 @@ def stall(
         "load_average": load_average(),
     }
     load = " ".join(f"{value:.2f}" for value in summary["load_average"])
-    setup = f"the app's defaults, 2x{threads}" if app_defaults else f"tuned, 2x{threads}"
+    setup = (
+        f"the app's defaults, {workers}x{threads}"
+        if app_defaults
+        else f"tuned, {workers}x{threads}"
+    )
     print(f"A Gateway stalling {STALL_S:.0f} s on every mint ({setup}; load average {load}):")
     print(f"  pages: {summary['page']}")
     print(f"  first wave ({FIRST_WAVE} mints at once): {summary['first']}")
