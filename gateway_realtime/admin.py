@@ -13,6 +13,7 @@ from django.utils.translation import ngettext
 
 from gateway_realtime.models import (
     ClientSecretIssuance,
+    DailyUsage,
     QuotaCounter,
     RelaySession,
     RelayUsage,
@@ -245,3 +246,30 @@ class RelaySessionAdmin(ReadOnlyAdmin):
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     deletable = False
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(ReadOnlyAdmin):
+    """The usage ledger, written by the app (``gateway_realtime.usage``)."""
+
+    # Rows are rebuilt from the audit trail, never deleted by hand.
+    deletable = False
+    date_hierarchy = "day"
+    list_display = [
+        "day",
+        "user",
+        "kind",
+        "model",
+        "issued",
+        "failed",
+        "rejected",
+        "relayed_sessions",
+        "audio_seconds_in",
+        "audio_seconds_out",
+        "input_tokens",
+        "output_tokens",
+    ]
+    list_filter = ["kind"]
+    list_select_related = ["user"]
+    search_fields = ["model"]
+    show_full_result_count = False

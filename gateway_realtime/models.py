@@ -257,3 +257,98 @@ class RelayUsage(UserWindow):
 
     def __str__(self) -> str:
         return f"user {self.user_id} from {self.window_start:%Y-%m-%d %H:%M}"
+
+
+class UsageKey(models.Model):
+    """A ledger row's key: one user, kind and model on one UTC day (abstract)."""
+
+    day = models.DateField(_("day (UTC)"))
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        # The ledger is the user's usage: it leaves with the user, as the
+        # quota counters do (the audit trails keep the deleted user's rows).
+        on_delete=models.CASCADE,
+        related_name="+",
+        # The unique key's index serves lookups by day; (user, day) has its own.
+        db_index=False,
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    model = models.CharField(_("model"), max_length=200)
+
+    class Meta:
+        abstract = True
+
+
+class DailyUsage(UsageKey):
+    """The usage ledger: what one user spent on one kind and model in one UTC day.
+
+    Updated as each mint and relayed session completes, with conflict-safe
+    increments (``UPDATE ... SET issued = issued + 1``, the row created
+    first if missing), so concurrent workers on any number of hosts lose no
+    update. What the dashboard and the CSV export read, so that their cost
+    grows with days, not with mints. ``manage.py gateway_realtime_ledger
+    rebuild`` recomputes any range of days from the audit trails.
+    """
+
+    issued = models.PositiveBigIntegerField(_("issued"), default=0)
+    failed = models.PositiveBigIntegerField(_("failed"), default=0)
+    rejected = models.PositiveBigIntegerField(_("rejected"), default=0)
+    relayed_sessions = models.PositiveBigIntegerField(_("relayed sessions"), default=0)
+    relay_refused = models.PositiveBigIntegerField(_("relayed starts refused"), default=0)
+    relayed_seconds = models.FloatField(_("relayed time (s)"), default=0.0)
+    audio_seconds_in = models.FloatField(_("audio in (s)"), default=0.0)
+    audio_seconds_out = models.FloatField(_("audio out (s)"), default=0.0)
+    input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
+    output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+
+    class Meta:
+        verbose_name = _("daily usage")
+        verbose_name_plural = _("daily usage")
+        ordering = ["-day", "user", "kind", "model"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "user", "kind", "model"], name="gwrt_usage_day_user_kind_model"
+            )
+        ]
+        indexes = [
+            # A user's page: their usage per day.
+            models.Index(fields=["user", "day"], name="gwrt_usage_user_day_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} user {self.user_id} {self.kind} {self.model}"
+
+
+class Outcomes(models.TextChoices):
+    """What a ``DailyFailure`` row counts."""
+
+    FAILED = "failed", _("Mint failed")
+    REJECTED = "rejected", _("Mint rejected by limits")
+    RELAY_REFUSED = "relay_refused", _("Relayed start refused")
+
+
+class DailyFailure(UsageKey):
+    """The ledger's breakdown of what did not go through: one row per day,
+    user, kind, model, outcome and error type, with its count."""
+
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcomes.choices)
+    error_type = models.CharField(_("error type"), max_length=64)
+    count = models.PositiveBigIntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("daily failure")
+        verbose_name_plural = _("daily failures")
+        ordering = ["-day", "user", "kind", "model", "outcome", "error_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "user", "kind", "model", "outcome", "error_type"],
+                name="gwrt_failure_day_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "day"], name="gwrt_failure_user_day_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} user {self.user_id} {self.outcome} {self.error_type}: {self.count}"

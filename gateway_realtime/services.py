@@ -24,7 +24,7 @@ from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 
-from gateway_realtime import breaker
+from gateway_realtime import breaker, usage
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
@@ -307,6 +307,7 @@ def mint_client_secret(
         issuance.effective_lifetime = max(-(2**31), min(2**31 - 1, lifetime_left))
     try:
         _save(issuance, completing=True)
+        usage.record_mint(issuance)
     except AuditUnavailable:
         # The secret exists on the Gateway but is not recorded as issued, so it
         # is dropped here: handing it out would break "no token without a row".
@@ -540,6 +541,7 @@ def _record_rejection(
     issuance.error_type = error.error_type
     issuance.error_message = error.message[:500]
     _save(issuance, completing=completing)
+    usage.record_mint(issuance)
     logger.warning(
         "Rejected a %s client secret for %s: %s",
         issuance.kind,
@@ -575,6 +577,7 @@ def _record_failure(issuance: ClientSecretIssuance, error: Exception, started: f
         issuance.upstream_status = error.status_code
         issuance.generation_id = (error.generation_id or "")[:128]
     _save(issuance, completing=True)
+    usage.record_mint(issuance)
     logger.warning(
         "Could not mint a %s client secret for %s: %s",
         issuance.kind,

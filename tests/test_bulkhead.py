@@ -197,19 +197,23 @@ def test_a_refusal_writes_one_row_and_nothing_else(
     gateway_mock: responses.RequestsMock, user: Any, settings: Any
 ) -> None:
     # Under a Gateway incident every mint after the first wave is refused:
-    # each must cost one insert, not a claim, a row, a release and an update.
+    # each must cost one insert (and the usage ledger's two counters), not a
+    # claim, a row, a release and an update.
     settings.GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 1
     settings.GATEWAY_REALTIME_QUOTA = 5
-    with (
-        gateway_call_slot(),
-        CaptureQueriesContext(connection) as queries,
-        pytest.raises(GatewayBusy),
-    ):
-        mint_client_secret(user=user, kind="realtime")
+    with gateway_call_slot():
+        with pytest.raises(GatewayBusy):  # the day's ledger rows exist
+            mint_client_secret(user=user, kind="realtime")
+        with CaptureQueriesContext(connection) as queries, pytest.raises(GatewayBusy):
+            mint_client_secret(user=user, kind="realtime")
     writes = [
-        query["sql"].split()[0].upper()
+        (query["sql"].split()[0].upper(), query["sql"].split('"')[1])
         for query in queries.captured_queries
         if query["sql"].split()[0].upper() in {"INSERT", "UPDATE", "DELETE"}
     ]
-    assert writes == ["INSERT"]
+    assert writes == [
+        ("INSERT", "gateway_realtime_clientsecretissuance"),
+        ("UPDATE", "gateway_realtime_dailyusage"),
+        ("UPDATE", "gateway_realtime_dailyfailure"),
+    ]
     assert not QuotaCounter.objects.exists()

@@ -443,9 +443,10 @@ def test_a_stalled_gateway_delays_the_page_by_the_tag_timeout_only(get, settings
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_tags_mint_runs_the_endpoints_three_statements(get, fake, user, settings):
+def test_the_tags_mint_runs_the_endpoints_four_statements(get, fake, user, settings):
     """Pinned like the endpoint's mint (tests/test_slow_call.py): with a quota, the
-    claim and the pending row in one transaction, then the completion on its own."""
+    claim and the pending row in one transaction, then the completion and the
+    usage ledger's increment, each on its own."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -455,6 +456,11 @@ def test_the_tags_mint_runs_the_endpoints_three_statements(get, fake, user, sett
         html = render("{% gateway_realtime_config %}", get())
     assert only_config(html)["token"].startswith("vcst_")
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["UPDATE", "INSERT", "UPDATE"]
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == [
+        "UPDATE",
+        "INSERT",
+        "UPDATE",
+        "UPDATE",
+    ]
     assert statements.count("BEGIN") <= 1
     assert ClientSecretIssuance.objects.filter(source=Source.TEMPLATE).count() == 2

@@ -362,4 +362,139 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        migrations.CreateModel(
+            name="DailyFailure",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField(verbose_name="day (UTC)")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("realtime", "Realtime"),
+                            ("transcription", "Transcription"),
+                            ("speech", "Speech"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, verbose_name="model")),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("failed", "Mint failed"),
+                            ("rejected", "Mint rejected by limits"),
+                            ("relay_refused", "Relayed start refused"),
+                        ],
+                        max_length=16,
+                        verbose_name="outcome",
+                    ),
+                ),
+                ("error_type", models.CharField(max_length=64, verbose_name="error type")),
+                ("count", models.PositiveBigIntegerField(default=0, verbose_name="count")),
+                (
+                    "user",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
+            ],
+            options={
+                "verbose_name": "daily failure",
+                "verbose_name_plural": "daily failures",
+                "ordering": ["-day", "user", "kind", "model", "outcome", "error_type"],
+                "indexes": [models.Index(fields=["user", "day"], name="gwrt_failure_user_day_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("day", "user", "kind", "model", "outcome", "error_type"),
+                        name="gwrt_failure_day_key",
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="DailyUsage",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField(verbose_name="day (UTC)")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("realtime", "Realtime"),
+                            ("transcription", "Transcription"),
+                            ("speech", "Speech"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, verbose_name="model")),
+                ("issued", models.PositiveBigIntegerField(default=0, verbose_name="issued")),
+                ("failed", models.PositiveBigIntegerField(default=0, verbose_name="failed")),
+                ("rejected", models.PositiveBigIntegerField(default=0, verbose_name="rejected")),
+                (
+                    "relayed_sessions",
+                    models.PositiveBigIntegerField(default=0, verbose_name="relayed sessions"),
+                ),
+                (
+                    "relay_refused",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="relayed starts refused"
+                    ),
+                ),
+                (
+                    "relayed_seconds",
+                    models.FloatField(default=0.0, verbose_name="relayed time (s)"),
+                ),
+                ("audio_seconds_in", models.FloatField(default=0.0, verbose_name="audio in (s)")),
+                ("audio_seconds_out", models.FloatField(default=0.0, verbose_name="audio out (s)")),
+                (
+                    "input_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="input tokens"),
+                ),
+                (
+                    "output_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="output tokens"),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="user",
+                    ),
+                ),
+            ],
+            options={
+                "verbose_name": "daily usage",
+                "verbose_name_plural": "daily usage",
+                "ordering": ["-day", "user", "kind", "model"],
+                "indexes": [models.Index(fields=["user", "day"], name="gwrt_usage_user_day_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("day", "user", "kind", "model"),
+                        name="gwrt_usage_day_user_kind_model",
+                    )
+                ],
+            },
+        ),
     ]

@@ -42,6 +42,7 @@ from typing import Any
 from django.db import Error as DatabaseError
 from django.utils import timezone
 
+from gateway_realtime import usage
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import LimitsUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, QuotaClaim, claim_quota
@@ -135,7 +136,7 @@ def start_session(
 
     def refuse(code: int, reason: str, closed_by: str) -> Refused:
         try:
-            ledger.record_refusal(
+            refusal = ledger.record_refusal(
                 user,
                 kind,
                 model,
@@ -147,6 +148,8 @@ def start_session(
             )
         except DatabaseError as error:
             logger.warning("A relay refusal was not recorded (%s)", type(error).__name__)
+        else:
+            usage.record_relay_refusal(refusal)
         return Refused(code, reason)
 
     alias = app_settings.AUDIT_DATABASE
@@ -243,6 +246,7 @@ def end_session(
             *fields,
         ],
     )
+    usage.record_relay_session(row)
     if not gateway_opened and session.claim is not None:
         # Nothing reached the Gateway: the start's quota unit is given back.
         session.claim.release()

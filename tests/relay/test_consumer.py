@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 from websockets.asyncio.server import serve
 
-from gateway_realtime.models import RelaySession
+from gateway_realtime.models import DailyUsage, RelaySession
 from gateway_realtime.relay.revocation import group_for
 
 from .conftest import RELAY_KEY, RELAY_PATH, run_async
@@ -437,6 +437,15 @@ def test_audit_row_has_usage_and_no_content_or_credential(
     assert marker not in values and RELAY_KEY not in values
     assert marker not in caplog.text and RELAY_KEY not in caplog.text
     assert "Relay session" in caplog.text  # the relay did log (without either)
+    # The usage ledger counted the session with the row's metered usage.
+    day = DailyUsage.objects.get(user=user, kind="realtime", model=row.model)
+    assert (day.relayed_sessions, day.input_tokens, day.output_tokens) == (
+        1,
+        row.input_tokens,
+        row.output_tokens,
+    )
+    assert day.audio_seconds_in == pytest.approx(row.audio_seconds_in)
+    assert day.relayed_seconds == pytest.approx(row.duration_ms / 1000)
 
 
 # What a maintainer's review found ---------------------------------------------------

@@ -106,12 +106,15 @@ def test_a_refusal_at_the_cap_deletes_its_row_and_claims_nothing(user: Any) -> N
     assert (refused.value.code, refused.value.reason) == sessions.TOO_MANY_SESSIONS
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
     # The row and the count, the refusal's folded row (a lookup and an
-    # insert), then the row deleted; the quota is never asked.
+    # insert), the usage ledger's two counters (an update, and an insert
+    # for the day's first), then the row deleted; the quota is never asked.
+    usage_ledger = ["UPDATE", "INSERT", "UPDATE", "INSERT"]
     assert [s for s in statements if s not in CONTROL] == [
         "INSERT",
         "SELECT",
         "SELECT",
         "INSERT",
+        *usage_ledger,
         "DELETE",
     ]
     assert QuotaCounter.objects.get(user=user).used == 1
