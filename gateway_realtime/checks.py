@@ -483,6 +483,15 @@ def _check_relay() -> list[CheckMessage]:
                     id="gateway_realtime.E021",
                 )
             )
+    interval = setting("LEDGER_FLUSH_INTERVAL")
+    if not (_is_number(interval) or interval == 0) or isinstance(interval, bool):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL must be a number of seconds, 0 or more.",
+                hint="The default is 1.0; 0 writes the usage ledger as each mint completes.",
+                id="gateway_realtime.E024",
+            )
+        )
     budget = setting("RELAY_BUDGET")
     if budget is not None and (
         not isinstance(budget, dict)

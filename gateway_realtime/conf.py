@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "QUOTA_PERIOD": 86400,
     "POLICY": None,
     "AUDIT_RETENTION_DAYS": 90,
+    "LEDGER_FLUSH_INTERVAL": 1.0,
     "ELEMENT_MAX_SECONDS": 300,
     "RELAY_MAX_SESSIONS": 2,
     "RELAY_MAX_SESSION_SECONDS": 900,
@@ -220,6 +221,10 @@ class AppSettings:
     @property
     def AUDIT_RETENTION_DAYS(self) -> int:
         return int(_get("AUDIT_RETENTION_DAYS"))
+
+    @property
+    def LEDGER_FLUSH_INTERVAL(self) -> float:
+        return float(_get("LEDGER_FLUSH_INTERVAL"))
 
     @property
     def ELEMENT_MAX_SECONDS(self) -> float:

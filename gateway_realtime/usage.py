@@ -14,14 +14,23 @@ It is written as the attempts complete:
   usage;
 - ``record_relay_refusal``: a relayed start refused by a limit.
 
-Each is one conflict-safe increment through the ORM (``increment``): an
+Each is a conflict-safe increment through the ORM (``increment``): an
 ``UPDATE ... SET n = n + delta`` on the row's key, which the database
 serialises per row, and when no row exists yet an insert in a savepoint (a
 concurrent insert of the same key wins, and the update is tried again). No
-increment is lost, with any number of workers and hosts. A failure to write
-the ledger is logged and never fails the mint or the session: the audit row
-is the record, and ``manage.py gateway_realtime_ledger rebuild`` recomputes
-any range of days from the audit rows (``rebuild``), replacing what is there.
+increment is lost, with any number of workers and hosts.
+
+A process gathers its increments for ``GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL``
+seconds (1.0) and then writes them, summed per row, from a thread of its own
+(``flush``; also at exit): a user minting ten times a second costs the
+database one ledger update a second per process, not ten, and no mint waits
+for the ledger. The ledger is that interval behind the audit trail; a
+process killed before it flushed loses its last interval of increments,
+which ``rebuild`` recounts. With the interval at 0 each increment is written
+as the mint or session completes. A failure to write the ledger is logged
+and never fails the mint or the session: the audit row is the record, and
+``manage.py gateway_realtime_ledger rebuild`` recomputes any range of days
+from the audit rows (``rebuild``), replacing what is there.
 
 Attempts without a user (site code minting with ``user=None``) are in the
 audit trail only: the ledger is per user.
@@ -29,15 +38,17 @@ audit trail only: the ledger is per user.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
 import logging
 import operator
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, transaction
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -100,9 +111,19 @@ def _key(record: Any, day: dt.date) -> dict[str, Any]:
     return {"day": day, "user_id": record.user_id, "kind": record.kind, "model": record.model}
 
 
-def _write(
-    what: str, writes: Iterable[tuple[type[models.Model], dict[str, Any], dict[str, Any]]]
-) -> None:
+Write = tuple[type[models.Model], dict[str, Any], dict[str, Any]]
+
+
+def _write(what: str, writes: Iterable[Write]) -> None:
+    """Add ``writes`` to the ledger now, or to this process's pending increments."""
+    if app_settings.LEDGER_FLUSH_INTERVAL > 0:
+        _pending.add(writes)
+    else:
+        _write_now(what, list(writes))
+
+
+def _write_now(what: str, writes: list[Write]) -> bool:
+    """Write ``writes`` at once; ``False`` (logged) when the database refused."""
     alias = app_settings.AUDIT_DATABASE
     try:
         if transaction.get_connection(alias).in_atomic_block:
@@ -122,6 +143,59 @@ def _write(
             what,
             type(error).__name__,
         )
+        return False
+    return True
+
+
+class _Pending:
+    """One process's ledger increments not written yet, summed per ledger row."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[type[models.Model], tuple[Any, ...]], dict[str, float]] = {}
+        self.timer: threading.Timer | None = None
+
+    def add(self, writes: Iterable[Write]) -> None:
+        with self.lock:
+            for model, key, deltas in writes:
+                row = self.rows.setdefault((model, tuple(sorted(key.items()))), {})
+                for name, value in deltas.items():
+                    row[name] = row.get(name, 0) + value
+            if self.timer is None:
+                self.timer = threading.Timer(app_settings.LEDGER_FLUSH_INTERVAL, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def take(self) -> list[Write]:
+        with self.lock:
+            rows, self.rows = self.rows, {}
+            if self.timer is not None:
+                self.timer.cancel()  # a no-op from the timer's own thread
+                self.timer = None
+        return [(model, dict(key), deltas) for (model, key), deltas in rows.items()]
+
+    def flush(self) -> None:
+        writes = self.take()
+        if not writes:
+            return
+        in_timer = isinstance(threading.current_thread(), threading.Timer)
+        try:
+            _write_now(f"{len(writes)} gathered increments", writes)
+        finally:
+            if in_timer:
+                # The timer's thread is done with its database connections.
+                connections.close_all()
+
+
+_pending = _Pending()
+
+
+def flush() -> None:
+    """Write this process's gathered ledger increments now (tests, shutdown)."""
+    _pending.flush()
+
+
+atexit.register(flush)
 
 
 def record_mint(issuance: ClientSecretIssuance) -> None:
@@ -129,9 +203,7 @@ def record_mint(issuance: ClientSecretIssuance) -> None:
     if issuance.user_id is None or issuance.outcome == Outcome.PENDING:
         return
     key = _key(issuance, utc_day(issuance.created_at))
-    writes: list[tuple[type[models.Model], dict[str, Any], dict[str, Any]]] = [
-        (DailyUsage, key, {str(issuance.outcome): 1})
-    ]
+    writes: list[Write] = [(DailyUsage, key, {str(issuance.outcome): 1})]
     if issuance.outcome != Outcome.ISSUED:
         failure = {**key, "outcome": str(issuance.outcome), "error_type": issuance.error_type}
         writes.append((DailyFailure, failure, {"count": 1}))
@@ -289,6 +361,7 @@ def rebuild(first: dt.date, last: dt.date) -> tuple[int, int]:
 
 __all__ = [
     "RELAY_REFUSALS",
+    "flush",
     "increment",
     "rebuild",
     "record_mint",

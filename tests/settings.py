@@ -89,6 +89,9 @@ GATEWAY_REALTIME_DEFAULT_MODELS = {
 }
 GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
 GATEWAY_REALTIME_MAX_LIFETIME = 600
+# The usage ledger written as each mint completes, so that a test reads it at
+# once; tests/test_usage.py covers the gathered writes of the default (1.0 s).
+GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = 0
 
 if django.VERSION >= (6, 1):
     # Django 6.1 replaces EMAIL_BACKEND with MAILERS; the test environment

@@ -353,3 +353,83 @@ def test_concurrent_processes_lose_no_increment(user):
     assert row.issued == processes * each
     assert row.audio_seconds_in == pytest.approx(processes * each * 0.5)
     assert DailyUsage.objects.count() == 1
+
+
+# Gathered writes (the default interval) ----------------------------------------------
+
+
+@pytest.fixture
+def gathering(settings):
+    """The ledger gathered per process for an interval too long to end in a test."""
+    settings.GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = 3600
+    yield
+    usage.flush()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gathered_mints_cost_the_mint_no_ledger_statement(gathering, gateway, user, settings):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.GATEWAY_REALTIME_QUOTA = 10
+    mint_client_secret(user=user, kind="realtime")
+    with CaptureQueriesContext(connection) as queries:
+        mint_client_secret(user=user, kind="realtime")
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    # The claim, the pending row, the completion: the ledger waits.
+    assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == ["UPDATE", "INSERT", "UPDATE"]
+    assert not DailyUsage.objects.exists()
+    with CaptureQueriesContext(connection) as queries:
+        usage.flush()
+    # Both mints in one increment of the row (created: its update found none).
+    writes = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    assert [s for s in writes if s in {"INSERT", "UPDATE"}] == ["UPDATE", "INSERT"]
+    assert usage_of(user).issued == 2
+
+
+@pytest.mark.django_db
+def test_gathered_increments_are_summed_per_row(gathering, gateway_mock, user, other_user):
+    answer(gateway_mock)
+    for who in (user, user, other_user):
+        mint_client_secret(user=who, kind="realtime")
+    answer(gateway_mock, gateway_error("internal_server_error"), status=500)
+    with pytest.raises(GatewayError):
+        mint_client_secret(user=user, kind="realtime")
+    usage.flush()
+    assert (usage_of(user).issued, usage_of(user).failed) == (2, 1)
+    assert usage_of(other_user).issued == 1
+    assert DailyFailure.objects.get().count == 1
+    usage.flush()  # nothing left: nothing counted twice
+    assert usage_of(user).issued == 2
+
+
+@pytest.mark.django_db
+def test_a_gathered_write_that_fails_is_logged(gathering, gateway, user, captured_logs):
+    mint_client_secret(user=user, kind="realtime")
+    with connection.execute_wrapper(failing_writes("gateway_realtime_dailyusage")):
+        usage.flush()
+    assert not DailyUsage.objects.exists()
+    assert any("usage ledger missed" in r.getMessage() for r in captured_logs.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_process_writes_its_gathered_increments_after_the_interval(gateway, user, settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a server database (GATEWAY_REALTIME_TEST_SERVICES=1): SQLite in memory")
+    from .relay.test_consumer import wait_for
+
+    settings.GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = 0.05
+    mint_client_secret(user=user, kind="realtime")
+    mint_client_secret(user=user, kind="realtime")
+    # Written by the timer's thread, with no call from the test.
+    wait_for(lambda: DailyUsage.objects.filter(user=user, issued=2).exists())
+
+
+def test_the_flush_interval_is_checked(settings):
+    from gateway_realtime import checks
+
+    for bad in (-1, "1", True, None):
+        settings.GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = bad
+        assert "gateway_realtime.E024" in [m.id for m in checks.check_settings(None)]
+    for good in (0, 0.5, 2):
+        settings.GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = good
+        assert "gateway_realtime.E024" not in [m.id for m in checks.check_settings(None)]
