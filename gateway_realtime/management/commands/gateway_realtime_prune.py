@@ -10,6 +10,12 @@ the same way once they have ended. A row without ``ended_at`` is deleted
 only when it started longer ago than the cutoff and than
 ``GATEWAY_REALTIME_RELAY_MAX_SESSION_SECONDS``: no relay lets a session run
 that long, so its process died before it could complete the row.
+
+When ``gateway_realtime_clientsecretissuance`` is partitioned by month
+(PostgreSQL, the recipe in docs/scaling.md), the months wholly older than
+the cutoff are detached and dropped first, and the partitions of this month
+and the next two are created if missing; the row deletes then only see the
+cutoff's own month.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from django.db import transaction
 from django.db.models import Max, Min, Model, Q, QuerySet
 from django.utils import timezone
 
+from gateway_realtime import partitions
 from gateway_realtime.conf import app_settings
 from gateway_realtime.models import ClientSecretIssuance, QuotaCounter, RelaySession, RelayUsage
 
@@ -83,6 +90,17 @@ class Command(BaseCommand):
             )
             return
 
+        table = ClientSecretIssuance._meta.db_table
+        if partitions.is_partitioned(table, alias):
+            # Partitioned by month (docs/scaling.md): whole months go at once,
+            # and the next months' partitions are made before their first mint.
+            dropped = partitions.drop_expired_partitions(table, cutoff, alias)
+            made = partitions.create_month_partitions(table, now.date(), 3, alias)
+            self.stdout.write(
+                f"Dropped {len(dropped)} monthly partitions of {table} "
+                f"({', '.join(dropped) or 'none'}) and created {len(made)} "
+                f"({', '.join(made) or 'none'})."
+            )
         deleted, batches = delete_in_batches(old_rows, batch_size, alias)
         relayed, relayed_batches = delete_in_batches(old_relayed, batch_size, alias)
         counters, _ = expired.delete()
