@@ -57,7 +57,7 @@ SELECT t, t + interval '80 milliseconds', 'endpoint', 600, 600, 'api-key',
          ELSE 'openai/gpt-realtime-2' END
 FROM (
     SELECT g, %(start)s::timestamptz + (g * %(step)s) * interval '1 second' AS t,
-           1 + (g * 7919) %% %(users)s AS u
+           1 + (g::bigint * 7919) %% %(users)s AS u
     FROM generate_series(%(low)s, %(high)s) AS g
 ) AS generated
 """
