@@ -64,11 +64,22 @@ class CappedPaginator(Paginator):  # type: ignore[type-arg]
         return int(rows[: self.CAP].count())
 
 
-class ErrorTypeFilter(admin.SimpleListFilter):
+class FieldValueFilter(admin.SimpleListFilter):
+    """Rows whose ``field`` equals the chosen value; the choices come from ``lookups``."""
+
+    field = ""
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class ErrorTypeFilter(FieldValueFilter):
     """The error types the usage ledger saw in the last 90 days: choices read
     from the ledger (a few rows a day), not a ``DISTINCT`` over the audit table."""
 
     title = _("error type")
+    field = "error_type"
     parameter_name = "error_type__exact"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
@@ -84,23 +95,16 @@ class ErrorTypeFilter(admin.SimpleListFilter):
         chosen = [value for value in [self.value()] if value]
         return [(value, value) for value in sorted({*types, *chosen}) if value]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(error_type=value) if value else queryset
 
-
-class AuthMethodFilter(admin.SimpleListFilter):
+class AuthMethodFilter(FieldValueFilter):
     """The two credentials a mint can use: no query for the choices."""
 
     title = _("auth method")
+    field = "auth_method"
     parameter_name = "auth_method__exact"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return [("api-key", _("API key")), ("oidc", _("Vercel OIDC token"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(auth_method=value) if value else queryset
 
 
 @admin.register(ClientSecretIssuance)
