@@ -23,6 +23,11 @@ class GatewayRealtimeConfig(AppConfig):
         checks.register(check_breaker_cache, checks.Tags.caches, deploy=True)
         checks.register(check_relay_channel_layer)
 
+        # Prometheus metrics where prometheus-client is installed (docs/metrics.md).
+        from gateway_realtime import metrics
+
+        metrics.connect()
+
         # Relay mode is an optional extra: end a user's relayed sessions on
         # logout, deactivation and a password change only where it is in use
         # (revocation.relay_in_use: Channels and the relay's channel layer).

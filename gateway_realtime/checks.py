@@ -483,6 +483,14 @@ def _check_relay() -> list[CheckMessage]:
                     id="gateway_realtime.E021",
                 )
             )
+    if not isinstance(setting("METRICS"), bool):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_METRICS must be True or False.",
+                hint="The default is True: counted when prometheus-client is installed.",
+                id="gateway_realtime.E025",
+            )
+        )
     interval = setting("LEDGER_FLUSH_INTERVAL")
     if not (_is_number(interval) or interval == 0) or isinstance(interval, bool):
         errors.append(

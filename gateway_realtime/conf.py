@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "POLICY": None,
     "AUDIT_RETENTION_DAYS": 90,
     "LEDGER_FLUSH_INTERVAL": 1.0,
+    "METRICS": True,
     "ELEMENT_MAX_SECONDS": 300,
     "RELAY_MAX_SESSIONS": 2,
     "RELAY_MAX_SESSION_SECONDS": 900,
@@ -225,6 +226,10 @@ class AppSettings:
     @property
     def LEDGER_FLUSH_INTERVAL(self) -> float:
         return float(_get("LEDGER_FLUSH_INTERVAL"))
+
+    @property
+    def METRICS(self) -> bool:
+        return bool(_get("METRICS"))
 
     @property
     def ELEMENT_MAX_SECONDS(self) -> float:

@@ -69,6 +69,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "POLICY": (hook, hook),
     "AUDIT_RETENTION_DAYS": ("30", 30),
     "LEDGER_FLUSH_INTERVAL": ("0.5", 0.5),
+    "METRICS": (0, False),
     "ELEMENT_MAX_SECONDS": ("60", 60.0),
     "RELAY_MAX_SESSIONS": ("3", 3),
     "RELAY_MAX_SESSION_SECONDS": ("120", 120.0),

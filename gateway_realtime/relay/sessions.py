@@ -42,7 +42,7 @@ from typing import Any
 from django.db import Error as DatabaseError
 from django.utils import timezone
 
-from gateway_realtime import usage
+from gateway_realtime import metrics, usage
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import LimitsUnavailable, QuotaExceeded
 from gateway_realtime.limits import Policy, QuotaClaim, claim_quota
@@ -182,6 +182,7 @@ def start_session(
         logger.warning("Relay refused: the limits could not be read (%s)", type(error).__name__)
         _forget(row)
         raise refuse(*LIMITS_UNAVAILABLE, CloseSide.RELAY) from None
+    metrics.relay_started(kind)
     return Session(row=row, policy=policy, started=time.monotonic(), claim=claim, spent=spent)
 
 
@@ -247,6 +248,7 @@ def end_session(
         ],
     )
     usage.record_relay_session(row)
+    metrics.relay_ended(row)
     if not gateway_opened and session.claim is not None:
         # Nothing reached the Gateway: the start's quota unit is given back.
         session.claim.release()
