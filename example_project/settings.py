@@ -52,6 +52,18 @@ WSGI_APPLICATION = "example_project.wsgi.application"
 # Relay mode (docs/relay.md) when the `relay` extra is installed: Channels,
 # the ASGI application with the relay's routes, and a channel layer for
 # revocation (in memory for one process; Redis for many).
+# The OpenAPI schema of the mint endpoints (docs/openapi.md) when the
+# `openapi` extra (drf-spectacular) is installed: /api/schema/ and a page.
+OPENAPI_INSTALLED = importlib.util.find_spec("drf_spectacular") is not None
+if OPENAPI_INSTALLED:
+    INSTALLED_APPS.append("drf_spectacular")
+    REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    SPECTACULAR_SETTINGS = {
+        "TITLE": "django-gateway-realtime example site",
+        "DESCRIPTION": "The client secret endpoints the AI SDK's experimental_useRealtime calls.",
+        "VERSION": "1",
+    }
+
 RELAY_INSTALLED = importlib.util.find_spec("channels") is not None
 DEMO_RELAY = RELAY_INSTALLED and os.environ.get("DEMO_RELAY") == "1"
 if RELAY_INSTALLED:

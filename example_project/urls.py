@@ -1,3 +1,5 @@
+import importlib.util
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
@@ -24,3 +26,12 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page's <link rel="icon"> says.
     path("favicon.ico", RedirectView.as_view(url=static("example_project/favicon.svg"))),
 ]
+
+# The OpenAPI schema and a page of it, with the `openapi` extra (docs/openapi.md).
+if importlib.util.find_spec("drf_spectacular") is not None:
+    from drf_spectacular.views import SpectacularAPIView
+
+    urlpatterns += [
+        path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+        path("api/schema/page/", views.schema_page, name="schema-page"),
+    ]

@@ -96,3 +96,60 @@ def home(request: HttpRequest) -> HttpResponse:
     response = render(request, "example_project/home.html", context)
     response["Content-Security-Policy"] = content_security_policy()
     return response
+
+
+def schema_page(request: HttpRequest) -> HttpResponse:
+    """The mint endpoints as the OpenAPI schema describes them, rendered on the server.
+
+    No script and no style of its own (the demo's strict Content-Security-Policy):
+    each operation, its request fields, and every answer with its error types.
+    """
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+
+    def resolve(node: Any) -> Any:
+        while isinstance(node, dict) and ("$ref" in node or "allOf" in node):
+            node = (
+                components[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node["allOf"][0]
+            )
+        return node
+
+    operations = []
+    for path_, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            request_fields = sorted(resolve(body.get("schema", {})).get("properties", {}).items())
+            answers = []
+            for status, answer in sorted(operation["responses"].items()):
+                content = answer.get("content", {}).get("application/json", {})
+                shape = resolve(content.get("schema", {}))
+                error = resolve(shape.get("properties", {}).get("error", {}))
+                types = resolve(error.get("properties", {}).get("type", {})).get("enum", [])
+                answers.append(
+                    {
+                        "status": status,
+                        "fields": sorted(shape.get("properties", {})) if not types else [],
+                        "types": types,
+                        "retry_after": "Retry-After" in answer.get("headers", {}),
+                    }
+                )
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path_,
+                    "summary": operation.get("summary", ""),
+                    "request_fields": [
+                        (name, field.get("type", "any")) for name, field in request_fields
+                    ],
+                    "answers": answers,
+                }
+            )
+    response = render(
+        request,
+        "example_project/schema.html",
+        {"info": schema["info"], "operations": operations},
+    )
+    response["Content-Security-Policy"] = content_security_policy()
+    return response

@@ -203,3 +203,57 @@ def error_payload(error: Exception) -> dict[str, Any]:
     if exc is None:
         raise TypeError(f"{type(error).__name__} is not a mint failure")
     return error_body(exc)
+
+
+#: The view's own refusals, before any mint: (status, type). tests/test_docs.py
+#: makes each of them for real.
+VIEW_REFUSALS: tuple[tuple[int, str], ...] = (
+    (400, "parse_error"),
+    (403, "not_authenticated"),
+    (403, "cross_site_request"),
+    (405, "method_not_allowed"),
+    (413, "request_too_large"),
+    (415, "unsupported_media_type"),
+    (429, "rate_limited"),
+)
+
+#: Statuses whose answers carry ``Retry-After`` (seconds).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def example_failures() -> list[Exception]:
+    """One failure of each kind a mint can raise (the OpenAPI schema and the docs test)."""
+    from gateway_realtime import exceptions as errors
+
+    return [
+        errors.MintRequestError("The model is not allowed.", param="model"),
+        errors.QuotaExceeded("used up", retry_after=60),
+        errors.AuditUnavailable("down"),
+        errors.LimitsUnavailable("down"),
+        errors.GatewayBusy("busy"),
+        errors.GatewayUnavailable("open"),
+        errors.GatewayConfigurationError("No credential is configured."),
+        errors.GatewayTimeoutError("slow"),
+        errors.GatewayConnectionError("refused"),
+        errors.GatewayResponseError("not json"),
+        errors.GatewayInternalServerError("upstream"),
+        *(cls("upstream") for cls in errors.ERROR_TYPES.values()),
+    ]
+
+
+def endpoint_errors() -> dict[int, list[str]]:
+    """Every error ``type`` the mint endpoints answer, by status: the mapping's and the view's."""
+    pairs = set(VIEW_REFUSALS)
+    for failure in example_failures():
+        pairs.add(_status_and_type(failure))
+    by_status: dict[int, list[str]] = {}
+    for status_code, error_type in sorted(pairs):
+        by_status.setdefault(status_code, []).append(error_type)
+    return by_status
+
+
+def _status_and_type(failure: Exception) -> tuple[int, str]:
+    exc = api_exception_for(failure)
+    if exc is None:
+        raise TypeError(f"{type(failure).__name__} is not a mint failure")
+    return exc.status_code, str(error_body(exc)["type"])

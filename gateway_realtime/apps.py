@@ -28,6 +28,10 @@ class GatewayRealtimeConfig(AppConfig):
 
         metrics.connect()
 
+        # The OpenAPI description of the endpoints where drf-spectacular is installed.
+        if importlib.util.find_spec("drf_spectacular") is not None:
+            import gateway_realtime.openapi  # noqa: F401  (registers its view extension)
+
         # Relay mode is an optional extra: end a user's relayed sessions on
         # logout, deactivation and a password change only where it is in use
         # (revocation.relay_in_use: Channels and the relay's channel layer).

@@ -6,6 +6,7 @@ Redis given by ``TEST_DATABASE_URL`` / ``TEST_REDIS_URL`` (defaults: the ones
 on 127.0.0.1).
 """
 
+import importlib.util
 import os
 from urllib.parse import urlsplit
 
@@ -89,6 +90,11 @@ GATEWAY_REALTIME_DEFAULT_MODELS = {
 }
 GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": ["openai/gpt-realtime-mini"]}
 GATEWAY_REALTIME_MAX_LIFETIME = 600
+# As a site with the openapi extra sets it (docs/openapi.md): the example
+# project's schema view is imported with it in place.
+if importlib.util.find_spec("drf_spectacular") is not None:
+    REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+
 # The usage ledger written as each mint completes, so that a test reads it at
 # once; tests/test_usage.py covers the gathered writes of the default (1.0 s).
 GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = 0
