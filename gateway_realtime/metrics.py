@@ -28,10 +28,15 @@ the database or the cache, except the breaker gauge at scrape time.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 from gateway_realtime.conf import app_settings
+
+logger = logging.getLogger("gateway_realtime")
 
 AVAILABLE = importlib.util.find_spec("prometheus_client") is not None
 
@@ -94,6 +99,29 @@ def enabled() -> bool:
     return AVAILABLE and app_settings.METRICS
 
 
+P = ParamSpec("P")
+
+
+def _recorder(function: Callable[P, None]) -> Callable[P, None]:
+    """Record only while enabled; a fault is logged, never raised into a mint or a session.
+
+    The mint signals' receivers run after the secret is recorded, and Django
+    hands a receiver's exception to the sender: a metric must not cost a user
+    the secret (nor a relayed session its cleanup).
+    """
+
+    @functools.wraps(function)
+    def record(*args: P.args, **kwargs: P.kwargs) -> None:
+        if not enabled():
+            return
+        try:
+            function(*args, **kwargs)
+        except Exception as error:
+            logger.warning("A metric was not recorded (%s)", type(error).__name__)
+
+    return record
+
+
 class BreakerCollector:
     """``gateway_realtime_breaker_open``, read from the shared breaker at each scrape.
 
@@ -123,10 +151,9 @@ class BreakerCollector:
         return []
 
 
+@_recorder
 def mint_completed(sender: Any, issuance: Any, **kwargs: Any) -> None:
     """The ``client_secret_issued`` and ``client_secret_failed`` receiver."""
-    if not enabled():
-        return
     metrics = _registered()
     error_type = issuance.error_type or ""
     metrics["mints"].labels(issuance.kind, issuance.outcome, error_type).inc()
@@ -136,15 +163,18 @@ def mint_completed(sender: Any, issuance: Any, **kwargs: Any) -> None:
         metrics["bulkhead"].labels(issuance.kind).inc()
 
 
+@_recorder
 def relay_started(kind: str) -> None:
-    if enabled():
-        _registered()["live"].labels(kind).inc()
+    _registered()["live"].labels(kind).inc()
 
 
+@_recorder
 def relay_ended(row: Any) -> None:
-    """A relayed session that had started ended: its row is complete."""
-    if not enabled():
-        return
+    """A relayed session that had started ended: its row holds the close and the meter.
+
+    Called before the row is saved, so that a database that cannot take the
+    row leaves no session counted as live for ever.
+    """
     metrics = _registered()
     metrics["live"].labels(row.kind).dec()
     metrics["sessions"].labels(row.kind, row.closed_by or "").inc()

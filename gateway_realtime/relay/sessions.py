@@ -236,6 +236,7 @@ def end_session(
     fields = session.meter.fields()
     for name, value in fields.items():
         setattr(row, name, value)
+    metrics.relay_ended(row)  # first: a row that cannot be saved still ends the live count
     row.save(
         using=app_settings.AUDIT_DATABASE,
         update_fields=[
@@ -248,7 +249,6 @@ def end_session(
         ],
     )
     usage.record_relay_session(row)
-    metrics.relay_ended(row)
     if not gateway_opened and session.claim is not None:
         # Nothing reached the Gateway: the start's quota unit is given back.
         session.claim.release()
