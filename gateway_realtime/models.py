@@ -352,3 +352,20 @@ class DailyFailure(UsageKey):
 
     def __str__(self) -> str:
         return f"{self.day} user {self.user_id} {self.outcome} {self.error_type}: {self.count}"
+
+
+class Dashboard(DailyUsage):
+    """The staff dashboard in the admin (``gateway_realtime.dashboard``): a proxy of the ledger.
+
+    No table of its own. It exists so that the dashboard has a place in the
+    admin's app index (``admin/gateway_realtime/dashboard/`` on whatever
+    admin site the project uses) and one permission, ``view_dashboard``,
+    that staff are given to see it.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = _("usage dashboard")
+        verbose_name_plural = _("usage dashboard")
+        # Nothing here is added, changed or deleted: the one permission is to look.
+        default_permissions = ("view",)

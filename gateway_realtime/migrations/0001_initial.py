@@ -497,4 +497,17 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
+        migrations.CreateModel(
+            name="Dashboard",
+            fields=[],
+            options={
+                "verbose_name": "usage dashboard",
+                "verbose_name_plural": "usage dashboard",
+                "proxy": True,
+                "default_permissions": ("view",),
+                "indexes": [],
+                "constraints": [],
+            },
+            bases=("gateway_realtime.dailyusage",),
+        ),
     ]
