@@ -35,3 +35,14 @@ if importlib.util.find_spec("drf_spectacular") is not None:
         path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
         path("api/schema/page/", views.schema_page, name="schema-page"),
     ]
+
+# This process's Prometheus metrics, with the `metrics` extra (docs/metrics.md).
+# The demo runs on 127.0.0.1; a real site keeps /metrics private.
+if importlib.util.find_spec("prometheus_client") is not None:
+    from django.http import HttpRequest, HttpResponse
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    def metrics(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    urlpatterns += [path("metrics", metrics, name="metrics")]

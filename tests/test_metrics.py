@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -286,6 +287,22 @@ def test_metrics_off_counts_nothing(scrape_url, same_origin, gateway, settings):
     assert BREAKER not in after
 
 
+@pytest.mark.django_db
+def test_every_metric_is_in_the_docs_table_with_its_type_and_labels():
+    rows = re.findall(
+        r"^\| `(gateway_realtime_\w+)` \| (\w+) \|([^|]*)\|",
+        (ROOT / "docs" / "metrics.md").read_text(),
+        re.M,
+    )
+    documented = {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    registered = {"gateway_realtime_breaker_open": ("gauge", set())}  # the collector's
+    for metric in metrics._registered().values():
+        (family,) = metric.describe()
+        name = family.name + ("_total" if family.type == "counter" else "")
+        registered[name] = (family.type, set(metric._labelnames))
+    assert registered == documented
+
+
 def test_metrics_must_be_a_boolean(settings):
     from gateway_realtime import checks
 
@@ -383,3 +400,14 @@ def test_gunicorn_workers_in_multiprocess_mode(tmp_path):
         samples = scrape(url)
         assert samples[live] == 1
         assert samples[issued] == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("example_project.urls")
+def test_the_example_project_serves_them(client, same_origin, gateway):
+    assert same_origin("/api/realtime-token/realtime/").status_code == 200
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert {"gateway_realtime_mints", "gateway_realtime_breaker_open"} <= names
