@@ -49,9 +49,6 @@ MIDDLEWARE = [
 ROOT_URLCONF = "example_project.urls"
 WSGI_APPLICATION = "example_project.wsgi.application"
 
-# Relay mode (docs/relay.md) when the `relay` extra is installed: Channels,
-# the ASGI application with the relay's routes, and a channel layer for
-# revocation (in memory for one process; Redis for many).
 # The OpenAPI schema of the mint endpoints (docs/openapi.md) when the
 # `openapi` extra (drf-spectacular) is installed: /api/schema/ and a page.
 OPENAPI_INSTALLED = importlib.util.find_spec("drf_spectacular") is not None
@@ -64,6 +61,9 @@ if OPENAPI_INSTALLED:
         "VERSION": "1",
     }
 
+# Relay mode (docs/relay.md) when the `relay` extra is installed: Channels,
+# the ASGI application with the relay's routes, and a channel layer for
+# revocation (in memory for one process; Redis for many).
 RELAY_INSTALLED = importlib.util.find_spec("channels") is not None
 DEMO_RELAY = RELAY_INSTALLED and os.environ.get("DEMO_RELAY") == "1"
 if RELAY_INSTALLED:
