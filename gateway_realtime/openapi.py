@@ -52,12 +52,24 @@ def secret_serializer() -> Any:
             "expiresAt": serializers.IntegerField(
                 required=False, help_text="When the secret expires, in epoch seconds."
             ),
-            "tools": serializers.ListField(
-                child=serializers.DictField(),
-                required=False,
-                help_text="Tool definitions from GATEWAY_REALTIME_TOOLS_FUNCTION.",
-            ),
+            "tools": tool_serializer(),
         },
+    )
+
+
+def tool_serializer() -> Any:
+    """A tool as ``services.resolve_tools`` lets one through."""
+    return inline_serializer(
+        name="GatewayRealtimeTool",
+        fields={
+            "type": serializers.ChoiceField(choices=["function"]),
+            "name": serializers.CharField(),
+            "description": serializers.CharField(required=False),
+            "parameters": serializers.DictField(help_text="The arguments' JSON schema."),
+        },
+        many=True,
+        required=False,
+        help_text="Tool definitions from GATEWAY_REALTIME_TOOLS_FUNCTION (when it returns some).",
     )
 
 

@@ -127,12 +127,16 @@ def test_the_endpoint_error_table_is_what_the_mapping_answers():
     assert documented_endpoint_errors() == answered
 
 
-@pytest.mark.django_db
-def test_the_views_own_refusals_are_the_documented_ones(user, other_user, gateway, settings):
+def provoke_view_refusals(user, other_user, settings):
+    """One real answer of each of the view's own refusals (``api_errors.VIEW_REFUSALS``).
+
+    Shared with tests/test_openapi.py. Needs the ``gateway`` fixture (one
+    mint succeeds before the burst rate refuses the next) and the database.
+    """
     from django.urls import reverse
 
     from gateway_realtime.conf import app_settings
-    from tests.conftest import SameOriginClient, error_of
+    from tests.conftest import SameOriginClient
 
     url = reverse("gateway_realtime:realtime")
     browser = SameOriginClient(user)
@@ -149,8 +153,15 @@ def test_the_views_own_refusals_are_the_documented_ones(user, other_user, gatewa
     hurried = SameOriginClient(other_user)
     assert hurried(url).status_code == 200  # the one mint the rate allows
     refusals.append(hurried(url))
-    from gateway_realtime.api_errors import VIEW_REFUSALS
+    return refusals
 
+
+@pytest.mark.django_db
+def test_the_views_own_refusals_are_the_documented_ones(user, other_user, gateway, settings):
+    from gateway_realtime.api_errors import VIEW_REFUSALS
+    from tests.conftest import error_of
+
+    refusals = provoke_view_refusals(user, other_user, settings)
     seen = {(response.status_code, error_of(response)["type"]) for response in refusals}
     assert seen == set(VIEW_REFUSALS)
     assert seen <= documented_endpoint_errors()

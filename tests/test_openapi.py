@@ -19,9 +19,12 @@ from gateway_realtime.api_errors import (
 from gateway_realtime.views import ClientSecretView
 
 from .conftest import SameOriginClient
+from .test_docs import provoke_view_refusals
 
-pytest.importorskip("drf_spectacular", reason="the openapi extra")
-jsonschema = pytest.importorskip("jsonschema")
+pytest.importorskip(
+    "drf_spectacular", reason="drf-spectacular is not installed (the openapi extra)"
+)
+jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with drf-spectacular")
 
 SPECTACULAR = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 PATHS = {
@@ -90,21 +93,48 @@ def test_the_schema_names_no_secret(schema, settings):
 # Real answers ---------------------------------------------------------------------
 
 
-def check(response: Any, schema: dict[str, Any]) -> None:
-    """The answer's status is declared, its body matches, Retry-After as declared."""
+def check(response: Any, schema: dict[str, Any], kind: str = "realtime") -> None:
+    """The answer's status is declared, its body matches exactly, Retry-After as declared."""
     status = response.status_code
-    assert str(status) in schema["paths"][PATHS["realtime"]]["post"]["responses"], status
-    jsonschema.validate(response.json(), body_schema(schema, status))
+    assert str(status) in schema["paths"][PATHS[kind]]["post"]["responses"], status
+    body, shape = response.json(), body_schema(schema, status, kind)
+    jsonschema.validate(body, shape)
+    # Nothing the schema leaves out (its objects are open, as drf-spectacular writes them).
+    assert set(body) <= set(shape["properties"]), body
+    if "error" in body:
+        assert set(body["error"]) <= set(shape["properties"]["error"]["properties"]), body
     assert ("Retry-After" in response) == (status in RETRY_AFTER_STATUSES), status
     if "Retry-After" in response:
         assert int(response["Retry-After"]) >= 1
 
 
+def tools_hook(**kwargs: Any) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "name": "get_weather", "description": "The weather in a city."}
+        | {"parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {"type": "function", "name": "noop", "parameters": {}},
+    ]
+
+
 @pytest.mark.django_db
-def test_a_real_secret_matches_the_200_schema(schema, user, gateway):
-    response = SameOriginClient(user)(reverse("gateway_realtime:realtime"))
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_real_secret_matches_the_200_schema(schema, user, gateway, kind):
+    response = SameOriginClient(user)(PATHS[kind])
     assert response.status_code == 200
+    assert set(response.json()) == {"token", "url", "expiresAt"}
+    check(response, schema, kind)
+
+
+@pytest.mark.django_db
+def test_a_real_secret_with_tools_matches_the_200_schema(schema, user, gateway, settings):
+    settings.GATEWAY_REALTIME_TOOLS_FUNCTION = "tests.test_openapi.tools_hook"
+    response = SameOriginClient(user)(PATHS["realtime"])
+    assert response.status_code == 200
+    assert response.json()["tools"] == tools_hook()
     check(response, schema)
+    for bad in ({"name": "x", "parameters": {}}, {"type": "function", "parameters": {}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**response.json(), "tools": [bad]}, body_schema(schema, 200))
 
 
 @pytest.mark.django_db
@@ -120,24 +150,8 @@ def test_each_failures_real_answer_matches_the_schema(schema, user, failure):
 @pytest.mark.django_db
 @pytest.mark.usefixtures("empty_cache")
 def test_the_views_own_refusals_match_the_schema(schema, user, other_user, gateway, settings):
-    from gateway_realtime.conf import app_settings
-
-    url = reverse("gateway_realtime:realtime")
-    browser = SameOriginClient(user)
-    refusals = [
-        browser(url, b"{not json"),
-        SameOriginClient()(url),
-        browser(url, HTTP_ORIGIN="https://evil.example", HTTP_SEC_FETCH_SITE="cross-site"),
-        browser(url, method="GET"),
-        browser(url, b"{" + b" " * app_settings.MAX_REQUEST_BYTES + b"}"),
-        browser(url, b"{}", content_type="text/plain"),
-    ]
-    settings.GATEWAY_REALTIME_RATE = "1/min"
-    hurried = SameOriginClient(other_user)
-    assert hurried(url).status_code == 200
-    refusals.append(hurried(url))
     seen = set()
-    for response in refusals:
+    for response in provoke_view_refusals(user, other_user, settings):
         check(response, schema)
         seen.add((response.status_code, response.json()["error"]["type"]))
     assert seen == set(VIEW_REFUSALS)
