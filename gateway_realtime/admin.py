@@ -5,7 +5,7 @@ import logging
 from typing import Any, cast
 
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -15,10 +15,12 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from gateway_realtime.conf import app_settings
+from gateway_realtime.dashboard import DashboardAdmin, may_end_sessions
 from gateway_realtime.models import (
     ClientSecretIssuance,
     DailyFailure,
     DailyUsage,
+    Dashboard,
     QuotaCounter,
     RelaySession,
     RelayUsage,
@@ -313,9 +315,7 @@ class RelaySessionAdmin(ReadOnlyAdmin):
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         """Who may change users (and so deactivate them) may end their sessions."""
-        user_model = get_user_model()
-        opts = user_model._meta
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+        return may_end_sessions(request)
 
     deletable = False
 
@@ -345,3 +345,7 @@ class DailyUsageAdmin(ReadOnlyAdmin):
     list_select_related = ["user"]
     search_fields = ["model"]
     show_full_result_count = False
+
+
+# The staff dashboard (gateway_realtime.dashboard), in the app's index.
+admin.site.register(Dashboard, DashboardAdmin)

@@ -1,0 +1,707 @@
+"""The staff dashboard in the admin: usage and health at a glance (docs/dashboard.md).
+
+``DashboardAdmin`` is registered for the ``Dashboard`` proxy model, so the
+dashboard sits in the app's admin index at ``admin/gateway_realtime/dashboard/``
+on whatever admin site the project uses, and the proxy's one permission,
+``gateway_realtime.view_dashboard``, decides who sees it. Its pages:
+
+- ``dashboard/``: for a period (``?since=&until=``, UTC days, both
+  included; the last 30 by default, at most ``PeriodForm.MAX_DAYS``), mints
+  per day by outcome, failures by type, relayed minutes and tokens per
+  day, the top users by spend, and the circuit breaker's state now;
+- ``dashboard/user/<pk>/``: one user's usage per day, their live relayed
+  sessions (with a button that ends them, for staff who may change users)
+  and their quota left per kind;
+- ``dashboard/export.csv``: the ledger's rows for the period.
+
+Totals and charts read only the usage ledger (``DailyUsage``,
+``DailyFailure``) with aggregate queries, so a page costs what the days and
+active users cost, not what the mints do; the live sessions are the
+``RelaySession`` rows with no end. Every page is sent with a strict
+Content-Security-Policy of its own: the charts are server-rendered SVG
+(``gateway_realtime.charts``) and the page runs no inline script or style.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import F, QuerySet, Sum
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
+
+from gateway_realtime import charts
+from gateway_realtime.breaker import CircuitState, circuit_state
+from gateway_realtime.conf import app_settings
+from gateway_realtime.exceptions import GatewayConfigurationError, LimitsUnavailable
+from gateway_realtime.limits import get_policy, quota_left
+from gateway_realtime.models import DailyFailure, DailyUsage, RelaySession
+from gateway_realtime.protocol import Kind
+
+logger = logging.getLogger("gateway_realtime")
+
+#: The ledger's counters, in the order of the CSV's columns.
+COUNTERS = (
+    "issued",
+    "failed",
+    "rejected",
+    "relayed_sessions",
+    "relay_refused",
+    "relayed_seconds",
+    "audio_seconds_in",
+    "audio_seconds_out",
+    "input_tokens",
+    "output_tokens",
+)
+FLOAT_COUNTERS = frozenset({"relayed_seconds", "audio_seconds_in", "audio_seconds_out"})
+
+#: Mints by outcome, as the per-day chart stacks them (and as CSS colours them).
+MINT_SERIES = (
+    charts.Series("issued", str(_("issued"))),
+    charts.Series("failed", str(_("failed"))),
+    charts.Series("rejected", str(_("rejected"))),
+)
+TOKEN_SERIES = (
+    charts.Series("input", str(_("input tokens"))),
+    charts.Series("output", str(_("output tokens"))),
+)
+MINUTE_SERIES = (charts.Series("relayed", str(_("relayed minutes"))),)
+
+#: How many users the "top users by spend" table lists.
+TOP_USERS = 20
+
+#: Characters that make a spreadsheet read a cell as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def utc_today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+# The period -------------------------------------------------------------------
+
+
+class PeriodForm(forms.Form):
+    """The dashboard's period: UTC days ``since`` to ``until``, both included.
+
+    Either may be left out: ``until`` is then today (UTC), ``since`` 29 days
+    before ``until``. Bound to the query string; an invalid period is shown
+    with its errors and nothing is read.
+    """
+
+    #: The longest period one page sums (a year, a leap day included).
+    MAX_DAYS = 366
+    DEFAULT_DAYS = 30
+    #: The earliest day that can be asked for: nothing was minted before.
+    FIRST_DAY = dt.date(2000, 1, 1)
+
+    since = forms.DateField(
+        label=_("From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+    until = forms.DateField(
+        label=_("To"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+
+    def _in_range(self, day: dt.date | None) -> dt.date | None:
+        last = utc_today() + dt.timedelta(days=self.MAX_DAYS)
+        if day is not None and not self.FIRST_DAY <= day <= last:
+            raise ValidationError(
+                _("Choose a day from %(first)s to %(last)s."),
+                code="out_of_range",
+                params={"first": self.FIRST_DAY, "last": last},
+            )
+        return day
+
+    def clean_since(self) -> dt.date | None:
+        return self._in_range(self.cleaned_data.get("since"))
+
+    def clean_until(self) -> dt.date | None:
+        return self._in_range(self.cleaned_data.get("until"))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        until = data.get("until") or utc_today()
+        since = data.get("since") or until - dt.timedelta(days=self.DEFAULT_DAYS - 1)
+        if since > until:
+            raise ValidationError(_("The period ends before it starts."), code="reversed")
+        if (until - since).days + 1 > self.MAX_DAYS:
+            raise ValidationError(
+                _("Choose a period of at most %(days)d days."),
+                code="too_long",
+                params={"days": self.MAX_DAYS},
+            )
+        data["since"], data["until"] = since, until
+        return data
+
+    @property
+    def period(self) -> tuple[dt.date, dt.date]:
+        """The valid period (call ``is_valid()`` first)."""
+        return self.cleaned_data["since"], self.cleaned_data["until"]
+
+
+def days_of(since: dt.date, until: dt.date) -> list[dt.date]:
+    return [since + dt.timedelta(days=n) for n in range((until - since).days + 1)]
+
+
+# Reading the ledger -------------------------------------------------------------
+
+
+def _ledger(since: dt.date, until: dt.date, user_id: Any = None) -> QuerySet[DailyUsage]:
+    rows = DailyUsage.objects.using(app_settings.AUDIT_DATABASE).filter(
+        day__gte=since, day__lte=until
+    )
+    return rows if user_id is None else rows.filter(user_id=user_id)
+
+
+def _sums() -> dict[str, Sum]:
+    # "n_" because an annotation may not take a field's own name.
+    return {f"n_{name}": Sum(name) for name in COUNTERS}
+
+
+def _counters(row: Mapping[str, Any]) -> dict[str, float]:
+    return {name: row.get(f"n_{name}") or 0 for name in COUNTERS}
+
+
+@dataclass
+class Sums:
+    """Sums of the ledger's counters (a day's, a period's)."""
+
+    counts: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+
+    @property
+    def relayed_minutes(self) -> float:
+        return self.counts["relayed_seconds"] / 60
+
+    @property
+    def audio_minutes_in(self) -> float:
+        return self.counts["audio_seconds_in"] / 60
+
+    @property
+    def audio_minutes_out(self) -> float:
+        return self.counts["audio_seconds_out"] / 60
+
+
+@dataclass
+class Day(Sums):
+    """One UTC day's sums."""
+
+    day: dt.date = dt.date.min
+
+
+def per_day(since: dt.date, until: dt.date, user_id: Any = None) -> list[Day]:
+    """Every day of the period with its sums (0 for a day without ledger rows): one query."""
+    found = {
+        row["day"]: _counters(row)
+        for row in _ledger(since, until, user_id).values("day").annotate(**_sums()).order_by()
+    }
+    return [Day(found[day], day) if day in found else Day(day=day) for day in days_of(since, until)]
+
+
+def totals(since: dt.date, until: dt.date, user_id: Any = None) -> Sums:
+    """The period's sums of every counter: one query."""
+    return Sums(_counters(_ledger(since, until, user_id).aggregate(**_sums())))
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    outcome: str
+    error_type: str
+    count: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.outcome}: {self.error_type or '-'}"
+
+
+def failures(since: dt.date, until: dt.date, user_id: Any = None) -> list[FailureCount]:
+    """What did not go through, by outcome and error type, most frequent first: one query."""
+    rows = DailyFailure.objects.using(app_settings.AUDIT_DATABASE).filter(
+        day__gte=since, day__lte=until
+    )
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    grouped = (
+        rows.values("outcome", "error_type")
+        .annotate(n=Sum("count"))
+        .order_by("-n", "outcome", "error_type")
+    )
+    return [FailureCount(row["outcome"], row["error_type"], int(row["n"])) for row in grouped]
+
+
+@dataclass(frozen=True)
+class Spender:
+    """One user's sums in the period, with what ranks them (see ``top_users``)."""
+
+    user_id: Any
+    username: str
+    counts: dict[str, float]
+
+    @property
+    def audio_minutes(self) -> float:
+        return (self.counts["audio_seconds_in"] + self.counts["audio_seconds_out"]) / 60
+
+    @property
+    def tokens(self) -> float:
+        return self.counts["input_tokens"] + self.counts["output_tokens"]
+
+    @property
+    def relayed_minutes(self) -> float:
+        return self.counts["relayed_seconds"] / 60
+
+    @property
+    def not_through(self) -> float:
+        return self.counts["failed"] + self.counts["rejected"] + self.counts["relay_refused"]
+
+
+def top_users(since: dt.date, until: dt.date, limit: int = TOP_USERS) -> list[Spender]:
+    """The users who spent most in the period, by what the Gateway bills.
+
+    Ranked by metered audio (relayed seconds in plus out), then tokens (in
+    plus out), then client secrets issued, then user id: audio and tokens
+    are what relayed sessions are billed by, and each issued secret opens a
+    session the site cannot meter (the browser talks to the Gateway
+    directly). The ledger holds no prices, so the units are not added up
+    into money; on a site that does not relay, the ranking is by secrets
+    issued. One grouped query, then one for the listed users' names.
+    """
+    grouped = (
+        _ledger(since, until)
+        .values("user_id")
+        .annotate(
+            **_sums(),
+            audio=Sum(F("audio_seconds_in") + F("audio_seconds_out")),
+            tokens=Sum(F("input_tokens") + F("output_tokens")),
+            secrets=Sum("issued"),
+        )
+        .order_by("-audio", "-tokens", "-secrets", "user_id")[:limit]
+    )
+    rows = list(grouped)
+    user_model = get_user_model()
+    users = user_model._default_manager.in_bulk([row["user_id"] for row in rows])
+    return [
+        Spender(
+            row["user_id"],
+            users[row["user_id"]].get_username() if row["user_id"] in users else "",
+            _counters(row),
+        )
+        for row in rows
+    ]
+
+
+def live_sessions(user_id: Any, max_seconds: float) -> list[RelaySession]:
+    """The user's relayed sessions with no end that started within ``max_seconds``.
+
+    As the relay counts them (``relay.sessions``): a row older than the
+    longest session is one whose process died before it could end it.
+    """
+    since = timezone.now() - dt.timedelta(seconds=max_seconds)
+    return list(
+        RelaySession.objects.using(app_settings.AUDIT_DATABASE)
+        .filter(user_id=user_id, ended_at__isnull=True, started_at__gte=since)
+        .order_by("-started_at")
+    )
+
+
+def live_session_count() -> int:
+    """Live relayed sessions of every user, by the site's longest session: one indexed count."""
+    since = timezone.now() - dt.timedelta(seconds=app_settings.RELAY_MAX_SESSION_SECONDS)
+    return (
+        RelaySession.objects.using(app_settings.AUDIT_DATABASE)
+        .filter(ended_at__isnull=True, started_at__gte=since)
+        .count()
+    )
+
+
+@dataclass(frozen=True)
+class QuotaLeft:
+    kind: str
+    left: int | None
+    #: Why no figure: "unavailable" (the quota store), "error" (the policy hook).
+    problem: str = ""
+
+
+def user_limits(user: Any) -> tuple[list[QuotaLeft], float]:
+    """``quota_left`` per kind, and the longest relayed session the user's policies allow.
+
+    The policy hook is called with ``request=None``: the request is the staff
+    member's, not the user's.
+    """
+    quotas = []
+    longest = app_settings.RELAY_MAX_SESSION_SECONDS
+    for kind in Kind:
+        try:
+            longest = max(longest, get_policy(user, kind).max_session_seconds)
+            quotas.append(QuotaLeft(kind.value, quota_left(user, kind)))
+        except LimitsUnavailable:
+            quotas.append(QuotaLeft(kind.value, None, "unavailable"))
+        except GatewayConfigurationError:
+            logger.exception("The dashboard could not read the policy of user %s", user.pk)
+            quotas.append(QuotaLeft(kind.value, None, "error"))
+    return quotas, longest
+
+
+def breaker_state() -> CircuitState | None:
+    """The circuit breaker now, or ``None`` when its cache cannot be read (logged)."""
+    try:
+        return circuit_state()
+    except Exception:  # any cache backend's own errors
+        logger.warning("The dashboard could not read the circuit breaker's cache", exc_info=True)
+        return None
+
+
+# Charts -----------------------------------------------------------------------------
+
+
+def day_charts(days: Sequence[Day], prefix: str) -> dict[str, SafeString]:
+    """The three per-day charts: mints by outcome, relayed minutes, tokens."""
+    labels = [day.day.isoformat() for day in days]
+    ticks = [day.day.strftime("%m-%d") for day in days]
+
+    def minutes(value: float) -> str:
+        return f"{value:.1f}" if value < 100 else charts.compact(value)
+
+    return {
+        "mints": charts.columns(
+            chart_id=f"{prefix}-mints",
+            title=gettext("Mints per day by outcome"),
+            labels=labels,
+            ticks=ticks,
+            series=MINT_SERIES,
+            values=[[day.counts[s.key] for s in MINT_SERIES] for day in days],
+        ),
+        "minutes": charts.columns(
+            chart_id=f"{prefix}-minutes",
+            title=gettext("Relayed minutes per day"),
+            labels=labels,
+            ticks=ticks,
+            series=MINUTE_SERIES,
+            values=[[day.relayed_minutes] for day in days],
+            fmt=minutes,
+            integer=False,
+        ),
+        "tokens": charts.columns(
+            chart_id=f"{prefix}-tokens",
+            title=gettext("Tokens per day"),
+            labels=labels,
+            ticks=ticks,
+            series=TOKEN_SERIES,
+            values=[[day.counts["input_tokens"], day.counts["output_tokens"]] for day in days],
+        ),
+    }
+
+
+def failure_chart(rows: Sequence[FailureCount], prefix: str) -> SafeString:
+    return charts.bars(
+        chart_id=f"{prefix}-failures",
+        title=gettext("Failures by type"),
+        rows=[charts.Bar(row.label, row.count, row.outcome) for row in rows],
+    )
+
+
+# The CSV export -----------------------------------------------------------------------
+
+
+def neutralise(value: Any) -> Any:
+    """A cell a spreadsheet will show as text, never run as a formula (CSV injection).
+
+    Usernames and models are chosen by users: a text cell that starts with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class _Lines:
+    """A file-like ``csv.writer`` target that hands each written line back."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+CSV_HEADER = ("day", "user_id", "username", "kind", "model", *COUNTERS)
+
+
+def csv_lines(since: dt.date, until: dt.date) -> Iterator[str]:
+    """The ledger's rows of the period as CSV lines, header first, read in chunks."""
+    writer = csv.writer(_Lines())
+    yield writer.writerow(CSV_HEADER)
+    username = "user__" + get_user_model().USERNAME_FIELD
+    rows = (
+        _ledger(since, until)
+        .order_by("day", "user_id", "kind", "model")
+        .values_list("day", "user_id", username, "kind", "model", *COUNTERS)
+    )
+    for row in rows.iterator(chunk_size=2000):
+        cells = [
+            round(value, 3) if isinstance(value, float) else neutralise(value) for value in row
+        ]
+        cells[0] = row[0].isoformat()
+        yield writer.writerow(cells)
+
+
+# The admin ----------------------------------------------------------------------------
+
+
+def content_security_policy() -> str:
+    """The dashboard pages' policy: no inline script or style, nothing from elsewhere.
+
+    The example project's policy without the Gateway's ``connect-src``. When
+    ``STATIC_URL`` is on another origin (a CDN), that origin may serve the
+    admin's and the dashboard's scripts and styles too.
+    """
+    static = urlsplit(str(settings.STATIC_URL or ""))
+    extra = f" {static.scheme}://{static.netloc}" if static.scheme and static.netloc else ""
+    return "; ".join(
+        [
+            f"default-src 'self'{extra}",
+            f"script-src 'self'{extra}",
+            f"style-src 'self'{extra}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+Response = TypeVar("Response", bound=HttpResponseBase)
+
+
+def _with_csp(response: Response) -> Response:
+    response["Content-Security-Policy"] = content_security_policy()
+    return response
+
+
+def may_end_sessions(request: HttpRequest) -> bool:
+    """Who may change users (and so deactivate them) may end their sessions."""
+    opts = get_user_model()._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
+class DashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The dashboard's pages in place of a changelist (the module docstring lists them).
+
+    Staff need ``gateway_realtime.view_dashboard`` (superusers have it); the
+    button that ends a user's live sessions needs the change permission on
+    the user model too. Nothing is added, changed or deleted here.
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        # Only the dashboard's own pages: no add, change, delete or history views.
+        wrap = self.admin_site.admin_view
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("", wrap(self.changelist_view), name=f"{name}_changelist"),
+            path("export.csv", wrap(self.export_view), name=f"{name}_export"),
+            path("user/<str:pk>/", wrap(self.user_view), name=f"{name}_user"),
+            path("user/<str:pk>/end/", wrap(self.end_sessions_view), name=f"{name}_end"),
+        ]
+
+    def _url(self, view: str, *args: Any) -> str:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_{view}"
+        return reverse(f"{self.admin_site.name}:{name}", args=args)
+
+    def _check(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def _context(self, request: HttpRequest, title: str, form: PeriodForm) -> dict[str, Any]:
+        request.current_app = self.admin_site.name
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "app_label": self.opts.app_label,
+            "title": title,
+            "form": form,
+            "dashboard_url": self._url("changelist"),
+            "max_days": PeriodForm.MAX_DAYS,
+        }
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        self._check(request)
+        form = PeriodForm(request.GET)
+        context = self._context(request, gettext("Usage dashboard"), form)
+        status = 200
+        if form.is_valid():
+            since, until = form.period
+            days = per_day(since, until)
+            failed = failures(since, until)
+            spenders = top_users(since, until)
+            context.update(
+                since=since,
+                until=until,
+                days=days,
+                totals=totals(since, until),
+                failures=failed,
+                spenders=[(spender, self._url("user", spender.user_id)) for spender in spenders],
+                charts=day_charts(days, "site"),
+                failure_chart=failure_chart(failed, "site") if failed else None,
+                breaker=breaker_state(),
+                breaker_threshold=app_settings.BREAKER_FAILURES,
+                live_sessions=live_session_count(),
+                export_url=f"{self._url('export')}?since={since}&until={until}",
+            )
+        else:
+            status = 400
+        response = TemplateResponse(
+            request, "admin/gateway_realtime/dashboard/dashboard.html", context, status=status
+        )
+        return _with_csp(response)
+
+    def _user(self, pk: str) -> Any:
+        user_model = get_user_model()
+        try:
+            key = user_model._meta.pk.to_python(pk)
+            return user_model._default_manager.get(pk=key)
+        except (ValidationError, ValueError, user_model.DoesNotExist):
+            raise Http404(gettext("No such user.")) from None
+
+    def user_view(self, request: HttpRequest, pk: str) -> HttpResponseBase:
+        self._check(request)
+        user = self._user(pk)
+        form = PeriodForm(request.GET)
+        context = self._context(
+            request, gettext("Usage of %(user)s") % {"user": user.get_username()}, form
+        )
+        quotas, longest = user_limits(user)
+        context.update(
+            shown_user=user,
+            quotas=quotas,
+            live=live_sessions(user.pk, longest),
+            may_end=may_end_sessions(request),
+            end_url=self._url("end", user.pk),
+        )
+        status = 200
+        if form.is_valid():
+            since, until = form.period
+            days = per_day(since, until, user.pk)
+            failed = failures(since, until, user.pk)
+            context.update(
+                since=since,
+                until=until,
+                days=days,
+                totals=totals(since, until, user.pk),
+                failures=failed,
+                charts=day_charts(days, "user"),
+                failure_chart=failure_chart(failed, "user") if failed else None,
+            )
+        else:
+            status = 400
+        response = TemplateResponse(
+            request, "admin/gateway_realtime/dashboard/user.html", context, status=status
+        )
+        return _with_csp(response)
+
+    def end_sessions_view(self, request: HttpRequest, pk: str) -> HttpResponseBase:
+        return _with_csp(require_POST(self._end_sessions)(request, pk))
+
+    def _end_sessions(self, request: HttpRequest, pk: str) -> HttpResponseBase:
+        self._check(request)
+        if not may_end_sessions(request):
+            raise PermissionDenied
+        # Imported here: gateway_realtime.admin imports this module.
+        from gateway_realtime.admin import ADMIN_REASON
+        from gateway_realtime.relay.revocation import revoke_sessions
+
+        user = self._user(pk)
+        try:
+            sent = revoke_sessions(user.pk, ADMIN_REASON)
+        except Exception:
+            logger.exception("The dashboard could not revoke relayed sessions")
+            self.message_user(
+                request,
+                gettext("Could not reach the channel layer: no session was ended. See the log."),
+                messages.ERROR,
+            )
+        else:
+            if sent:
+                self.message_user(
+                    request,
+                    gettext("Ending the live sessions of %(user)s.")
+                    % {"user": user.get_username()},
+                    messages.SUCCESS,
+                )
+            else:
+                self.message_user(
+                    request,
+                    gettext(
+                        "No channel layer is configured (CHANNEL_LAYERS): no session was ended."
+                    ),
+                    messages.ERROR,
+                )
+        query = request.GET.urlencode()
+        return HttpResponseRedirect(self._url("user", user.pk) + (f"?{query}" if query else ""))
+
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        self._check(request)
+        form = PeriodForm(request.GET)
+        if not form.is_valid():
+            problems = "\n".join(
+                str(message) for errors in form.errors.values() for message in errors
+            )
+            response = HttpResponse(problems + "\n", status=400, content_type="text/plain")
+            return _with_csp(response)
+        since, until = form.period
+        streamed = StreamingHttpResponse(
+            csv_lines(since, until), content_type="text/csv; charset=utf-8"
+        )
+        streamed["Content-Disposition"] = (
+            f'attachment; filename="gateway-realtime-usage-{since}-{until}.csv"'
+        )
+        return _with_csp(streamed)
+
+
+__all__ = [
+    "CSV_HEADER",
+    "DashboardAdmin",
+    "PeriodForm",
+    "content_security_policy",
+    "csv_lines",
+    "failures",
+    "neutralise",
+    "per_day",
+    "top_users",
+    "totals",
+]
