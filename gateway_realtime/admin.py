@@ -24,6 +24,7 @@ from gateway_realtime.models import (
     QuotaCounter,
     RelaySession,
     RelayUsage,
+    SiteDailyFailure,
     token_fingerprint,
 )
 
@@ -87,7 +88,7 @@ class ErrorTypeFilter(FieldValueFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         since = timezone.now().date() - dt.timedelta(days=90)
         types = (
-            DailyFailure.objects.using(app_settings.AUDIT_DATABASE)
+            SiteDailyFailure.objects.using(app_settings.AUDIT_DATABASE)
             .filter(day__gte=since)
             .values_list("error_type", flat=True)
             .distinct()
@@ -320,13 +321,24 @@ class RelaySessionAdmin(ReadOnlyAdmin):
     deletable = False
 
 
-@admin.register(DailyUsage)
-class DailyUsageAdmin(ReadOnlyAdmin):
-    """The usage ledger, written by the app (``gateway_realtime.usage``)."""
+class LedgerAdmin(ReadOnlyAdmin):
+    """The usage ledger's per-user rows, written by the app (``gateway_realtime.usage``).
+
+    Built like the audit admin for a table of millions of rows a day
+    (docs/scaling.md): the count is capped, and days are filtered by ranges
+    ("today", "past 7 days", "this month") rather than a ``date_hierarchy``,
+    whose links are a ``DISTINCT`` over every row.
+    """
 
     # Rows are rebuilt from the audit trail, never deleted by hand.
     deletable = False
-    date_hierarchy = "day"
+    paginator = CappedPaginator
+    show_full_result_count = False
+    list_select_related = ["user"]
+
+
+@admin.register(DailyUsage)
+class DailyUsageAdmin(LedgerAdmin):
     list_display = [
         "day",
         "user",
@@ -341,10 +353,15 @@ class DailyUsageAdmin(ReadOnlyAdmin):
         "input_tokens",
         "output_tokens",
     ]
-    list_filter = ["kind"]
-    list_select_related = ["user"]
+    list_filter = ["day", "kind"]
     search_fields = ["model"]
-    show_full_result_count = False
+
+
+@admin.register(DailyFailure)
+class DailyFailureAdmin(LedgerAdmin):
+    list_display = ["day", "user", "kind", "model", "outcome", "error_type", "count"]
+    list_filter = ["day", "outcome", "kind"]
+    search_fields = ["error_type", "model"]
 
 
 # The staff dashboard (gateway_realtime.dashboard), in the app's index.

@@ -14,9 +14,12 @@ on whatever admin site the project uses, and the proxy's one permission,
   and their quota left per kind;
 - ``dashboard/export.csv``: the ledger's rows for the period.
 
-Totals and charts read only the usage ledger (``DailyUsage``,
-``DailyFailure``) with aggregate queries, so a page costs what the days and
-active users cost, not what the mints do; the live sessions are the
+Everything read is the usage ledger, with aggregate queries: the site's
+charts and totals its site-wide rows (``SiteDailyUsage``,
+``SiteDailyFailure``: a few a day, whatever the number of users), a user's
+page and the top users the per-user rows (``DailyUsage``,
+``DailyFailure``), so a page costs what the days (and, for the top users,
+the active users) cost, never what the mints do; the live sessions are the
 ``RelaySession`` rows with no end. Every page is sent with a strict
 Content-Security-Policy of its own: the charts are server-rendered SVG
 (``gateway_realtime.charts``) and the page runs no inline script or style.
@@ -59,7 +62,13 @@ from gateway_realtime.breaker import CircuitState, circuit_state
 from gateway_realtime.conf import app_settings
 from gateway_realtime.exceptions import GatewayConfigurationError, LimitsUnavailable
 from gateway_realtime.limits import get_policy, quota_left
-from gateway_realtime.models import DailyFailure, DailyUsage, RelaySession
+from gateway_realtime.models import (
+    DailyFailure,
+    DailyUsage,
+    RelaySession,
+    SiteDailyFailure,
+    SiteDailyUsage,
+)
 from gateway_realtime.protocol import Kind
 
 logger = logging.getLogger("gateway_realtime")
@@ -177,10 +186,20 @@ def days_of(since: dt.date, until: dt.date) -> list[dt.date]:
 
 
 def _ledger(since: dt.date, until: dt.date, user_id: Any = None) -> QuerySet[DailyUsage]:
+    """The per-user ledger's rows of the period: every user's, or ``user_id``'s."""
     rows = DailyUsage.objects.using(app_settings.AUDIT_DATABASE).filter(
         day__gte=since, day__lte=until
     )
     return rows if user_id is None else rows.filter(user_id=user_id)
+
+
+def _usage(since: dt.date, until: dt.date, user_id: Any) -> QuerySet[Any]:
+    """The site's rows of the period (``user_id`` None: a few a day), or one user's."""
+    if user_id is not None:
+        return _ledger(since, until, user_id)
+    return SiteDailyUsage.objects.using(app_settings.AUDIT_DATABASE).filter(
+        day__gte=since, day__lte=until
+    )
 
 
 def _sums() -> dict[str, Sum]:
@@ -222,14 +241,14 @@ def per_day(since: dt.date, until: dt.date, user_id: Any = None) -> list[Day]:
     """Every day of the period with its sums (0 for a day without ledger rows): one query."""
     found = {
         row["day"]: _counters(row)
-        for row in _ledger(since, until, user_id).values("day").annotate(**_sums()).order_by()
+        for row in _usage(since, until, user_id).values("day").annotate(**_sums()).order_by()
     }
     return [Day(found[day], day) if day in found else Day(day=day) for day in days_of(since, until)]
 
 
 def totals(since: dt.date, until: dt.date, user_id: Any = None) -> Sums:
     """The period's sums of every counter: one query."""
-    return Sums(_counters(_ledger(since, until, user_id).aggregate(**_sums())))
+    return Sums(_counters(_usage(since, until, user_id).aggregate(**_sums())))
 
 
 @dataclass(frozen=True)
@@ -245,11 +264,12 @@ class FailureCount:
 
 def failures(since: dt.date, until: dt.date, user_id: Any = None) -> list[FailureCount]:
     """What did not go through, by outcome and error type, most frequent first: one query."""
-    rows = DailyFailure.objects.using(app_settings.AUDIT_DATABASE).filter(
-        day__gte=since, day__lte=until
-    )
-    if user_id is not None:
-        rows = rows.filter(user_id=user_id)
+    rows: QuerySet[Any]
+    if user_id is None:
+        rows = SiteDailyFailure.objects.using(app_settings.AUDIT_DATABASE)
+    else:
+        rows = DailyFailure.objects.using(app_settings.AUDIT_DATABASE).filter(user_id=user_id)
+    rows = rows.filter(day__gte=since, day__lte=until)
     grouped = (
         rows.values("outcome", "error_type")
         .annotate(n=Sum("count"))
@@ -390,32 +410,43 @@ def day_charts(days: Sequence[Day], prefix: str) -> dict[str, SafeString]:
     def minutes(value: float) -> str:
         return f"{value:.1f}" if value < 100 else charts.compact(value)
 
+    def chart(
+        name: str,
+        title: str,
+        series: Sequence[charts.Series],
+        values: Sequence[Sequence[float]],
+        **options: Any,
+    ) -> SafeString:
+        return charts.columns(
+            chart_id=f"{prefix}-{name}",
+            title=title,
+            labels=labels,
+            ticks=ticks,
+            series=series,
+            values=values,
+            **options,
+        )
+
     return {
-        "mints": charts.columns(
-            chart_id=f"{prefix}-mints",
-            title=gettext("Mints per day by outcome"),
-            labels=labels,
-            ticks=ticks,
-            series=MINT_SERIES,
-            values=[[day.counts[s.key] for s in MINT_SERIES] for day in days],
+        "mints": chart(
+            "mints",
+            gettext("Mints per day by outcome"),
+            MINT_SERIES,
+            [[day.counts[s.key] for s in MINT_SERIES] for day in days],
         ),
-        "minutes": charts.columns(
-            chart_id=f"{prefix}-minutes",
-            title=gettext("Relayed minutes per day"),
-            labels=labels,
-            ticks=ticks,
-            series=MINUTE_SERIES,
-            values=[[day.relayed_minutes] for day in days],
+        "minutes": chart(
+            "minutes",
+            gettext("Relayed minutes per day"),
+            MINUTE_SERIES,
+            [[day.relayed_minutes] for day in days],
             fmt=minutes,
             integer=False,
         ),
-        "tokens": charts.columns(
-            chart_id=f"{prefix}-tokens",
-            title=gettext("Tokens per day"),
-            labels=labels,
-            ticks=ticks,
-            series=TOKEN_SERIES,
-            values=[[day.counts["input_tokens"], day.counts["output_tokens"]] for day in days],
+        "tokens": chart(
+            "tokens",
+            gettext("Tokens per day"),
+            TOKEN_SERIES,
+            [[day.counts["input_tokens"], day.counts["output_tokens"]] for day in days],
         ),
     }
 

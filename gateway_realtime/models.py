@@ -259,10 +259,20 @@ class RelayUsage(UserWindow):
         return f"user {self.user_id} from {self.window_start:%Y-%m-%d %H:%M}"
 
 
-class UsageKey(models.Model):
-    """A ledger row's key: one user, kind and model on one UTC day (abstract)."""
+class LedgerKey(models.Model):
+    """A ledger row's key: one kind and model on one UTC day (abstract)."""
 
     day = models.DateField(_("day (UTC)"))
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    model = models.CharField(_("model"), max_length=200)
+
+    class Meta:
+        abstract = True
+
+
+class UsageKey(LedgerKey):
+    """A per-user ledger row's key: one user, kind and model on one UTC day (abstract)."""
+
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("user"),
@@ -273,23 +283,13 @@ class UsageKey(models.Model):
         # The unique key's index serves lookups by day; (user, day) has its own.
         db_index=False,
     )
-    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
-    model = models.CharField(_("model"), max_length=200)
 
     class Meta:
         abstract = True
 
 
-class DailyUsage(UsageKey):
-    """The usage ledger: what one user spent on one kind and model in one UTC day.
-
-    Updated as each mint and relayed session completes, with conflict-safe
-    increments (``UPDATE ... SET issued = issued + 1``, the row created
-    first if missing), so concurrent workers on any number of hosts lose no
-    update. What the dashboard and the CSV export read, so that their cost
-    grows with days, not with mints. ``manage.py gateway_realtime_ledger
-    rebuild`` recomputes any range of days from the audit trails.
-    """
+class UsageCounters(models.Model):
+    """What the ledger counts for a key (abstract)."""
 
     issued = models.PositiveBigIntegerField(_("issued"), default=0)
     failed = models.PositiveBigIntegerField(_("failed"), default=0)
@@ -301,6 +301,21 @@ class DailyUsage(UsageKey):
     audio_seconds_out = models.FloatField(_("audio out (s)"), default=0.0)
     input_tokens = models.PositiveBigIntegerField(_("input tokens"), default=0)
     output_tokens = models.PositiveBigIntegerField(_("output tokens"), default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyUsage(UsageKey, UsageCounters):
+    """The usage ledger: what one user spent on one kind and model in one UTC day.
+
+    Updated as each mint and relayed session completes, with conflict-safe
+    increments (``UPDATE ... SET issued = issued + 1``, the row created
+    first if missing), so concurrent workers on any number of hosts lose no
+    update. What the dashboard and the CSV export read, so that their cost
+    grows with days, not with mints. ``manage.py gateway_realtime_ledger
+    rebuild`` recomputes any range of days from the audit trails.
+    """
 
     class Meta:
         verbose_name = _("daily usage")
@@ -328,13 +343,20 @@ class Outcomes(models.TextChoices):
     RELAY_REFUSED = "relay_refused", _("Relayed start refused")
 
 
-class DailyFailure(UsageKey):
-    """The ledger's breakdown of what did not go through: one row per day,
-    user, kind, model, outcome and error type, with its count."""
+class FailureCounter(models.Model):
+    """What a failure row of the ledger counts: attempts with one outcome and error type."""
 
     outcome = models.CharField(_("outcome"), max_length=16, choices=Outcomes.choices)
     error_type = models.CharField(_("error type"), max_length=64)
     count = models.PositiveBigIntegerField(_("count"), default=0)
+
+    class Meta:
+        abstract = True
+
+
+class DailyFailure(UsageKey, FailureCounter):
+    """The ledger's breakdown of what did not go through: one row per day,
+    user, kind, model, outcome and error type, with its count."""
 
     class Meta:
         verbose_name = _("daily failure")
@@ -352,6 +374,48 @@ class DailyFailure(UsageKey):
 
     def __str__(self) -> str:
         return f"{self.day} user {self.user_id} {self.outcome} {self.error_type}: {self.count}"
+
+
+class SiteDailyUsage(LedgerKey, UsageCounters):
+    """The site's totals per UTC day, kind and model: the ledger summed over users.
+
+    Written with the per-user rows, in the same flush, and rebuilt with them.
+    It also counts the attempts that have no user (site code minting with
+    ``user=None``, or a user deleted since: ``DailyUsage`` leaves with its
+    user, the audit trail and these totals do not). What the dashboard's
+    charts and totals read, so that they cost a few rows a day whatever the
+    number of users (docs/scaling.md).
+    """
+
+    class Meta:
+        verbose_name = _("site daily usage")
+        verbose_name_plural = _("site daily usage")
+        ordering = ["-day", "kind", "model"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "kind", "model"], name="gwrt_site_usage_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind} {self.model}"
+
+
+class SiteDailyFailure(LedgerKey, FailureCounter):
+    """The site's failures per UTC day, kind, model, outcome and error type
+    (``DailyFailure`` summed over users, with the attempts that have none)."""
+
+    class Meta:
+        verbose_name = _("site daily failure")
+        verbose_name_plural = _("site daily failures")
+        ordering = ["-day", "kind", "model", "outcome", "error_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "kind", "model", "outcome", "error_type"],
+                name="gwrt_site_failure_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.outcome} {self.error_type}: {self.count}"
 
 
 class Dashboard(DailyUsage):

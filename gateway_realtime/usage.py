@@ -32,8 +32,12 @@ and never fails the mint or the session: the audit row is the record, and
 ``manage.py gateway_realtime_ledger rebuild`` recomputes any range of days
 from the audit rows (``rebuild``), replacing what is there.
 
-Attempts without a user (site code minting with ``user=None``) are in the
-audit trail only: the ledger is per user.
+Every write goes to two rows: the user's (``DailyUsage``, ``DailyFailure``)
+and the site's for the day, kind and model (``SiteDailyUsage``,
+``SiteDailyFailure``), which the dashboard's charts and totals read so that
+they cost a few rows a day however many users there are. Attempts without a
+user (site code minting with ``user=None``) are counted in the site's rows
+only.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ from gateway_realtime.models import (
     Outcome,
     Outcomes,
     RelaySession,
+    SiteDailyFailure,
+    SiteDailyUsage,
 )
 
 logger = logging.getLogger("gateway_realtime")
@@ -112,6 +118,43 @@ def _key(record: Any, day: dt.date) -> dict[str, Any]:
 
 
 Write = tuple[type[models.Model], dict[str, Any], dict[str, Any]]
+
+
+def ledger_writes(
+    key: Mapping[str, Any], deltas: Mapping[str, float], failure: Mapping[str, str] | None = None
+) -> list[Write]:
+    """The increments one count makes: the user's row and the site's, for usage and failure.
+
+    ``key`` is a ``DailyUsage`` key (``day``, ``user_id``, ``kind``,
+    ``model``; a ``user_id`` of ``None`` counts in the site's rows only),
+    ``deltas`` what to add to its counters, and ``failure`` (``outcome``,
+    ``error_type``) a ``DailyFailure`` to count once. The user's rows come
+    first, so that writers in transactions take the site's row last.
+    """
+    site = {name: value for name, value in key.items() if name != "user_id"}
+    writes: list[Write] = []
+    if key["user_id"] is not None:
+        writes.append((DailyUsage, dict(key), dict(deltas)))
+        if failure is not None:
+            writes.append((DailyFailure, {**key, **failure}, {"count": 1}))
+    writes.append((SiteDailyUsage, site, dict(deltas)))
+    if failure is not None:
+        writes.append((SiteDailyFailure, {**site, **failure}, {"count": 1}))
+    return writes
+
+
+def add(
+    key: Mapping[str, Any], deltas: Mapping[str, float], failure: Mapping[str, str] | None = None
+) -> None:
+    """Count ``deltas`` (and ``failure``) in the ledger now, as the recorders do when not gathering.
+
+    For tools and tests that fill the ledger; see ``ledger_writes`` for the
+    arguments. Raises the database's error, unlike the recorders.
+    """
+    alias = app_settings.AUDIT_DATABASE
+    with transaction.atomic(using=alias):
+        for model, row_key, row_deltas in ledger_writes(key, deltas, failure):
+            increment(model, row_key, row_deltas, alias)
 
 
 def _write(what: str, writes: Iterable[Write]) -> None:
@@ -200,20 +243,17 @@ atexit.register(flush)
 
 def record_mint(issuance: ClientSecretIssuance) -> None:
     """Count a completed mint (issued, failed or rejected) in its user's day."""
-    if issuance.user_id is None or issuance.outcome == Outcome.PENDING:
+    if issuance.outcome == Outcome.PENDING:
         return
-    key = _key(issuance, utc_day(issuance.created_at))
-    writes: list[Write] = [(DailyUsage, key, {str(issuance.outcome): 1})]
+    failure = None
     if issuance.outcome != Outcome.ISSUED:
-        failure = {**key, "outcome": str(issuance.outcome), "error_type": issuance.error_type}
-        writes.append((DailyFailure, failure, {"count": 1}))
-    _write(f"a {issuance.outcome} mint", writes)
+        failure = {"outcome": str(issuance.outcome), "error_type": issuance.error_type}
+    key = _key(issuance, utc_day(issuance.created_at))
+    _write(f"a {issuance.outcome} mint", ledger_writes(key, {str(issuance.outcome): 1}, failure))
 
 
 def record_relay_session(row: RelaySession) -> None:
     """Count an ended relayed session and its metered usage in its user's start day."""
-    if row.user_id is None:
-        return
     deltas = {
         "relayed_sessions": 1,
         "relayed_seconds": (row.duration_ms or 0) / 1000,
@@ -222,7 +262,7 @@ def record_relay_session(row: RelaySession) -> None:
         "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens,
     }
-    _write("a relayed session", [(DailyUsage, _key(row, utc_day(row.started_at)), deltas)])
+    _write("a relayed session", ledger_writes(_key(row, utc_day(row.started_at)), deltas))
 
 
 def refusal_type(reason: str) -> str:
@@ -232,18 +272,9 @@ def refusal_type(reason: str) -> str:
 
 def record_relay_refusal(row: RelaySession) -> None:
     """Count one refused relayed start (``row`` is the refusal's folded audit row)."""
-    if row.user_id is None:
-        return
+    failure = {"outcome": Outcomes.RELAY_REFUSED, "error_type": refusal_type(row.close_reason)}
     key = _key(row, utc_day(row.started_at))
-    failure = {
-        **key,
-        "outcome": Outcomes.RELAY_REFUSED,
-        "error_type": refusal_type(row.close_reason),
-    }
-    _write(
-        "a refused relayed start",
-        [(DailyUsage, key, {"relay_refused": 1}), (DailyFailure, failure, {"count": 1})],
-    )
+    _write("a refused relayed start", ledger_writes(key, {"relay_refused": 1}, failure))
 
 
 # Rebuilding ------------------------------------------------------------------
@@ -264,9 +295,10 @@ def rebuild(first: dt.date, last: dt.date) -> tuple[int, int]:
     One transaction: the range's ledger rows are deleted and written again
     from ``ClientSecretIssuance`` (completed mints) and ``RelaySession``
     (ended sessions and refused starts), so running it twice gives the same
-    rows. Audit rows already pruned are not in it: rebuild only the days the
-    retention keeps. Returns the numbers of ``DailyUsage`` and
-    ``DailyFailure`` rows written.
+    rows; the site's rows (``SiteDailyUsage``, ``SiteDailyFailure``) are
+    their sums, with the attempts that have no user. Audit rows already
+    pruned are not in it: rebuild only the days the retention keeps.
+    Returns the numbers of ``DailyUsage`` and ``DailyFailure`` rows written.
     """
     if last < first:
         raise ValueError("the range ends before it starts")
@@ -277,7 +309,7 @@ def rebuild(first: dt.date, last: dt.date) -> tuple[int, int]:
 
     mints = (
         ClientSecretIssuance.objects.using(alias)
-        .filter(user__isnull=False, **_day_range("created_at", first, last))
+        .filter(**_day_range("created_at", first, last))
         .exclude(outcome=Outcome.PENDING)
         .annotate(day=TruncDate("created_at", tzinfo=utc))
         .values("day", "user_id", "kind", "model", "outcome", "error_type")
@@ -291,7 +323,7 @@ def rebuild(first: dt.date, last: dt.date) -> tuple[int, int]:
             failures[(*key, row["outcome"], row["error_type"])] += row["n"]
 
     ended = RelaySession.objects.using(alias).filter(
-        user__isnull=False, ended_at__isnull=False, **_day_range("started_at", first, last)
+        ended_at__isnull=False, **_day_range("started_at", first, last)
     )
     refused = Q(duration_ms=0) & functools.reduce(
         operator.or_, (Q(close_code=code, close_reason=reason) for code, reason in RELAY_REFUSALS)
@@ -330,39 +362,66 @@ def rebuild(first: dt.date, last: dt.date) -> tuple[int, int]:
         counts["input_tokens"] += row["tokens_in"] or 0
         counts["output_tokens"] += row["tokens_out"] or 0
 
-    def fields(key: tuple[Any, ...]) -> dict[str, Any]:
+    # The site's rows: the same sums without the user (key[1]), the user-less included.
+    site_usage: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for key, counts in usage.items():
+        for name, value in counts.items():
+            site_usage[(key[0], *key[2:])][name] += value
+    site_failures: dict[tuple[Any, ...], int] = defaultdict(int)
+    for key, count in failures.items():
+        site_failures[(key[0], *key[2:])] += count
+    usage = {key: counts for key, counts in usage.items() if key[1] is not None}
+    failures = {key: count for key, count in failures.items() if key[1] is not None}
+
+    def user_key(key: tuple[Any, ...]) -> dict[str, Any]:
         return {"day": key[0], "user_id": key[1], "kind": key[2], "model": key[3]}
+
+    def site_key(key: tuple[Any, ...]) -> dict[str, Any]:
+        return {"day": key[0], "kind": key[1], "model": key[2]}
 
     integers = {
         f.name for f in DailyUsage._meta.get_fields() if isinstance(f, models.BigIntegerField)
     }
+
+    def counters(counts: Mapping[str, float]) -> dict[str, float]:
+        return {k: int(v) if k in integers else v for k, v in counts.items()}
+
+    in_range = {"day__gte": first, "day__lte": last}
     with transaction.atomic(using=alias):
-        DailyUsage.objects.using(alias).filter(day__gte=first, day__lte=last).delete()
-        DailyFailure.objects.using(alias).filter(day__gte=first, day__lte=last).delete()
-        DailyUsage.objects.using(alias).bulk_create(
+        for model in (DailyUsage, DailyFailure, SiteDailyUsage, SiteDailyFailure):
+            model._default_manager.using(alias).filter(**in_range).delete()
+        batches: tuple[tuple[type[models.Model], Iterable[models.Model]], ...] = (
+            (DailyUsage, (DailyUsage(**user_key(k), **counters(c)) for k, c in usage.items())),
             (
-                DailyUsage(
-                    **fields(key),
-                    **{k: int(v) if k in integers else v for k, v in counts.items()},
-                )
-                for key, counts in usage.items()
+                DailyFailure,
+                (
+                    DailyFailure(**user_key(k), outcome=k[4], error_type=k[5], count=n)
+                    for k, n in failures.items()
+                ),
             ),
-            batch_size=1000,
-        )
-        DailyFailure.objects.using(alias).bulk_create(
             (
-                DailyFailure(**fields(key), outcome=key[4], error_type=key[5], count=count)
-                for key, count in failures.items()
+                SiteDailyUsage,
+                (SiteDailyUsage(**site_key(k), **counters(c)) for k, c in site_usage.items()),
             ),
-            batch_size=1000,
+            (
+                SiteDailyFailure,
+                (
+                    SiteDailyFailure(**site_key(k), outcome=k[3], error_type=k[4], count=n)
+                    for k, n in site_failures.items()
+                ),
+            ),
         )
+        for ledger, rows in batches:
+            ledger._default_manager.using(alias).bulk_create(rows, batch_size=1000)
     return len(usage), len(failures)
 
 
 __all__ = [
     "RELAY_REFUSALS",
+    "add",
     "flush",
     "increment",
+    "ledger_writes",
     "rebuild",
     "record_mint",
     "record_relay_refusal",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from django.utils import timezone
 from gateway_realtime.admin import ClientSecretIssuanceAdmin, ReadOnlyAdmin
 from gateway_realtime.models import (
     ClientSecretIssuance,
+    DailyFailure,
+    DailyUsage,
     Outcome,
     QuotaCounter,
     RelaySession,
@@ -162,6 +165,8 @@ def test_quota_counter_admin_is_read_only_and_loads(admin_client, django_user_mo
         (RelaySession, False),
         (QuotaCounter, True),
         (RelayUsage, True),
+        (DailyUsage, False),
+        (DailyFailure, False),
     ],
 )
 def test_read_only_admins_keep_their_delete_rule(
@@ -233,3 +238,38 @@ def test_an_exact_username_finds_the_users_rows_by_id(
     assert shown(response) == {rows[0].issuance.pk}
     audit = [q["sql"] for q in queries.captured_queries if "clientsecretissuance" in q["sql"]]
     assert not [sql for sql in audit if "LIKE" in sql.upper()]
+
+
+@pytest.mark.parametrize(
+    ("path", "shows"),
+    [
+        ("dailyusage", "openai/gpt-realtime-2"),
+        ("dailyfailure", "gateway_timeout"),
+    ],
+)
+def test_the_ledger_admins_list_rows_without_reading_the_whole_table(
+    admin_client: Any, django_user_model: Any, path: str, shows: str
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from gateway_realtime import usage
+
+    member = django_user_model.objects.create_user("ledger-owner")
+    key = {"day": dt.date(2026, 11, 30), "user_id": member.pk, "kind": "realtime",
+           "model": "openai/gpt-realtime-2"}  # fmt: skip
+    usage.add(
+        key, {"issued": 2, "failed": 1}, {"outcome": "failed", "error_type": "gateway_timeout"}
+    )
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(f"/admin/gateway_realtime/{path}/")
+    assert response.status_code == 200
+    assert shows in response.content.decode() and "ledger-owner" in response.content.decode()
+    table = [q["sql"] for q in queries.captured_queries if f"gateway_realtime_{path}" in q["sql"]]
+    # No date_hierarchy's DISTINCT; the count is capped (docs/scaling.md).
+    assert not [sql for sql in table if "DISTINCT" in sql.upper()]
+    [count] = [sql for sql in table if "COUNT(" in sql.upper()]
+    assert "LIMIT 10000" in count.upper()
+    assert (
+        admin_client.get(f"/admin/gateway_realtime/{path}/?day__gte=2026-11-30").status_code == 200
+    )

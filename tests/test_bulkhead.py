@@ -197,7 +197,8 @@ def test_a_refusal_writes_one_row_and_nothing_else(
     gateway_mock: responses.RequestsMock, user: Any, settings: Any
 ) -> None:
     # Under a Gateway incident every mint after the first wave is refused:
-    # each must cost one insert (and the usage ledger's two counters), not a
+    # each must cost one insert (and the usage ledger's counters: the user's
+    # and the site's usage and failure rows), not a
     # claim, a row, a release and an update.
     settings.GATEWAY_REALTIME_MAX_CONCURRENT_MINTS = 1
     settings.GATEWAY_REALTIME_QUOTA = 5
@@ -215,5 +216,7 @@ def test_a_refusal_writes_one_row_and_nothing_else(
         ("INSERT", "gateway_realtime_clientsecretissuance"),
         ("UPDATE", "gateway_realtime_dailyusage"),
         ("UPDATE", "gateway_realtime_dailyfailure"),
+        ("UPDATE", "gateway_realtime_sitedailyusage"),
+        ("UPDATE", "gateway_realtime_sitedailyfailure"),
     ]
     assert not QuotaCounter.objects.exists()

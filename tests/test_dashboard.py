@@ -7,7 +7,6 @@ The ledger is built by real mints through the fake Gateway (``gateway``,
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -15,7 +14,6 @@ import re
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client, override_settings
@@ -32,9 +30,9 @@ from gateway_realtime.dashboard import (
 )
 from gateway_realtime.models import DailyFailure, DailyUsage, Dashboard, RelaySession
 from gateway_realtime.relay import revocation
-from gateway_realtime.relay.revocation import group_for
 
 from .conftest import answer, gateway_error
+from .relay.groups import first_message, in_memory_layer, join
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +44,6 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 def today() -> dt.date:
@@ -288,7 +285,7 @@ def test_top_users_rank_by_metered_audio_then_tokens_then_secrets(
 ) -> None:
     carol = django_user_model.objects.create_user(username="carol")
     key = {"day": today(), "user_id": carol.pk, "kind": "speech", "model": "elevenlabs/eleven-v3"}
-    usage.increment(DailyUsage, key, {"issued": 50, "input_tokens": 9}, "default")
+    usage.add(key, {"issued": 50, "input_tokens": 9})
     spenders = viewer.get(DASHBOARD).context["spenders"]
     # bob: 9 audio minutes; carol: no audio, 9 tokens; alice: no audio, no tokens, 4 secrets.
     assert [spender.username for spender, _ in spenders] == ["bob", "carol", "alice"]
@@ -308,7 +305,7 @@ def test_rows_outside_the_period_are_not_counted(viewer: Client, user: Any) -> N
         (dt.date(2026, 3, 3), 4),
     ):
         key = {"day": day, "user_id": user.pk, "kind": "realtime", "model": MODEL}
-        usage.increment(DailyUsage, key, {"issued": issued}, "default")
+        usage.add(key, {"issued": issued})
     response = viewer.get(DASHBOARD, {"since": "2026-03-02", "until": "2026-03-02"})
     assert response.context["totals"].counts["issued"] == 2
     assert [day.counts["issued"] for day in response.context["days"]] == [2]
@@ -332,10 +329,38 @@ def test_the_queries_do_not_grow_with_mints_or_users(
                 "kind": "realtime",
                 "model": MODEL,
             }
-            usage.increment(DailyUsage, key, {"issued": 3, "failed": 1}, "default")
-            failure = {**key, "outcome": "failed", "error_type": "gateway_timeout"}
-            usage.increment(DailyFailure, failure, {"count": 1}, "default")
+            failure = {"outcome": "failed", "error_type": "gateway_timeout"}
+            usage.add(key, {"issued": 3, "failed": 1}, failure)
     assert queries() == few + 1  # the top users' names, in one query
+
+
+def test_the_sites_charts_read_the_sites_rows_and_only_the_top_users_the_users(
+    viewer: Client, ledger: dict[str, Any]
+) -> None:
+    with CaptureQueriesContext(connection) as captured:
+        assert viewer.get(DASHBOARD).status_code == 200
+    per_user = [
+        q["sql"]
+        for q in captured.captured_queries
+        if '"gateway_realtime_dailyusage"' in q["sql"] or "_dailyfailure" in q["sql"]
+    ]
+    site = [q["sql"] for q in captured.captured_queries if "gateway_realtime_sitedaily" in q["sql"]]
+    # Per day, the period's totals, the failures by type: a few rows a day.
+    assert len(site) == 3
+    # The top users, grouped by user: the one query that reads the users' rows.
+    [top] = per_user
+    assert top.startswith('SELECT "gateway_realtime_dailyusage"."user_id"') and "GROUP BY" in top
+
+
+def test_a_mint_without_a_user_is_in_the_sites_charts(
+    viewer: Client, gateway: Any, django_user_model: Any
+) -> None:
+    from gateway_realtime.services import mint_client_secret
+
+    mint_client_secret(user=None, kind="realtime")
+    response = viewer.get(DASHBOARD)
+    assert response.context["totals"].counts["issued"] == 1
+    assert response.context["spenders"] == []
 
 
 def test_the_page_reads_no_audit_rows(viewer: Client, ledger: dict[str, Any]) -> None:
@@ -379,8 +404,9 @@ def test_a_breaker_cache_that_cannot_be_read_shows_unknown(
 
 def test_markup_from_the_ledger_is_escaped(viewer: Client, user: Any) -> None:
     key = {"day": today(), "user_id": user.pk, "kind": "realtime", "model": MODEL}
-    failure = {**key, "outcome": "failed", "error_type": "<script>alert(1)</script>"}
-    usage.increment(DailyFailure, failure, {"count": 2}, "default")
+    failure = {"outcome": "failed", "error_type": "<script>alert(1)</script>"}
+    for _ in range(2):
+        usage.add(key, {"failed": 1}, failure)
     html = viewer.get(DASHBOARD).content.decode()
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -484,26 +510,10 @@ def test_an_unknown_user_is_a_404(viewer: Client, pk: str) -> None:
 # Ending a user's live sessions ------------------------------------------------------------
 
 
-def join(layer: Any, user: Any) -> str:
-    async def go() -> str:
-        channel = await layer.new_channel()
-        await layer.group_add(group_for(user.pk), channel)
-        return channel
-
-    return async_to_sync(go)()
-
-
-def first_message(layer: Any, channel: str) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        return await asyncio.wait_for(layer.receive(channel), timeout=5)
-
-    return async_to_sync(go)()
-
-
 @pytest.fixture
 def layer() -> Any:
-    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
-        yield revocation._channel_layer()
+    with in_memory_layer() as layer:
+        yield layer
 
 
 def test_end_needs_the_change_user_permission(
@@ -590,7 +600,7 @@ def test_the_export_neutralises_formulas(viewer: Client, django_user_model: Any)
     for name, model in (("=cmd|' /C calc'!A0", "+SUM(1)"), ("@attacker", "-2+3"), ("plain", "a=b")):
         member = django_user_model.objects.create_user(username=name)
         key = {"day": today(), "user_id": member.pk, "kind": "speech", "model": model}
-        usage.increment(DailyUsage, key, {"issued": 1}, "default")
+        usage.add(key, {"issued": 1})
     _, *rows = read_csv(viewer.get(EXPORT))
     assert sorted((row[2], row[4]) for row in rows) == [
         ("'=cmd|' /C calc'!A0", "'+SUM(1)"),

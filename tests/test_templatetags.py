@@ -443,10 +443,10 @@ def test_a_stalled_gateway_delays_the_page_by_the_tag_timeout_only(get, settings
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_tags_mint_runs_the_endpoints_four_statements(get, fake, user, settings):
+def test_the_tags_mint_runs_the_endpoints_five_statements(get, fake, user, settings):
     """Pinned like the endpoint's mint (tests/test_slow_call.py): with a quota, the
     claim and the pending row in one transaction, then the completion and the
-    usage ledger's increment, each on its own."""
+    usage ledger's increments (the user's row, the site's), each on its own."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -459,6 +459,7 @@ def test_the_tags_mint_runs_the_endpoints_four_statements(get, fake, user, setti
     assert [s for s in statements if s not in {"BEGIN", "COMMIT"}] == [
         "UPDATE",
         "INSERT",
+        "UPDATE",
         "UPDATE",
         "UPDATE",
     ]

@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from gateway_realtime import usage
+from gateway_realtime.dashboard import COUNTERS
 from gateway_realtime.exceptions import GatewayError, QuotaExceeded
 from gateway_realtime.limits import get_policy
 from gateway_realtime.models import (
@@ -33,6 +34,8 @@ from gateway_realtime.models import (
     DailyUsage,
     Outcome,
     RelaySession,
+    SiteDailyFailure,
+    SiteDailyUsage,
 )
 from gateway_realtime.services import mint_client_secret
 
@@ -47,22 +50,46 @@ def today() -> dt.date:
     return timezone.now().astimezone(dt.UTC).date()
 
 
+LEDGER = (DailyUsage, DailyFailure, SiteDailyUsage, SiteDailyFailure)
+
+
 def ledger() -> set[tuple[Any, ...]]:
-    """Every ledger row as comparable values (floats rounded)."""
+    """Every row of the ledger's four tables as comparable values (floats rounded)."""
     rows = set()
+    for model in LEDGER:
+        for row in model.objects.all():
+            values: list[Any] = [model.__name__]
+            for field in model._meta.concrete_fields:
+                if field.name == "id":
+                    continue
+                value = getattr(row, field.attname)
+                values.append(round(value, 6) if isinstance(value, float) else value)
+            rows.add(tuple(values))
+    return rows
+
+
+def assert_site_rows_sum_the_users() -> None:
+    """The site's rows are the per-user rows summed over users (every attempt had a user)."""
+    users: dict[tuple[Any, ...], dict[str, float]] = {}
     for row in DailyUsage.objects.all():
-        values = []
-        for field in DailyUsage._meta.concrete_fields:
-            if field.name == "id":
-                continue
-            value = getattr(row, field.attname)
-            values.append(round(value, 6) if isinstance(value, float) else value)
-        rows.add(tuple(values))
-    failures = {
-        (r.day, r.user_id, r.kind, r.model, r.outcome, r.error_type, r.count)
-        for r in DailyFailure.objects.all()
+        sums = users.setdefault((row.day, row.kind, row.model), {})
+        for name in COUNTERS:
+            sums[name] = sums.get(name, 0) + getattr(row, name)
+    site = {
+        (row.day, row.kind, row.model): {name: getattr(row, name) for name in COUNTERS}
+        for row in SiteDailyUsage.objects.all()
     }
-    return rows | failures
+    assert site.keys() == users.keys()
+    for key, sums in users.items():
+        assert site[key] == pytest.approx(sums)
+    failures: dict[tuple[Any, ...], int] = {}
+    for row in DailyFailure.objects.all():
+        key = (row.day, row.kind, row.model, row.outcome, row.error_type)
+        failures[key] = failures.get(key, 0) + row.count
+    assert failures == {
+        (r.day, r.kind, r.model, r.outcome, r.error_type): r.count
+        for r in SiteDailyFailure.objects.all()
+    }
 
 
 def usage_of(user: Any, kind: str = "realtime", model: str = MODEL) -> DailyUsage:
@@ -118,10 +145,39 @@ def test_kinds_and_models_are_counted_apart(gateway, user, settings):
 
 
 @pytest.mark.django_db
-def test_a_mint_without_a_user_is_in_the_audit_trail_only(gateway):
+def test_a_mint_without_a_user_counts_in_the_sites_rows_only(gateway):
     mint_client_secret(user=None, kind="realtime")
     assert ClientSecretIssuance.objects.get().outcome == Outcome.ISSUED
     assert not DailyUsage.objects.exists()
+    site = SiteDailyUsage.objects.get(day=today(), kind="realtime", model=MODEL)
+    assert (site.issued, site.failed) == (1, 0)
+    # And so does the rebuild.
+    usage.rebuild(today(), today())
+    assert not DailyUsage.objects.exists()
+    assert SiteDailyUsage.objects.get().issued == 1
+
+
+@pytest.mark.django_db
+def test_the_sites_rows_are_the_users_rows_summed(gateway_mock, user, other_user, settings):
+    pytest.importorskip("channels")
+    settings.GATEWAY_REALTIME_QUOTA = 2
+    settings.GATEWAY_REALTIME_ALLOWED_MODELS = {"realtime": [MODEL, "openai/gpt-realtime-mini"]}
+    answer(gateway_mock)
+    answer(gateway_mock, gateway_error("internal_server_error"), status=500)
+    answer(gateway_mock)
+    answer(gateway_mock)
+    answer(gateway_mock)
+    for who, model in ((user, MODEL), (user, MODEL), (other_user, MODEL), (user, MODEL)):
+        with contextlib.suppress(GatewayError):
+            mint_client_secret(user=who, kind="realtime", model=model)
+    mint_client_secret(user=other_user, kind="realtime", model="openai/gpt-realtime-mini")
+    with pytest.raises(QuotaExceeded):
+        mint_client_secret(user=user, kind="realtime")
+    relayed_session(other_user, audio_in=3.2, audio_out=1.1, tokens=(70, 30))
+    relayed_session(user, audio_in=1.0, audio_out=2.0, tokens=(5, 6))
+    assert SiteDailyUsage.objects.count() == 2
+    assert SiteDailyUsage.objects.get(model=MODEL).issued == 2 + 1
+    assert_site_rows_sum_the_users()
 
 
 @pytest.mark.django_db
@@ -229,10 +285,11 @@ def test_rebuild_gives_the_ledger_written_live_and_is_idempotent(
     usage.rebuild(today(), today())
     assert ledger() == live
 
-    DailyUsage.objects.all().delete()
-    DailyFailure.objects.all().delete()
+    for model in LEDGER:
+        model.objects.all().delete()
     usage.rebuild(today(), today())
     assert ledger() == live
+    assert_site_rows_sum_the_users()
 
 
 @pytest.mark.django_db
@@ -302,7 +359,7 @@ key = json.loads(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()  # every process starts together
 for _ in range(int(sys.argv[2])):
-    usage.increment(DailyUsage, key, {"issued": 1, "audio_seconds_in": 0.5}, "default")
+    usage.add(key, {"issued": 1, "audio_seconds_in": 0.5})
 print("done", flush=True)
 """
 
@@ -353,6 +410,9 @@ def test_concurrent_processes_lose_no_increment(user):
     assert row.issued == processes * each
     assert row.audio_seconds_in == pytest.approx(processes * each * 0.5)
     assert DailyUsage.objects.count() == 1
+    # The site's row, which every writer updates (a hot row), lost nothing either.
+    site = SiteDailyUsage.objects.get()
+    assert (site.issued, site.audio_seconds_in) == (row.issued, row.audio_seconds_in)
 
 
 # Gathered writes (the default interval) ----------------------------------------------
@@ -380,9 +440,10 @@ def test_gathered_mints_cost_the_mint_no_ledger_statement(gathering, gateway, us
     assert not DailyUsage.objects.exists()
     with CaptureQueriesContext(connection) as queries:
         usage.flush()
-    # Both mints in one increment of the row (created: its update found none).
+    # Both mints in one increment of the user's row and one of the site's
+    # (each created: its update found none).
     writes = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    assert [s for s in writes if s in {"INSERT", "UPDATE"}] == ["UPDATE", "INSERT"]
+    assert [s for s in writes if s in {"INSERT", "UPDATE"}] == ["UPDATE", "INSERT"] * 2
     assert usage_of(user).issued == 2
 
 
@@ -398,8 +459,10 @@ def test_gathered_increments_are_summed_per_row(gathering, gateway_mock, user, o
     assert (usage_of(user).issued, usage_of(user).failed) == (2, 1)
     assert usage_of(other_user).issued == 1
     assert DailyFailure.objects.get().count == 1
+    assert SiteDailyUsage.objects.get().issued == 3
     usage.flush()  # nothing left: nothing counted twice
     assert usage_of(user).issued == 2
+    assert_site_rows_sum_the_users()
 
 
 @pytest.mark.django_db

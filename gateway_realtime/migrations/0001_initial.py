@@ -510,4 +510,116 @@ class Migration(migrations.Migration):
             },
             bases=("gateway_realtime.dailyusage",),
         ),
+        migrations.CreateModel(
+            name="SiteDailyFailure",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField(verbose_name="day (UTC)")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("realtime", "Realtime"),
+                            ("transcription", "Transcription"),
+                            ("speech", "Speech"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, verbose_name="model")),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("failed", "Mint failed"),
+                            ("rejected", "Mint rejected by limits"),
+                            ("relay_refused", "Relayed start refused"),
+                        ],
+                        max_length=16,
+                        verbose_name="outcome",
+                    ),
+                ),
+                ("error_type", models.CharField(max_length=64, verbose_name="error type")),
+                ("count", models.PositiveBigIntegerField(default=0, verbose_name="count")),
+            ],
+            options={
+                "verbose_name": "site daily failure",
+                "verbose_name_plural": "site daily failures",
+                "ordering": ["-day", "kind", "model", "outcome", "error_type"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("day", "kind", "model", "outcome", "error_type"),
+                        name="gwrt_site_failure_key",
+                    )
+                ],
+            },
+        ),
+        migrations.CreateModel(
+            name="SiteDailyUsage",
+            fields=[
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField(verbose_name="day (UTC)")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("realtime", "Realtime"),
+                            ("transcription", "Transcription"),
+                            ("speech", "Speech"),
+                        ],
+                        max_length=16,
+                        verbose_name="kind",
+                    ),
+                ),
+                ("model", models.CharField(max_length=200, verbose_name="model")),
+                ("issued", models.PositiveBigIntegerField(default=0, verbose_name="issued")),
+                ("failed", models.PositiveBigIntegerField(default=0, verbose_name="failed")),
+                ("rejected", models.PositiveBigIntegerField(default=0, verbose_name="rejected")),
+                (
+                    "relayed_sessions",
+                    models.PositiveBigIntegerField(default=0, verbose_name="relayed sessions"),
+                ),
+                (
+                    "relay_refused",
+                    models.PositiveBigIntegerField(
+                        default=0, verbose_name="relayed starts refused"
+                    ),
+                ),
+                (
+                    "relayed_seconds",
+                    models.FloatField(default=0.0, verbose_name="relayed time (s)"),
+                ),
+                ("audio_seconds_in", models.FloatField(default=0.0, verbose_name="audio in (s)")),
+                ("audio_seconds_out", models.FloatField(default=0.0, verbose_name="audio out (s)")),
+                (
+                    "input_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="input tokens"),
+                ),
+                (
+                    "output_tokens",
+                    models.PositiveBigIntegerField(default=0, verbose_name="output tokens"),
+                ),
+            ],
+            options={
+                "verbose_name": "site daily usage",
+                "verbose_name_plural": "site daily usage",
+                "ordering": ["-day", "kind", "model"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("day", "kind", "model"), name="gwrt_site_usage_key"
+                    )
+                ],
+            },
+        ),
     ]

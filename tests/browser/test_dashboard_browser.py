@@ -25,7 +25,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from gateway_realtime import usage
-from gateway_realtime.models import DailyFailure, DailyUsage, RelaySession
+from gateway_realtime.models import DailyFailure, RelaySession
 from tests.browser.test_demo_page import WATCH_CSP
 from tests.browser.test_screenshots import png_size
 
@@ -87,10 +87,9 @@ def november(django_user_model: Any) -> dict[str, Any]:
                 }
             if (n + rank) % 4 == 0:
                 outcome, error_type = FAILURES[(n + rank) % len(FAILURES)]
-                counts[outcome] = counts.get(outcome, 0) + 1 + n % 2
-                failure = {**key, "outcome": outcome, "error_type": error_type}
-                usage.increment(DailyFailure, failure, {"count": 1 + n % 2}, "default")
-            usage.increment(DailyUsage, key, counts, "default")
+                for _ in range(1 + n % 2):
+                    usage.add(key, {outcome: 1}, {"outcome": outcome, "error_type": error_type})
+            usage.add(key, counts)
     return users
 
 

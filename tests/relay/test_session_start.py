@@ -106,9 +106,10 @@ def test_a_refusal_at_the_cap_deletes_its_row_and_claims_nothing(user: Any) -> N
     assert (refused.value.code, refused.value.reason) == sessions.TOO_MANY_SESSIONS
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
     # The row and the count, the refusal's folded row (a lookup and an
-    # insert), the usage ledger's two counters (an update, and an insert
-    # for the day's first), then the row deleted; the quota is never asked.
-    usage_ledger = ["UPDATE", "INSERT", "UPDATE", "INSERT"]
+    # insert), the usage ledger's four counters (the user's and the site's
+    # usage and failure rows: an update, and an insert for the day's first),
+    # then the row deleted; the quota is never asked.
+    usage_ledger = ["UPDATE", "INSERT"] * 4
     assert [s for s in statements if s not in CONTROL] == [
         "INSERT",
         "SELECT",
