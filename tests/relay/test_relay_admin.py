@@ -1,11 +1,9 @@
 """``RelaySessionAdmin``: a read-only audit of relayed sessions, and its revoke action."""
 
-import asyncio
 import datetime as dt
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.test import RequestFactory, override_settings
@@ -15,13 +13,12 @@ from django.utils import timezone
 from gateway_realtime.admin import RelaySessionAdmin
 from gateway_realtime.models import CloseSide, RelaySession
 from gateway_realtime.relay import revocation
-from gateway_realtime.relay.revocation import group_for
+
+from .groups import first_message, got_nothing, in_memory_layer, join
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:gateway_realtime_relaysession_changelist"
-IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-SENTINEL = {"type": "test.sentinel"}
 
 
 def relayed(user: Any, *, live: bool, **fields: Any) -> RelaySession:
@@ -66,29 +63,8 @@ def rows(user: Any, other_user: Any) -> dict[str, RelaySession]:
 
 @pytest.fixture
 def layer():
-    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
-        yield revocation._channel_layer()
-
-
-def join(layer: Any, user: Any) -> str:
-    async def go() -> str:
-        channel = await layer.new_channel()
-        await layer.group_add(group_for(user.pk), channel)
-        return channel
-
-    return async_to_sync(go)()
-
-
-def first_message(layer: Any, channel: str) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        return await asyncio.wait_for(layer.receive(channel), timeout=5)
-
-    return async_to_sync(go)()
-
-
-def got_nothing(layer: Any, channel: str) -> bool:
-    async_to_sync(layer.send)(channel, SENTINEL)
-    return first_message(layer, channel) == SENTINEL
+    with in_memory_layer() as layer:
+        yield layer
 
 
 def changelist(client: Any, **params: str) -> Any:

@@ -4,7 +4,6 @@ A relay consumer joins ``group_for(user.pk)``; here a bare channel on the
 in-memory channel layer stands in for it.
 """
 
-import asyncio
 import logging
 import uuid
 
@@ -23,40 +22,15 @@ from gateway_realtime.relay.revocation import (
     revoke_sessions,
 )
 
-pytestmark = pytest.mark.django_db
+from .groups import IN_MEMORY, first_message, got_nothing, in_memory_layer, join
 
-IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-SENTINEL = {"type": "test.sentinel"}
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def layer():
-    with override_settings(CHANNEL_LAYERS=IN_MEMORY):
-        yield revocation._channel_layer()
-
-
-def join(layer, user):
-    """A channel in ``user``'s group, as a relay consumer's would be."""
-
-    async def go():
-        channel = await layer.new_channel()
-        await layer.group_add(group_for(user.pk), channel)
-        return channel
-
-    return async_to_sync(go)()
-
-
-def first_message(layer, channel):
-    async def go():
-        return await asyncio.wait_for(layer.receive(channel), timeout=5)
-
-    return async_to_sync(go)()
-
-
-def got_nothing(layer, channel):
-    """True when ``channel`` holds no message: a sentinel sent now comes out first."""
-    async_to_sync(layer.send)(channel, SENTINEL)
-    return first_message(layer, channel) == SENTINEL
+    with in_memory_layer() as layer:
+        yield layer
 
 
 def test_group_names_are_valid_for_channel_layers(layer):
