@@ -99,11 +99,12 @@ def variant(name: str, rows: int, users: int, days: int, ledger_days: int) -> di
     from django.test import Client
     from django.utils import timezone
 
-    from gateway_realtime import usage
+    from gateway_realtime import dashboard, usage
     from gateway_realtime.models import (
         ClientSecretIssuance,
         DailyUsage,
         Outcome,
+        SiteDailyUsage,
         token_fingerprint,
     )
 
@@ -202,17 +203,49 @@ def variant(name: str, rows: int, users: int, days: int, ledger_days: int) -> di
     out["admin_changelist_ms"] = timed(get(changelist))
     out["admin_failed_filter_ms"] = timed(get(changelist + "?outcome__exact=failed"))
     out["admin_token_search_ms"] = timed(get(changelist + "?q=" + token))
-    out["admin_user_history_ms"] = timed(get(changelist + "?q=user4242"))
+    probe = min(4242, users)  # one user's history and dashboard page
+    out["admin_user_history_ms"] = timed(get(changelist + f"?q=user{probe}"))
 
     today = now.astimezone(dt.UTC).date()
     began = time.perf_counter()
     usage.rebuild(today - dt.timedelta(days=ledger_days - 1), today)
     out[f"ledger_rebuild_{ledger_days}d_s"] = round(time.perf_counter() - began, 2)
     out["ledger_rows"] = DailyUsage.objects.count()
-    try:
-        out["dashboard_ms"] = timed(get("/admin/gateway_realtime/dashboard/"))
-    except AssertionError:
-        out["dashboard_ms"] = None  # no dashboard in this checkout
+    out["site_ledger_rows"] = SiteDailyUsage.objects.count()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {DailyUsage._meta.db_table}")
+        cursor.execute(f"ANALYZE {SiteDailyUsage._meta.db_table}")
+
+    # The dashboard: its default period (the last 30 days), the whole page,
+    # then its parts; and what its charts would cost summed from the
+    # per-user rows instead of the site's.
+    since, until = today - dt.timedelta(days=dashboard.PeriodForm.DEFAULT_DAYS - 1), today
+    out["dashboard_ms"] = timed(get("/admin/gateway_realtime/dashboard/"))
+    out["dashboard_charts_ms"] = timed(
+        lambda: (
+            dashboard.per_day(since, until),
+            dashboard.totals(since, until),
+            dashboard.failures(since, until),
+        )
+    )
+    out["dashboard_top_users_ms"] = timed(lambda: dashboard.top_users(since, until))
+    out["charts_from_user_rows_ms"] = timed(
+        lambda: list(
+            dashboard._ledger(since, until).values("day").annotate(**dashboard._sums()).order_by()
+        )
+    )
+    out["dashboard_user_page_ms"] = timed(get(f"/admin/gateway_realtime/dashboard/user/{probe}/"))
+
+    def export_one_day() -> None:
+        response = client.get(
+            "/admin/gateway_realtime/dashboard/export.csv",
+            {"since": today.isoformat(), "until": today.isoformat()},
+        )
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        out["export_1d_lines"] = body.count(b"\n") - 1  # the header is not a row
+
+    out["export_1d_ms"] = timed(export_one_day, repeat=1)
 
     # Retention: the oldest month goes.
     cutoff_days = days - 30
@@ -238,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000_000)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=120)
-    parser.add_argument("--ledger-days", type=int, default=7, help="days the ledger is rebuilt for")
+    parser.add_argument(
+        "--ledger-days",
+        type=int,
+        default=30,
+        help="days the ledger is rebuilt for (30: the dashboard's default period)",
+    )
     parser.add_argument("--variant", choices=["plain", "partitioned"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
