@@ -496,3 +496,17 @@ def test_the_flush_interval_is_checked(settings):
     for good in (0, 0.5, 2):
         settings.GATEWAY_REALTIME_LEDGER_FLUSH_INTERVAL = good
         assert "gateway_realtime.E024" not in [m.id for m in checks.check_settings(None)]
+
+
+@pytest.mark.django_db
+def test_a_deleted_users_counts_stay_in_the_sites_rows(gateway, user, other_user):
+    mint_client_secret(user=user, kind="realtime")
+    mint_client_secret(user=other_user, kind="realtime")
+    user.delete()
+    # The user's rows leave with the user; the site's keep the count, as the
+    # audit trail keeps the row, so a rebuild gives the same.
+    assert list(DailyUsage.objects.values_list("user", flat=True)) == [other_user.pk]
+    assert SiteDailyUsage.objects.get().issued == 2
+    live = ledger()
+    usage.rebuild(today(), today())
+    assert ledger() == live
