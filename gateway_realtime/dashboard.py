@@ -40,7 +40,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename, get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import F, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.http import (
     Http404,
     HttpRequest,
@@ -303,6 +303,103 @@ class Spender:
         return self.counts["failed"] + self.counts["rejected"] + self.counts["relay_refused"]
 
 
+#: A period with at most this many attempts (from the site's rows) ranks its
+#: users with one grouped query over their rows; a larger one from each
+#: day's biggest rows first (``top_users``).
+DIRECT_RANKING_ATTEMPTS = 200_000
+#: The rows per day the first pass reads; each further pass reads four times as many.
+FIRST_PASS_ROWS = 200
+#: The most users a pass may gather as candidates (one ``IN`` list); beyond
+#: it the users are ranked with the grouped query over all their rows.
+MAX_CANDIDATES = 30_000
+
+
+def _audio() -> Any:
+    return F("audio_seconds_in") + F("audio_seconds_out")
+
+
+def _tokens() -> Any:
+    return F("input_tokens") + F("output_tokens")
+
+
+def _spend_order() -> list[Any]:
+    """A day's rows in spend order: the ``gwrt_usage_day_spend_idx`` index's own expressions."""
+    return [_audio().desc(), _tokens().desc(), F("issued").desc()]
+
+
+def _ranked(rows: QuerySet[DailyUsage], limit: int) -> list[dict[str, Any]]:
+    """The users of ``rows`` by their sums, most spent first: one grouped query."""
+    grouped = (
+        rows.values("user_id")
+        .annotate(**_sums(), audio=Sum(_audio()), tokens=Sum(_tokens()), secrets=Sum("issued"))
+        .order_by("-audio", "-tokens", "-secrets", "user_id")[:limit]
+    )
+    return [dict(row) for row in grouped]
+
+
+def _beats(row: Mapping[str, Any], bound: Sequence[float]) -> bool:
+    """Whether a ranked user's sums come strictly before ``bound`` (audio, tokens, secrets).
+
+    Audio is summed in floating point, so it decides only by a clear margin;
+    within the margin only exact zeros (no relaying at all) pass on to the
+    integer counts.
+    """
+    audio, margin = row["audio"] or 0.0, 1e-6 * max(1.0, bound[0])
+    if audio > bound[0] + margin:
+        return True
+    if audio != 0 or bound[0] != 0:
+        return False
+    return ((row["tokens"] or 0), (row["secrets"] or 0)) > (bound[1], bound[2])
+
+
+def _ranked_from_each_days_top(
+    since: dt.date, until: dt.date, limit: int, per_day: int, combos: Mapping[dt.date, int]
+) -> list[dict[str, Any]] | None:
+    """The top ``limit`` users from the candidates among each day's ``per_day`` biggest rows.
+
+    Each day's rows are read in spend order through the ``(day, spend)``
+    index. A user with no row among them spent, that day, at most the last
+    one read times the number of (kind, model) rows a user can have that
+    day; summed over the days that is a bound on every other user's period.
+    The candidates' exact sums are one grouped query; when the last of the
+    ``limit`` is strictly above the bound nobody else can be in the list and
+    it is exact. ``None`` when it is not, or the candidates are too many.
+    """
+    alias = app_settings.AUDIT_DATABASE
+    candidates: set[Any] = set()
+    bound = [0.0, 0, 0]
+    full_days = 0
+    for day in days_of(since, until):
+        top = list(
+            DailyUsage.objects.using(alias)
+            .filter(day=day)
+            .order_by(*_spend_order())
+            .values_list("user_id", "kind", "model", "audio_seconds_in", "audio_seconds_out",
+                         "input_tokens", "output_tokens", "issued")[:per_day]
+        )  # fmt: skip
+        candidates.update(row[0] for row in top)
+        if len(candidates) > MAX_CANDIDATES:
+            return None
+        if len(top) == per_day:
+            full_days += 1
+            # A user has one row per kind and model a day: the site's rows
+            # count the day's pairs (and the pairs read here, if the site's
+            # rows missed a write).
+            pairs = max(combos.get(day, 0), len({(row[1], row[2]) for row in top}))
+            _, _, _, audio_in, audio_out, tokens_in, tokens_out, issued = top[-1]
+            bound[0] += pairs * (audio_in + audio_out)
+            bound[1] += pairs * (tokens_in + tokens_out)
+            bound[2] += pairs * issued
+    if not candidates:
+        return []
+    ranked = _ranked(_ledger(since, until).filter(user_id__in=candidates), limit)
+    if not full_days:
+        return ranked  # every row of the period was read: every user is a candidate
+    if len(ranked) == limit and _beats(ranked[-1], bound):
+        return ranked
+    return None
+
+
 def top_users(since: dt.date, until: dt.date, limit: int = TOP_USERS) -> list[Spender]:
     """The users who spent most in the period, by what the Gateway bills.
 
@@ -312,20 +409,31 @@ def top_users(since: dt.date, until: dt.date, limit: int = TOP_USERS) -> list[Sp
     session the site cannot meter (the browser talks to the Gateway
     directly). The ledger holds no prices, so the units are not added up
     into money; on a site that does not relay, the ranking is by secrets
-    issued. One grouped query, then one for the listed users' names.
+    issued.
+
+    A period of up to ``DIRECT_RANKING_ATTEMPTS`` attempts is one grouped
+    query over its users' rows. A larger one, whose rows grow with its
+    active users, is ranked from each day's biggest rows first (a threshold
+    search: ``_ranked_from_each_days_top``), which reads a few hundred rows
+    a day while a few users spend well above the rest, as on most sites;
+    when spend is too even for that to prove the list, it falls back to
+    the grouped query. Either way the list is exact, and the same. Then one
+    query for the listed users' names.
     """
-    grouped = (
-        _ledger(since, until)
-        .values("user_id")
-        .annotate(
-            **_sums(),
-            audio=Sum(F("audio_seconds_in") + F("audio_seconds_out")),
-            tokens=Sum(F("input_tokens") + F("output_tokens")),
-            secrets=Sum("issued"),
-        )
-        .order_by("-audio", "-tokens", "-secrets", "user_id")[:limit]
-    )
-    rows = list(grouped)
+    alias = app_settings.AUDIT_DATABASE
+    site = SiteDailyUsage.objects.using(alias).filter(day__gte=since, day__lte=until)
+    counted = F("issued") + F("failed") + F("rejected") + F("relayed_sessions") + F("relay_refused")
+    attempts = site.aggregate(n=Sum(counted))["n"]
+    rows = None
+    if (attempts or 0) > DIRECT_RANKING_ATTEMPTS:
+        combos = {row["day"]: row["n"] for row in site.values("day").annotate(n=Count("id"))}
+        first = max(FIRST_PASS_ROWS, limit)
+        for per_day in (first, first * 4, first * 16):
+            rows = _ranked_from_each_days_top(since, until, limit, per_day, combos)
+            if rows is not None:
+                break
+    if rows is None:
+        rows = _ranked(_ledger(since, until), limit)
     user_model = get_user_model()
     users = user_model._default_manager.in_bulk([row["user_id"] for row in rows])
     return [

@@ -6,6 +6,7 @@ import hashlib
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 
 from gateway_realtime.protocol import KIND_CHOICES
@@ -329,6 +330,15 @@ class DailyUsage(UsageKey, UsageCounters):
         indexes = [
             # A user's page: their usage per day.
             models.Index(fields=["user", "day"], name="gwrt_usage_user_day_idx"),
+            # The dashboard's top users on a large site: each day's rows in
+            # spend order (audio, tokens, secrets issued; dashboard.top_users).
+            models.Index(
+                F("day"),
+                (F("audio_seconds_in") + F("audio_seconds_out")).desc(),
+                (F("input_tokens") + F("output_tokens")).desc(),
+                F("issued").desc(),
+                name="gwrt_usage_day_spend_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -345,8 +345,9 @@ def test_the_sites_charts_read_the_sites_rows_and_only_the_top_users_the_users(
         if '"gateway_realtime_dailyusage"' in q["sql"] or "_dailyfailure" in q["sql"]
     ]
     site = [q["sql"] for q in captured.captured_queries if "gateway_realtime_sitedaily" in q["sql"]]
-    # Per day, the period's totals, the failures by type: a few rows a day.
-    assert len(site) == 3
+    # Per day, the period's totals, the failures by type, and the period's
+    # attempts (which decide how the top users are ranked): a few rows a day.
+    assert len(site) == 4
     # The top users, grouped by user: the one query that reads the users' rows.
     [top] = per_user
     assert top.startswith('SELECT "gateway_realtime_dailyusage"."user_id"') and "GROUP BY" in top

@@ -488,7 +488,22 @@ class Migration(migrations.Migration):
                 "verbose_name": "daily usage",
                 "verbose_name_plural": "daily usage",
                 "ordering": ["-day", "user", "kind", "model"],
-                "indexes": [models.Index(fields=["user", "day"], name="gwrt_usage_user_day_idx")],
+                "indexes": [
+                    models.Index(fields=["user", "day"], name="gwrt_usage_user_day_idx"),
+                    models.Index(
+                        models.F("day"),
+                        models.OrderBy(
+                            models.F("audio_seconds_in") + models.F("audio_seconds_out"),
+                            descending=True,
+                        ),
+                        models.OrderBy(
+                            models.F("input_tokens") + models.F("output_tokens"),
+                            descending=True,
+                        ),
+                        models.OrderBy(models.F("issued"), descending=True),
+                        name="gwrt_usage_day_spend_idx",
+                    ),
+                ],
                 "constraints": [
                     models.UniqueConstraint(
                         fields=("day", "user", "kind", "model"),
