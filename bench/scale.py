@@ -81,10 +81,10 @@ def timed(action: Callable[[], Any], repeat: int = 3) -> float:
     return round(statistics.median(times), 1)
 
 
-def variant(name: str, rows: int, users: int, days: int, ledger_days: int) -> dict[str, Any]:
-    """Build one database (``plain`` or ``partitioned``) and measure it; runs in a process of
-    its own, since Django's settings are the process's."""
-    url = database_url(os.environ.get("BENCH_DATABASE_URL", PG_URL), f"gateway_realtime_{name}")
+def set_up(database: str) -> str:
+    """A new PostgreSQL database named ``database`` for the bench site, and Django set up
+    on it (``bench.scale_settings``, no Redis); returns its URL."""
+    url = database_url(os.environ.get("BENCH_DATABASE_URL", PG_URL), database)
     reason = recreate_database(url)
     if reason:
         raise SystemExit(reason)
@@ -94,6 +94,13 @@ def variant(name: str, rows: int, users: int, days: int, ledger_days: int) -> di
     import django
 
     django.setup()
+    return url
+
+
+def variant(name: str, rows: int, users: int, days: int, ledger_days: int) -> dict[str, Any]:
+    """Build one database (``plain`` or ``partitioned``) and measure it; runs in a process of
+    its own, since Django's settings are the process's."""
+    url = set_up(f"gateway_realtime_{name}")
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
