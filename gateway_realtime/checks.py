@@ -66,7 +66,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
 
-    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "TOTAL_TIMEOUT", "TAG_TIMEOUT", "SLOW_CALL"):
+    for name in (
+        "CONNECT_TIMEOUT",
+        "READ_TIMEOUT",
+        "TOTAL_TIMEOUT",
+        "TAG_TIMEOUT",
+        "SLOW_CALL_MIN",
+    ):
         value = getattr(settings, PREFIX + name, DEFAULTS[name])
         if not _is_number(value):
             errors.append(
@@ -396,26 +402,44 @@ def _check_resilience() -> list[CheckMessage]:
                 id="gateway_realtime.E017",
             )
         )
-    slow = getattr(settings, PREFIX + "SLOW_CALL", DEFAULTS["SLOW_CALL"])
-    total = getattr(settings, PREFIX + "TOTAL_TIMEOUT", DEFAULTS["TOTAL_TIMEOUT"])
-    if _is_number(slow) and _is_number(total) and slow > total:
+    factor = getattr(settings, PREFIX + "SLOW_CALL_FACTOR", DEFAULTS["SLOW_CALL_FACTOR"])
+    if not _is_number(factor, 1) and not (_is_number(factor) and factor == 1):
         errors.append(
             Error(
-                "GATEWAY_REALTIME_SLOW_CALL must not be longer than "
-                "GATEWAY_REALTIME_TOTAL_TIMEOUT.",
-                hint="It is the deadline of a mint that starts while another of the process's "
-                "mints waits on the Gateway, and the line past which a call is slow; "
-                f"the defaults are {DEFAULTS['SLOW_CALL']} s and {DEFAULTS['TOTAL_TIMEOUT']} s.",
+                "GATEWAY_REALTIME_SLOW_CALL_FACTOR must be a number of at least 1.",
+                hint="A call is slow past this many times the Gateway's recent latency "
+                f"(at least SLOW_CALL_MIN); the default is {DEFAULTS['SLOW_CALL_FACTOR']}.",
                 id="gateway_realtime.E023",
             )
         )
-    failures = getattr(settings, PREFIX + "BREAKER_FAILURES", DEFAULTS["BREAKER_FAILURES"])
-    if not _is_whole(failures, 1):
+    wait = getattr(settings, PREFIX + "BULKHEAD_WAIT", DEFAULTS["BULKHEAD_WAIT"])
+    if wait is not None and not _is_number(wait, -1e-9):
         errors.append(
             Error(
-                "GATEWAY_REALTIME_BREAKER_FAILURES must be a positive whole number of failures.",
-                hint=f"The default is {DEFAULTS['BREAKER_FAILURES']}.",
+                "GATEWAY_REALTIME_BULKHEAD_WAIT must be a number of seconds (0 or more), or None.",
+                hint="None (the default) waits about twice the Gateway's recent latency "
+                "for a call to end (at least 0.5 s, at most TOTAL_TIMEOUT); 0 refuses at once.",
+                id="gateway_realtime.E026",
+            )
+        )
+    rate = getattr(settings, PREFIX + "BREAKER_FAILURE_RATE", DEFAULTS["BREAKER_FAILURE_RATE"])
+    if not _is_number(rate) or rate > 1:
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_BREAKER_FAILURE_RATE must be a share of the calls, "
+                "above 0 and at most 1.",
+                hint=f"The default is {DEFAULTS['BREAKER_FAILURE_RATE']}: the circuit opens "
+                "when half the calls in the window failed or were slow.",
                 id="gateway_realtime.E018",
+            )
+        )
+    calls = getattr(settings, PREFIX + "BREAKER_MIN_CALLS", DEFAULTS["BREAKER_MIN_CALLS"])
+    if not _is_whole(calls, 1):
+        errors.append(
+            Error(
+                "GATEWAY_REALTIME_BREAKER_MIN_CALLS must be a positive whole number of calls.",
+                hint=f"The default is {DEFAULTS['BREAKER_MIN_CALLS']}.",
+                id="gateway_realtime.E027",
             )
         )
     for name in ("BREAKER_WINDOW", "BREAKER_COOLDOWN"):
@@ -424,7 +448,7 @@ def _check_resilience() -> list[CheckMessage]:
                 Error(
                     f"GATEWAY_REALTIME_{name} must be a positive number of seconds.",
                     hint=f"The default is {DEFAULTS[name]}.",
-                    id="gateway_realtime.E018",
+                    id="gateway_realtime.E028",
                 )
             )
     alias = getattr(settings, PREFIX + "BREAKER_CACHE", DEFAULTS["BREAKER_CACHE"])

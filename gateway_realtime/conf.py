@@ -30,11 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_TIMEOUT": 2.0,
     "READ_TIMEOUT": 2.5,
     "TOTAL_TIMEOUT": 3.0,
-    "SLOW_CALL": 0.75,
+    "SLOW_CALL_FACTOR": 4.0,
+    "SLOW_CALL_MIN": 0.5,
     "TAG_TIMEOUT": 2.0,
     "MAX_CONCURRENT_MINTS": None,
-    "BREAKER_FAILURES": 5,
-    "BREAKER_WINDOW": 30,
+    "BULKHEAD_WAIT": None,
+    "BREAKER_FAILURE_RATE": 0.5,
+    "BREAKER_MIN_CALLS": 10,
+    "BREAKER_WINDOW": 10,
     "BREAKER_COOLDOWN": 15,
     "BREAKER_CACHE": "default",
     "CONNECT_RETRIES": 2,
@@ -114,8 +117,12 @@ class AppSettings:
         return float(_get("TOTAL_TIMEOUT"))
 
     @property
-    def SLOW_CALL(self) -> float:
-        return float(_get("SLOW_CALL"))
+    def SLOW_CALL_FACTOR(self) -> float:
+        return float(_get("SLOW_CALL_FACTOR"))
+
+    @property
+    def SLOW_CALL_MIN(self) -> float:
+        return float(_get("SLOW_CALL_MIN"))
 
     @property
     def TAG_TIMEOUT(self) -> float:
@@ -127,8 +134,17 @@ class AppSettings:
         return None if value is None else int(value)
 
     @property
-    def BREAKER_FAILURES(self) -> int:
-        return int(_get("BREAKER_FAILURES"))
+    def BULKHEAD_WAIT(self) -> float | None:
+        value = _get("BULKHEAD_WAIT")
+        return None if value is None else float(value)
+
+    @property
+    def BREAKER_FAILURE_RATE(self) -> float:
+        return float(_get("BREAKER_FAILURE_RATE"))
+
+    @property
+    def BREAKER_MIN_CALLS(self) -> int:
+        return int(_get("BREAKER_MIN_CALLS"))
 
     @property
     def BREAKER_WINDOW(self) -> float:

@@ -718,7 +718,6 @@ class DashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 charts=day_charts(days, "site"),
                 failure_chart=failure_chart(failed, "site") if failed else None,
                 breaker=breaker_state(),
-                breaker_threshold=app_settings.BREAKER_FAILURES,
                 live_sessions=live_session_count(),
                 export_url=f"{self._url('export')}?since={since}&until={until}",
             )

@@ -11,20 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django.core.handlers.asgi import ASGIRequest
 from django.db import Error as DatabaseError
 from django.db import transaction
 from django.utils import timezone
 
 from gateway_realtime import breaker, usage
+from gateway_realtime.bulkhead import gateway_call_slot
 from gateway_realtime.client import get_client
 from gateway_realtime.conf import app_settings, resolve_callable
 from gateway_realtime.credentials import resolve_credential
@@ -213,9 +210,11 @@ def mint_client_secret(
 
     Resilience: ``timeout`` is the Gateway call's whole deadline in seconds
     (default ``GATEWAY_REALTIME_TOTAL_TIMEOUT``; the template tag passes
-    ``GATEWAY_REALTIME_TAG_TIMEOUT``). ``GatewayBusy`` when this process
-    already has ``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway calls in
-    flight, ``GatewayUnavailable`` while the circuit breaker is open (see
+    ``GATEWAY_REALTIME_TAG_TIMEOUT``), cut to the slow line after a call
+    that ran out of time (see ``gateway_realtime.bulkhead``). ``GatewayBusy``
+    when this process has ``GATEWAY_REALTIME_MAX_CONCURRENT_MINTS`` Gateway
+    calls in flight and none ends within ``GATEWAY_REALTIME_BULKHEAD_WAIT``,
+    ``GatewayUnavailable`` while the circuit breaker is open (see
     ``gateway_realtime.breaker``): both are asked before the quota, so a
     refusal is one ``rejected`` row, claims nothing and does not call the
     Gateway.
@@ -242,15 +241,13 @@ def mint_client_secret(
     # The slot is held from the quota claim to the Gateway's answer.
     gateway_call = ExitStack()
     try:
-        others = gateway_call.enter_context(gateway_call_slot(request))
-        if others or _last_call_timed_out.get(os.getpid()):
-            # Another of this process's mints is already waiting on the
-            # Gateway, or its last one ran out of time: this one gets
-            # SLOW_CALL at most, so that a stall holds one server thread a
-            # process for longer than that, and a sync worker one call.
-            slow = app_settings.SLOW_CALL
-            timeout = slow if timeout is None else min(timeout, slow)
-        gateway_call.enter_context(breaker.guard(timeout))
+        slot = gateway_call.enter_context(gateway_call_slot(request))
+        # After a time-out, the next call gets the slow line (a multiple of
+        # the Gateway's recent latency) as its deadline: see bulkhead.py.
+        timeout = slot.deadline(timeout)
+        call = gateway_call.enter_context(
+            breaker.guard(timeout, slow_after=slot.slow_call_threshold())
+        )
     except (GatewayBusy, GatewayUnavailable) as error:
         gateway_call.close()
         _record_rejection(issuance, error)
@@ -278,6 +275,7 @@ def mint_client_secret(
             # Only a deadline the caller chose is passed on, so that a site's own
             # client written before ``timeout`` existed keeps working elsewhere.
             deadline: dict[str, float] = {} if timeout is None else {"timeout": timeout}
+            slot.sending()
             secret = get_client().mint(
                 kind=kind, model=model, credential=credential, expires_in=lifetime, **deadline
             )
@@ -286,12 +284,15 @@ def mint_client_secret(
             # exception too, so that no attempt stays "pending" for ever.
             if claim is not None and certainly_not_issued(error):
                 claim.release()
-            _last_call_timed_out[os.getpid()] = isinstance(error, GatewayTimeoutError)
+            if isinstance(error, GatewayTimeoutError):
+                slot.timed_out()
+            elif isinstance(error, GatewayError) and error.status_code is not None:
+                call.answered_in = slot.answered()
             _record_failure(issuance, error, started)
             _send_failed(issuance, user, request, error)
             raise
+        call.answered_in = slot.answered()
 
-    _last_call_timed_out[os.getpid()] = False
     now = timezone.now()
     issuance.outcome = Outcome.ISSUED
     issuance.completed_at = now
@@ -335,110 +336,6 @@ def mint_client_secret(
         model=model,
         issuance=issuance,
     )
-
-
-# Whether this process's last Gateway call ran out of time (by process id, so
-# a forked worker starts afresh): the next gets SLOW_CALL until one answers.
-_last_call_timed_out: dict[int, bool] = {}
-
-# The bulkhead: one count per process, so a forked worker does not inherit
-# its parent's; its size is read at each mint, so a changed setting
-# (override_settings included) or a grown thread pool applies at once.
-_bulkheads: dict[int, _Bulkhead] = {}
-_bulkheads_lock = threading.Lock()
-
-
-#: The most Gateway calls a process makes at once when MAX_CONCURRENT_MINTS is None.
-AUTO_MAX_CONCURRENT_MINTS = 4
-
-
-def request_threads() -> int | None:
-    """How many threads serve requests beside this one in this process, as far as it can see.
-
-    A server's main thread (gunicorn's sync workers, say) is one thread. A
-    thread of a ``concurrent.futures.ThreadPoolExecutor`` (gunicorn's gthread
-    workers, asgiref's executor for sync views under ASGI) is one of the pool
-    its name prefix names (``<prefix>_<n>``, the documented naming): the
-    pool's threads alive now. Anything else (``None``) is not known.
-    """
-    current = threading.current_thread()
-    if current is threading.main_thread():
-        return 1
-    prefix, separator, index = current.name.rpartition("_")
-    if not separator or not prefix or not index.isdigit():
-        return None
-    return sum(1 for thread in threading.enumerate() if thread.name.rpartition("_")[0] == prefix)
-
-
-def bulkhead_size(request: HttpRequest | None = None) -> int:
-    """``MAX_CONCURRENT_MINTS``, or with None one fewer than the request threads (1 to 4).
-
-    So that a stalled Gateway leaves a thread of every process to pages and
-    to refusals: gthread with 4 threads mints 3 at once, with 2 threads one,
-    a sync worker one. Under ASGI each request's sync code has a thread of its
-    own and the event loop serves the rest, so the bound is 4.
-    """
-    size = app_settings.MAX_CONCURRENT_MINTS
-    if size is not None:
-        return size
-    if isinstance(request, ASGIRequest):
-        return AUTO_MAX_CONCURRENT_MINTS
-    threads = request_threads()
-    if threads is None:
-        return AUTO_MAX_CONCURRENT_MINTS
-    return max(1, min(AUTO_MAX_CONCURRENT_MINTS, threads - 1))
-
-
-def _bulkhead() -> _Bulkhead:
-    pid = os.getpid()
-    bulkhead = _bulkheads.get(pid)
-    if bulkhead is None:
-        with _bulkheads_lock:
-            bulkhead = _bulkheads.setdefault(pid, _Bulkhead())
-    return bulkhead
-
-
-class _Bulkhead:
-    """This process's Gateway calls in flight."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.lock = threading.Lock()
-
-    def enter(self, size: int) -> int | None:
-        """Take a place of ``size``; return how many calls were in flight before, or None."""
-        with self.lock:
-            if self.in_flight >= size:
-                return None
-            self.in_flight += 1
-            return self.in_flight - 1
-
-    def leave(self) -> None:
-        with self.lock:
-            self.in_flight -= 1
-
-
-@contextmanager
-def gateway_call_slot(request: HttpRequest | None = None) -> Iterator[int]:
-    """Hold one of this process's ``bulkhead_size()`` Gateway calls (``MAX_CONCURRENT_MINTS``).
-
-    Yields how many other calls of this process were in flight when it was
-    taken. Raises ``GatewayBusy`` at once when all are taken: a stalled
-    Gateway may hold that many server threads, never more. Works for threads
-    (WSGI) and for sync views run in threads under ASGI alike.
-    """
-    bulkhead = _bulkhead()
-    others = bulkhead.enter(bulkhead_size(request))
-    if others is None:
-        raise GatewayBusy(
-            "Too many client secrets are being minted at once "
-            "(GATEWAY_REALTIME_MAX_CONCURRENT_MINTS); try again in a moment.",
-            retry_after=1,
-        )
-    try:
-        yield others
-    finally:
-        bulkhead.leave()
 
 
 def _elapsed_ms(started: float) -> int:

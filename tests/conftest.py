@@ -40,12 +40,13 @@ def _fresh_clients(monkeypatch):
 def _close_circuit():
     # The breaker's state lives in the cache, which outlives a test: one
     # test's Gateway failures must not open the circuit on the next, nor its
-    # time-outs shorten the next test's deadline (services' per-process memory).
+    # time-outs or latency change the next test's deadlines (the bulkhead's
+    # per-process memory).
     with contextlib.suppress(Exception):
         reset_circuit()
-    from gateway_realtime import services
+    from gateway_realtime import bulkhead
 
-    services._last_call_timed_out.clear()
+    bulkhead.reset()
 
 
 # The Gateway, through ``responses`` ----------------------------------------------

@@ -67,7 +67,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
 
 @pytest.fixture
 def breaker_settings(settings: Any) -> Any:
-    settings.GATEWAY_REALTIME_BREAKER_FAILURES = 3
+    settings.GATEWAY_REALTIME_BREAKER_MIN_CALLS = 3
     settings.GATEWAY_REALTIME_BREAKER_WINDOW = 30
     settings.GATEWAY_REALTIME_BREAKER_COOLDOWN = 15
     # A mint inside another (the probe's callback): not the bulkhead's business.
@@ -394,7 +394,10 @@ def test_the_management_command_shows_and_resets_the_circuit(
         call_command("gateway_realtime_circuit", *args, stdout=out)
         return out.getvalue()
 
-    assert run().splitlines() == ["state: closed", "failures in window: 0 of 3 within 30 s"]
+    assert run().splitlines() == [
+        "state: closed",
+        "failed or slow in window: 0 of 0 calls within 30 s (opens at 50% of at least 3 calls)",
+    ]
     fail_times(gateway_mock, 3, user)
     clock.now += 5
     assert run().splitlines()[0] == "state: open (10 s left)"
@@ -537,7 +540,7 @@ def shared_cache_settings(tmp_path: Path, settings: Any) -> str:
     (tmp_path / "two_process_settings.py").write_text(
         "from tests.settings import *  # noqa: F403\n"
         f"CACHES = {{'default': {cache}}}\n"
-        "GATEWAY_REALTIME_BREAKER_FAILURES = 3\n"
+        "GATEWAY_REALTIME_BREAKER_MIN_CALLS = 3\n"
         "GATEWAY_REALTIME_BREAKER_COOLDOWN = 1\n"
         # Long, so the two processes' failures never straddle a window boundary.
         "GATEWAY_REALTIME_BREAKER_WINDOW = 3600\n"
@@ -584,3 +587,95 @@ def test_failures_in_one_process_open_the_circuit_in_another(
             one("reset")
         one.stop()
         other.stop()
+
+
+# A rate, not a count ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_gateway_failing_one_call_in_seven_never_opens_it(
+    gateway_mock: responses.RequestsMock,
+    user: Any,
+    breaker_settings: Any,
+    clock: Any,
+    transitions: Any,
+) -> None:
+    # The default rate and minimum: a busy site, 70 calls in one window.
+    breaker_settings.GATEWAY_REALTIME_BREAKER_MIN_CALLS = 10
+    outcomes: list[str] = []
+    for n in range(1, 71):
+        if n % 7 == 0:
+            answer(gateway_mock, gateway_error("internal_server_error"), 503)
+        else:
+            succeed(gateway_mock)
+        try:
+            mint_client_secret(user=user, kind="realtime")
+            outcomes.append("issued")
+        except GatewayError as error:
+            outcomes.append(error.error_type)
+    # Every answered 200 became a token; each failure kept its own type.
+    assert outcomes.count("issued") == 60
+    assert outcomes.count("internal_server_error") == 10
+    state = breaker.circuit_state()
+    assert (state.state, state.failures, state.calls) == (breaker.CLOSED, 10, 70)
+    assert transitions == []
+
+
+@pytest.mark.django_db
+def test_it_opens_on_half_the_calls_once_there_are_enough(
+    gateway_mock: responses.RequestsMock,
+    user: Any,
+    breaker_settings: Any,
+    clock: Any,
+    transitions: Any,
+) -> None:
+    breaker_settings.GATEWAY_REALTIME_BREAKER_MIN_CALLS = 10
+    for _ in range(5):
+        succeed(gateway_mock)
+        mint_client_secret(user=user, kind="realtime")
+    # A dead Gateway: every call refused, fast.
+    fail_times(gateway_mock, 4, user)
+    assert breaker.circuit_state().state == breaker.CLOSED  # 9 calls: too few to judge
+    fail_times(gateway_mock, 1, user)
+    assert breaker.circuit_state() == breaker.CircuitState(breaker.OPEN, 15, 5, False, 10)
+    assert transitions[0][1]["failures"] == 5
+
+
+@pytest.mark.django_db
+def test_a_4xx_answer_is_a_call_that_went_well(
+    gateway_mock: responses.RequestsMock, user: Any, breaker_settings: Any, clock: Any
+) -> None:
+    answer(gateway_mock, gateway_error("model_not_found"), 404)
+    with pytest.raises(GatewayModelNotFoundError):
+        mint_client_secret(user=user, kind="realtime")
+    fail_times(gateway_mock, 1, user)
+    state = breaker.circuit_state()
+    assert (state.state, state.failures, state.calls) == (breaker.CLOSED, 1, 2)
+
+
+def test_slow_successes_count_and_quick_ones_do_not(breaker_settings: Any, clock: Any) -> None:
+    for answered_in in (0.4, 0.5):  # at the line: not slow
+        with breaker.guard(slow_after=0.5) as call:
+            call.answered_in = answered_in
+    assert breaker.circuit_state().failures == 0
+    with breaker.guard(slow_after=0.5) as call:
+        call.answered_in = 2.0
+    state = breaker.circuit_state()
+    assert (state.state, state.failures, state.calls) == (breaker.CLOSED, 1, 3)
+    with breaker.guard(slow_after=0.5) as call:
+        call.answered_in = 2.0
+    # 2 of 4 calls were slow, at the minimum of 3 calls: open.
+    assert breaker.circuit_state().state == breaker.OPEN
+
+
+@pytest.mark.django_db
+def test_calls_slide_out_of_the_window(
+    gateway_mock: responses.RequestsMock, user: Any, breaker_settings: Any, clock: Any
+) -> None:
+    fail_times(gateway_mock, 2, user)
+    assert breaker.circuit_state().calls == 2
+    clock.now += 12  # two of the five 6 s buckets later: still in the window
+    assert breaker.circuit_state().calls == 2
+    clock.now += 24  # past the 30 s window
+    state = breaker.circuit_state()
+    assert (state.failures, state.calls) == (0, 0)

@@ -381,7 +381,7 @@ def test_the_breaker_state_now(
     viewer: Client, same_origin: Any, gateway_mock: Any, settings: Any
 ) -> None:
     assert 'data-figure="breaker">closed<' in viewer.get(DASHBOARD).content.decode()
-    settings.GATEWAY_REALTIME_BREAKER_FAILURES = 1
+    settings.GATEWAY_REALTIME_BREAKER_MIN_CALLS = 1
     answer(gateway_mock, gateway_error("internal_server_error"), status=500)
     assert same_origin(REALTIME).status_code >= 500
     response = viewer.get(DASHBOARD)

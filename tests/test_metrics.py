@@ -160,7 +160,7 @@ def test_bulkhead_refusals_are_counted(scrape_url, same_origin, gateway, setting
 def test_the_breaker_gauge_follows_the_shared_circuit(
     scrape_url, same_origin, gateway_mock, settings
 ):
-    settings.GATEWAY_REALTIME_BREAKER_FAILURES = 1
+    settings.GATEWAY_REALTIME_BREAKER_MIN_CALLS = 1
     before = scrape(scrape_url)
     assert before[BREAKER] == 0
     answer(gateway_mock, gateway_error("internal_server_error"), status=500)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from .server import GatewayEmulator, is_loopback_host
+from .server import FAULTS, GatewayEmulator, is_loopback_host
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds every successful mint waits before answering; default: %(default)s",
     )
     parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="make every Nth mint fail as --fail-with says; default: never",
+    )
+    parser.add_argument(
+        "--fail-with",
+        choices=FAULTS,
+        default="503",
+        help="503: answer 503 at once; hang: answer nothing for a minute; default: %(default)s",
+    )
+    parser.add_argument(
         "--allow-api-key-ws",
         action="store_true",
         help="let an API key open a WebSocket (server-side clients)",
@@ -103,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_remote=args.allow_remote,
             stream_delay=args.stream_delay,
             mint_delay=args.mint_delay,
+            fail_every=args.fail_every,
+            fail_with=args.fail_with,
         )
     except ValueError as exc:
         parser.error(str(exc))

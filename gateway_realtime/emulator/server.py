@@ -73,6 +73,10 @@ _MAX_BODY = 1024 * 1024
 _MAX_PROTOCOL_HEADER = 8 * 1024
 _HUGE_BODY_BYTES = 5 * 1024 * 1024
 _DEFAULT_SLOW_SECONDS = 5.0
+#: How long a mint hangs with ``fail_with="hang"``: longer than any client waits.
+HANG_SECONDS = 60.0
+#: What ``fail_every`` makes every Nth mint do.
+FAULTS = ("503", "hang")
 # How long a WebSocket close waits for the peer's close frame, and how long
 # stop() lets a request in flight finish before cancelling it.
 _CLOSE_TIMEOUT = 2.0
@@ -304,7 +308,11 @@ class GatewayEmulator:
     needed to bind anything but loopback. ``mint_delay`` is how long every
     successful mint waits before answering (seconds; other requests are
     served meanwhile), a Gateway round trip or a stalled Gateway; it may be
-    changed while running (``emulator.mint_delay = 20``).
+    changed while running (``emulator.mint_delay = 20``). ``fail_every``
+    (N) makes every Nth mint request fail as ``fail_with`` says: ``"503"``
+    answers 503 at once (no token is issued), ``"hang"`` answers nothing for
+    ``HANG_SECONDS``; a Gateway failing some of its calls. Both may be
+    changed while running; the count starts at the first mint.
     """
 
     def __init__(
@@ -326,6 +334,8 @@ class GatewayEmulator:
         max_message_size: int = 256 * 1024,
         keep_alive_timeout: float = 75.0,
         mint_delay: float = 0.0,
+        fail_every: int = 0,
+        fail_with: str = "503",
     ) -> None:
         if not allow_remote and not is_loopback_host(host):
             raise ValueError(
@@ -357,6 +367,13 @@ class GatewayEmulator:
         self.max_message_size = max_message_size
         self.keep_alive_timeout = keep_alive_timeout
         self.mint_delay = mint_delay
+        if fail_with not in FAULTS:
+            raise ValueError(f"fail_with must be one of {FAULTS}")
+        if fail_every < 0:
+            raise ValueError("fail_every must be 0 (never) or more")
+        self.fail_every = fail_every
+        self.fail_with = fail_with
+        self._mint_requests = 0
         self._requested_port = port
         self._port: int | None = None
         self._ws_routes = {f"{self.base_path}/{kind}-model": kind for kind in KIND_MARKERS}
@@ -504,6 +521,7 @@ class GatewayEmulator:
             self._ws_sessions.clear()
             self._ws_handshakes.clear()
             self._tcp_connections = 0
+            self._mint_requests = 0
 
     def issue_token(
         self, model: str, kind: str = "realtime", expires_in: int | None = None
@@ -686,7 +704,14 @@ class GatewayEmulator:
                 reply = _error(405, "Use POST", "invalid_request_error")
                 reply.headers.append(("Allow", "POST"))
             else:
-                reply = self._mint(request, body, redirected=path == REDIRECTED_MINT_PATH)
+                fault = self._scheduled_fault()
+                if fault == "503":
+                    reply = _error(503, "Emulated outage of one call", "internal_server_error")
+                elif fault == "hang":
+                    await asyncio.sleep(HANG_SECONDS)
+                    reply = _error(504, "Emulated hang", "internal_server_error")
+                else:
+                    reply = self._mint(request, body, redirected=path == REDIRECTED_MINT_PATH)
         else:
             reply = _error(404, f"No route for {request.method} {path}", "not_found")
         logger.info("%s %s -> %s", request.method, request.raw_path, reply.status)
@@ -699,6 +724,14 @@ class GatewayEmulator:
                 await asyncio.sleep(delay)
             await self._pass_mint_gate()
         return await self._deliver(request, reply)
+
+    def _scheduled_fault(self) -> str | None:
+        """``fail_with`` for every ``fail_every``-th mint request, else None."""
+        with self._lock:
+            self._mint_requests += 1
+            count = self._mint_requests
+        every = self.fail_every
+        return self.fail_with if every and count % every == 0 else None
 
     async def _pass_mint_gate(self) -> None:
         gate = self._mint_gate

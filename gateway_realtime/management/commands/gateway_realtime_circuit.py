@@ -42,6 +42,8 @@ class Command(BaseCommand):
             line += " (a probe mint is in flight)"
         self.stdout.write(line)
         self.stdout.write(
-            f"failures in window: {state.failures} of {app_settings.BREAKER_FAILURES} "
-            f"within {app_settings.BREAKER_WINDOW:g} s"
+            f"failed or slow in window: {state.failures} of {state.calls} calls "
+            f"within {app_settings.BREAKER_WINDOW:g} s (opens at "
+            f"{app_settings.BREAKER_FAILURE_RATE:.0%} of at least "
+            f"{app_settings.BREAKER_MIN_CALLS} calls)"
         )
