@@ -1,13 +1,17 @@
-"""``python -m bench [token] [stall] [relay] [--full] [--save FILE]`` (docs/performance.md).
+"""``python -m bench [token] [stall] [protection] [relay] [--full] [--save FILE]``.
+
+See docs/performance.md and docs/deployment.md ("What protection costs").
 
 - token: the time to a token through the app's endpoint, and through the
   setup route the AI SDK docs show on Node (the anchor, @ai-sdk/gateway's own
   client), both minting from a stand-in Gateway that answers after 50 ms, at
   1, 8 and 32 concurrent users, taking turns;
 - stall: what a stalled Gateway costs the rest of the site (``bench.stall``);
+- protection: what the same protection costs a healthy but slow, or partly
+  failing, Gateway (``bench.protection``);
 - relay: what relay mode adds per frame and per session (``bench.relay``).
 
-All three by default. Everything runs on 127.0.0.1: the package's emulator as
+All four by default. Everything runs on 127.0.0.1: the package's emulator as
 the Gateway, the bench site (``bench.settings``) under gunicorn as
 docs/deployment.md recommends for 2 cores, PostgreSQL (needed) and Redis
 (used when it answers). Every figure is printed with the load average it was
@@ -42,11 +46,12 @@ from bench.procs import (
     log,
     recreate_database,
 )
+from bench.protection import protection
 from bench.stall import USERS as STALL_USERS
 from bench.stall import stall
 from bench.stats import Result, format_table, load_average, ratio
 
-PARTS = ("token", "stall", "relay")
+PARTS = ("token", "stall", "protection", "relay")
 MINT_PATH = "/api/realtime-token/realtime/"
 ANCHOR_PATH = "/api/realtime/setup"
 GATEWAY_LATENCY_S = 0.05
@@ -60,10 +65,11 @@ class Profile:
     warmup: int  # unmeasured requests per user before the first round
     relay_sessions: int
     relay_seconds: float
+    protection_seconds: float  # each protection scenario
 
 
-QUICK = Profile(seconds=2.5, rounds=2, warmup=10, relay_sessions=50, relay_seconds=5)
-FULL = Profile(seconds=10, rounds=5, warmup=30, relay_sessions=200, relay_seconds=20)
+QUICK = Profile(2.5, rounds=2, warmup=10, relay_sessions=50, relay_seconds=5, protection_seconds=6)
+FULL = Profile(10, rounds=5, warmup=30, relay_sessions=200, relay_seconds=20, protection_seconds=15)
 
 
 def services() -> str | None:
@@ -190,6 +196,20 @@ def figures(out: dict[str, Any]) -> dict[str, Any]:
         value = token.get(f"c{c}", {}).get(f"ratio_{stat}")
         if value is not None:
             named[f"time_to_token_ratio_{stat}_c{c}"] = value
+    c32 = token.get("c32", {}).get("ours")
+    if c32 is not None:
+        named["c32_errors"] = c32["errors"]
+    guarded = out.get("protection", {})
+    for latency in ("0_9", "2_5"):
+        if f"slow_healthy_{latency}" in guarded:
+            named[f"slow_healthy_success_{latency}"] = guarded[f"slow_healthy_{latency}"]["success"]
+    partial = [run for key, run in guarded.items() if key.startswith("partial_failure_")]
+    if partial:
+        named["partial_failure_success"] = min(run["success"] for run in partial)
+    if guarded:
+        named["protection_breaker_openings"] = sum(
+            run["breaker_openings"] for run in guarded.values()
+        )
     for key, suffix in (("stall", ""), ("stall_defaults_2x4", "_defaults_2x4")):
         if key in out:
             named[f"stall_page_max_s{suffix}"] = out[key]["page_max_s"]
@@ -213,15 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": load_average(),
     }
     log(f"{out['mode']} run: {', '.join(parts)}")
-    if "token" in parts or "stall" in parts:
+    if {"token", "stall", "protection"} & set(parts):
         reason = services()
         if reason:
-            log(f"token and stall skipped: {reason}")
+            log(f"token, stall and protection skipped: {reason}")
             out["skipped"] = reason
         else:
             cookies = logged_in_users(max(max(CONCURRENCY), STALL_USERS))
             if "token" in parts:
                 out["token"] = token(profile, cookies)
+            if "protection" in parts:
+                out["protection"] = protection(cookies, MINT_PATH, profile.protection_seconds)
             if "stall" in parts:
                 out["stall"] = stall(cookies, dict(os.environ), MINT_PATH)
                 out["stall_defaults_2x4"] = stall(

@@ -158,7 +158,10 @@ class Bulkhead:
         """
         waiter = _Waiter()
         with self._lock:
+            # The size may have grown (a thread pool still starting its
+            # threads, a changed setting): let those in line in first.
             self._size = size
+            self._grant()
             if self.in_flight < size and not self._waiting:
                 self.in_flight += 1
                 return self.in_flight - 1
@@ -192,13 +195,16 @@ class Bulkhead:
                     self.latency += weight * change
             elif timed_out:
                 self.last_call_timed_out = True
-            if self._waiting and self.in_flight <= self._size:
-                # The call passes straight to the first in line: in_flight stays.
-                waiter = self._waiting.popleft()
-                waiter.granted = True
-                waiter.ready.set()
-            else:
-                self.in_flight -= 1
+            self.in_flight -= 1
+            self._grant()
+
+    def _grant(self) -> None:
+        """Give the free calls to those in line, first come first served (lock held)."""
+        while self._waiting and self.in_flight < self._size:
+            waiter = self._waiting.popleft()
+            waiter.granted = True
+            self.in_flight += 1
+            waiter.ready.set()
 
 
 def _busy() -> GatewayBusy:

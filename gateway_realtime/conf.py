@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "TEAM": None,
     "TRUST_VERCEL_OIDC_HEADER": None,
     "CONNECT_TIMEOUT": 2.0,
-    "READ_TIMEOUT": 2.5,
+    "READ_TIMEOUT": 3.0,
     "TOTAL_TIMEOUT": 3.0,
     "SLOW_CALL_FACTOR": 4.0,
     "SLOW_CALL_MIN": 0.5,

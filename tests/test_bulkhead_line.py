@@ -301,3 +301,17 @@ def until(condition: Any) -> None:
             return
         pause.wait(0.005)
     raise AssertionError("the condition never held")
+
+
+def test_a_grown_bulkhead_lets_those_in_line_in() -> None:
+    # A thread pool that is still starting its threads sees a smaller size
+    # first: once it has grown, the free calls go to those waiting.
+    line = bulkhead.Bulkhead()
+    line.latency = 5.0
+    line.enter(1)
+    waiting = threading.Thread(target=line.enter, args=(1,))
+    waiting.start()
+    until(lambda: line.waiting == 1)
+    assert line.enter(3) == 2  # the waiting mint got the second call, this one the third
+    waiting.join(10)
+    assert (line.in_flight, line.waiting) == (3, 0)
