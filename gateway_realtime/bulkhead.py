@@ -6,7 +6,7 @@ request threads by default). A mint that finds them all taken does not give
 up at once: bursts within capacity are normal (the threads of one process
 are not shared evenly by the users of a site), so it waits in line for the
 next call to end, for about the Gateway's recent latency
-(``GATEWAY_REALTIME_BULKHEAD_WAIT``: twice that latency, at least 0.5 s). A
+(``GATEWAY_REALTIME_BULKHEAD_WAIT``: twice that latency, at least 0.1 s). A
 healthy Gateway, however slow, ends
 a call within that; a stalled one does not, and then the waiting mint is
 refused with ``GatewayBusy`` and so is every mint after it at once, until a
@@ -54,7 +54,7 @@ LATENCY_WEIGHT_DOWN = 0.1
 #: With BULKHEAD_WAIT None: wait this many times the recent latency...
 AUTO_WAIT_FACTOR = 2.0
 #: ...and never less than this (seconds), nor more than the whole deadline.
-AUTO_WAIT_MIN = 0.5
+AUTO_WAIT_MIN = 0.1
 #: The latency assumed before the process's first answer (seconds).
 LATENCY_PRIOR = 0.5
 

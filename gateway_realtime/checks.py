@@ -418,7 +418,7 @@ def _check_resilience() -> list[CheckMessage]:
             Error(
                 "GATEWAY_REALTIME_BULKHEAD_WAIT must be a number of seconds (0 or more), or None.",
                 hint="None (the default) waits about twice the Gateway's recent latency "
-                "for a call to end (at least 0.5 s, at most TOTAL_TIMEOUT); 0 refuses at once.",
+                "for a call to end (at least 0.1 s, at most TOTAL_TIMEOUT); 0 refuses at once.",
                 id="gateway_realtime.E026",
             )
         )
