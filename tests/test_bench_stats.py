@@ -116,7 +116,7 @@ def test_stall_figures_and_summary():
 def test_an_unknown_part_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["capacity"])
-    assert "token, stall, relay" in capsys.readouterr().err
+    assert "token, stall, protection, relay" in capsys.readouterr().err
 
 
 def test_the_json_line_has_the_load_average_when_no_part_can_run(monkeypatch, capsys, tmp_path):

@@ -186,8 +186,9 @@ def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.Requ
     answer(gateway_mock)
     mint(gw)
     connect, read = gateway_mock.calls[0].request.req_kwargs["timeout"]
-    # Three connect attempts and the read fit in TOTAL_TIMEOUT's 3 s.
-    assert (connect, read) == pytest.approx((1.0, 2.5))
+    # Three connect attempts fit in TOTAL_TIMEOUT's 3 s; the read may take
+    # all of it (a Gateway answering in 2.5 s is slow, not failing).
+    assert (connect, read) == pytest.approx((1.0, 3.0))
 
 
 @pytest.mark.parametrize(
@@ -197,7 +198,7 @@ def test_the_defaults_fit_a_mint(gw: GatewayClient, gateway_mock: responses.Requ
         (1.5, None, (0.5, 1.5)),  # TOTAL_TIMEOUT caps both
         (5.0, 0.6, (0.2, 0.6)),  # a caller's deadline (the tag's) caps both
         (5.0, 2.0, (2 / 3, 2.0)),
-        (9.0, None, (2.0, 2.5)),  # within the deadline, the settings decide
+        (9.0, None, (2.0, 3.0)),  # within the deadline, the settings decide
     ],
 )
 def test_timeouts_are_cut_to_the_whole_deadline(
